@@ -1,0 +1,44 @@
+"""The ``fraudstream`` command: a thin dispatcher to the commands each package registers."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from features.exceptions import FraudstreamError
+from stream import logs
+
+# Each module exposes ``register(subparsers)``; each command sets ``func(args) -> int``.
+COMMAND_MODULES = ("stream.commands",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fraudstream",
+        description="Real-time fraud scoring: Kafka in, Redis features, XGBoost, decisions out.",
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--plain-logs", action="store_true", help="human-readable logs, not JSON")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.configure(args.log_level, json_logs=not args.plain_logs)
+    try:
+        return int(args.func(args))
+    except FraudstreamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

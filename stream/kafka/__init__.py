@@ -1,0 +1,1 @@
+"""Kafka adapter: connection settings, consumers and producers (confluent-kafka)."""

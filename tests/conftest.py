@@ -1,0 +1,117 @@
+"""Session-scoped real endpoints for the integration and reliability suites.
+
+Order of preference: ``KAFKA_BOOTSTRAP_SERVERS`` and ``REDIS_URL`` from the environment;
+else testcontainers when a Docker engine answers; else local processes started through the
+ops scripts on free ports and stopped at the end of the session. Every test gets its own
+topic names, consumer group ids and Redis key prefix, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.infra import LocalKafka, LocalRedis, docker_available
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    kafka_bootstrap: str
+    redis_url: str
+
+
+def _containers() -> Iterator[Endpoints]:
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.redis import RedisContainer
+
+    with (
+        KafkaContainer("apache/kafka:4.1.0").with_kraft() as kafka,
+        RedisContainer("redis:7.4") as redis,
+    ):
+        host = redis.get_container_host_ip()
+        port = redis.get_exposed_port(6379)
+        yield Endpoints(kafka.get_bootstrap_server(), f"redis://{host}:{port}/0")
+
+
+def _local(base: Path) -> Iterator[Endpoints]:
+    kafka = LocalKafka(var=base / "kafka")
+    redis = LocalRedis(var=base / "redis")
+    redis.start()
+    try:
+        kafka.start()
+        try:
+            yield Endpoints(kafka.bootstrap, redis.url)
+        finally:
+            kafka.stop()
+    finally:
+        redis.stop()
+
+
+@pytest.fixture(scope="session")
+def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    redis_url = os.environ.get("REDIS_URL")
+    if bootstrap and redis_url:
+        yield Endpoints(bootstrap, redis_url)
+    elif docker_available() and os.environ.get("FRAUDSTREAM_TEST_NO_DOCKER") != "1":
+        yield from _containers()
+    else:
+        yield from _local(tmp_path_factory.mktemp("services"))
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(endpoints: Endpoints) -> str:
+    return endpoints.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def redis_url(endpoints: Endpoints) -> str:
+    return endpoints.redis_url
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for names this test creates."""
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def redis_prefix(unique: str) -> str:
+    return f"t{unique}"
+
+
+@pytest.fixture
+def group_id(unique: str) -> str:
+    return f"g-{unique}"
+
+
+@pytest.fixture
+def topic_factory(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
+    """Create uniquely named topics; delete them when the test ends."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    made: list[str] = []
+
+    def create(stem: str = "t", partitions: int = 1, config: dict[str, str] | None = None) -> str:
+        name = f"{stem}-{uuid.uuid4().hex[:12]}"
+        fut = admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})],
+            operation_timeout=30,
+        )[name]
+        fut.result(timeout=60)
+        made.append(name)
+        return name
+
+    yield create
+    if made:
+        for fut in admin.delete_topics(made, operation_timeout=30).values():
+            try:
+                fut.result(timeout=60)
+            except Exception:  # noqa: S110 - best-effort clean-up
+                pass
