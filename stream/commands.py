@@ -1,19 +1,70 @@
-"""Registers the streaming commands: ``check``, ``serve``, ``replay``, ``backtest``."""
+"""Registers the streaming commands: ``check``, ``serve`` (``replay`` and ``backtest`` too)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from stream.kafka.connection import KafkaConnection, ensure_reachable
 
-SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
-
-def register(subparsers: SubParsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     check = subparsers.add_parser("check", help="check that a Kafka broker answers")
     check.add_argument("--bootstrap-servers", required=True, metavar="HOST:PORT")
     check.add_argument("--timeout-s", type=float, default=10.0)
     check.set_defaults(func=_check)
+
+    serve = subparsers.add_parser(
+        "serve",
+        help="score transactions from Kafka under a latency budget",
+        description="Every flag also comes from FRAUDSTREAM_<FLAG> or a TOML file (--config); "
+        "flags win over the environment, the environment over the file. Secrets (SASL "
+        "password, SSL key password) come from the environment or --sasl-password-file only.",
+    )
+    serve.add_argument("--config", type=Path, help="TOML file with any of the settings below")
+    add_kafka_flags(serve)
+    s = serve.add_argument
+    s("--redis-url", help="feature store, redis:// or rediss:// (env FRAUDSTREAM_REDIS_URL)")
+    s("--redis-prefix", help="feature key prefix (default fs)")
+    s("--registry", type=Path, help="model registry folder")
+    s("--group-id", help="consumer group (default fraudstream)")
+    s("--input-topic", help="default transactions")
+    s("--decisions-topic", help="default fraud.decisions")
+    s("--alerts-topic", help="default fraud.alerts")
+    s("--dlq-topic", help="default transactions.dlq")
+    s("--budget-ms", type=float, help="per-message latency budget (default 50)")
+    s("--max-batch", type=int, help="largest micro-batch (default 1024)")
+    s("--guarantee", choices=["at-least-once", "exactly-once"])
+    s("--device", choices=["auto", "cpu", "cuda"])
+    s("--metrics-port", type=int, help="/metrics, /healthz, /readyz (default 9108; 0 = off)")
+    s("--shadow", metavar="VERSION", help="challenger model scored beside the champion")
+    s("--shadow-topic", help="default fraud.shadow")
+    s("--transactional-id", help="exactly-once transactional id (default: group-host-pid)")
+    s("--shutdown-timeout-s", type=float, help="bound on a graceful stop (default 30)")
+    s("--model-poll-s", type=float, help="seconds between checks of CURRENT (default 2)")
+    s("--rules-review-amount", type=float, help="rule fallback review amount (default 220)")
+    s("--rules-decline-amount", type=float, help="rule fallback decline amount (default 5000)")
+    s("--max-pending", type=int, help="store backlog before consumption pauses")
+    serve.set_defaults(func=_serve)
+
+
+def add_kafka_flags(parser: argparse.ArgumentParser) -> None:
+    """Connection and security flags shared by every Kafka command."""
+    a = parser.add_argument
+    a("--bootstrap-servers", metavar="HOST:PORT", help="Kafka bootstrap servers")
+    a("--security-protocol", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"])
+    a("--sasl-mechanism", help="e.g. SCRAM-SHA-256")
+    a("--sasl-username")
+    a("--sasl-password-file", type=Path, help="file holding the SASL password")
+    a("--ssl-ca-location")
+    a("--ssl-certificate-location")
+    a("--ssl-key-location")
+
+
+def flags_of(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, object]:
+    """The settings given as flags (argparse leaves the others None)."""
+    skipped = {"func", "command", "log_level", "plain_logs", "config", *skip}
+    return {k: v for k, v in vars(args).items() if k not in skipped}
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -21,3 +72,11 @@ def _check(args: argparse.Namespace) -> int:
     brokers = ensure_reachable(conn, args.timeout_s)
     print(f"ok: {brokers} broker(s) answered at {args.bootstrap_servers}")
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from stream.service import build
+    from stream.settings import ServeSettings, load_settings
+
+    settings = load_settings(ServeSettings, flags_of(args), args.config)
+    return build(settings).run()

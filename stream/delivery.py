@@ -1,0 +1,224 @@
+"""Delivery guarantees: how a batch's outputs and its input offsets are made durable together.
+
+``AtLeastOnce``: produce, wait for every acknowledgement, then commit the input offsets.
+``ExactlyOnce``: one Kafka transaction per batch with the consumer offsets sent inside it;
+the error classes follow librdkafka's transactional pattern (retriable → retry, abortable →
+abort and rewind to the committed position, fatal → exit non-zero).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from stream.exceptions import FatalKafkaError, StreamError
+
+logger = logging.getLogger(__name__)
+
+Header = tuple[str, bytes]
+
+
+class BatchAborted(StreamError):
+    """The batch's outputs were discarded; the consumer was rewound to the committed offsets."""
+
+
+class Delivery(Protocol):
+    producer: Producer
+
+    def begin(self) -> None: ...
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[Header] | None = None,
+        timestamp: int = 0,
+    ) -> None: ...
+    def commit(self, offsets: list[TopicPartition]) -> None: ...
+    def close(self, timeout_s: float) -> None: ...
+
+
+class AtLeastOnce:
+    """Offsets are committed only after the decisions for them are acknowledged."""
+
+    def __init__(self, producer: Producer, consumer: Consumer, flush_timeout_s: float = 30.0):
+        self.producer = producer
+        self.consumer = consumer
+        self.flush_timeout_s = flush_timeout_s
+        self._errors: list[KafkaError] = []
+
+    def begin(self) -> None:
+        self._errors.clear()
+
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[Header] | None = None,
+        timestamp: int = 0,
+    ) -> None:
+        _produce(self.producer, topic, key, value, headers, timestamp, self._on_delivery)
+
+    def commit(self, offsets: list[TopicPartition]) -> None:
+        remaining = self.producer.flush(self.flush_timeout_s)
+        if remaining or self._errors:
+            first = self._errors[0].str() if self._errors else f"{remaining} unacknowledged"
+            rewind(self.consumer)
+            msg = f"decisions not acknowledged ({first}); offsets not committed, batch rewound"
+            raise BatchAborted(msg)
+        if offsets:
+            self.consumer.commit(offsets=offsets, asynchronous=True)
+
+    def close(self, timeout_s: float) -> None:
+        self.producer.flush(timeout_s)
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            self._errors.append(err)
+
+
+class ExactlyOnce:
+    """Consume–score–produce in one transaction per batch, offsets included."""
+
+    def __init__(self, producer: Producer, consumer: Consumer, timeout_s: float = 30.0):
+        self.producer = producer
+        self.consumer = consumer
+        self.timeout_s = timeout_s
+        self._in_txn = False
+        self._call(lambda: producer.init_transactions(timeout_s), "init_transactions")
+
+    def begin(self) -> None:
+        if not self._in_txn:
+            self._call(self.producer.begin_transaction, "begin_transaction")
+            self._in_txn = True
+
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[Header] | None = None,
+        timestamp: int = 0,
+    ) -> None:
+        _produce(self.producer, topic, key, value, headers, timestamp, None)
+
+    def commit(self, offsets: list[TopicPartition]) -> None:
+        try:
+            if offsets:
+                meta = self.consumer.consumer_group_metadata()
+                self._retry(
+                    lambda: self.producer.send_offsets_to_transaction(
+                        offsets, meta, self.timeout_s
+                    ),
+                    "send_offsets_to_transaction",
+                )
+            self._retry(
+                lambda: self.producer.commit_transaction(self.timeout_s), "commit_transaction"
+            )
+        except KafkaException as exc:
+            self._abort(exc)
+        finally:
+            self._in_txn = False
+
+    def abort(self, reason: str) -> None:
+        """Abort the open transaction on purpose (tests, shutdown) and rewind."""
+        if self._in_txn:
+            self._call(lambda: self.producer.abort_transaction(self.timeout_s), "abort")
+            self._in_txn = False
+        rewind(self.consumer)
+        logger.warning("transaction aborted: %s", reason)
+
+    def close(self, timeout_s: float) -> None:
+        if self._in_txn:
+            try:
+                self.producer.abort_transaction(timeout_s)
+            except KafkaException as exc:
+                logger.warning("abort at close failed: %s", exc.args[0])
+            self._in_txn = False
+        self.producer.flush(timeout_s)
+
+    def _retry(self, call: Callable[[], object], what: str) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                call()
+                return
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.fatal():
+                    raise FatalKafkaError(_fatal_text(what, err)) from None
+                if (
+                    err.retriable()
+                    and not err.txn_requires_abort()
+                    and (time.monotonic() < deadline)
+                ):
+                    logger.info("%s retriable error, retrying: %s", what, err.str())
+                    continue
+                raise
+
+    def _abort(self, exc: KafkaException) -> None:
+        err: KafkaError = exc.args[0]
+        if err.fatal():
+            raise FatalKafkaError(_fatal_text("transaction", err)) from None
+        logger.warning("transaction failed (%s); aborting and rewinding", err.str())
+        self._call(lambda: self.producer.abort_transaction(self.timeout_s), "abort_transaction")
+        rewind(self.consumer)
+        msg = f"transaction aborted: {err.str()}"
+        raise BatchAborted(msg)
+
+    def _call(self, call: Callable[[], object], what: str) -> None:
+        try:
+            self._retry(call, what)
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            raise FatalKafkaError(_fatal_text(what, err)) from None
+
+
+def _fatal_text(what: str, err: KafkaError) -> str:
+    if err.code() == KafkaError._FENCED or "fenced" in err.str().lower():
+        return (
+            f"{what}: this producer was fenced by a newer instance with the same "
+            f"transactional id ({err.str()}); exiting"
+        )
+    return f"{what}: fatal Kafka error {err.name()}: {err.str()}"
+
+
+def _produce(
+    producer: Producer,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: list[Header] | None,
+    timestamp: int,
+    callback: Callable[[KafkaError | None, Any], None] | None,
+) -> None:
+    kwargs: dict[str, Any] = {"key": key, "value": value}
+    if headers:
+        kwargs["headers"] = headers
+    if timestamp:
+        kwargs["timestamp"] = timestamp
+    if callback is not None:
+        kwargs["on_delivery"] = callback
+    while True:
+        try:
+            producer.produce(topic, **kwargs)
+            return
+        except BufferError:  # local queue full: serve delivery reports, then retry
+            producer.poll(0.05)
+
+
+def rewind(consumer: Consumer) -> None:
+    """Seek every assigned partition back to its committed offset (or the reset point)."""
+    assignment = consumer.assignment()
+    if not assignment:
+        return
+    for tp in consumer.committed(assignment, timeout=30):
+        if tp.offset >= 0:
+            consumer.seek(tp)
+        else:
+            consumer.seek(TopicPartition(tp.topic, tp.partition, -2))  # OFFSET_BEGINNING

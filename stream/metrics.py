@@ -1,0 +1,152 @@
+"""Prometheus metrics of ``serve`` and its HTTP endpoints: /metrics, /healthz, /readyz."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+logger = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (
+    0.001,
+    0.002,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.025,
+    0.035,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+class ServeMetrics:
+    """Every metric ``serve`` exposes, in a registry of its own (several may live in a test)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.e2e = Histogram(
+            "fraudstream_e2e_latency_seconds",
+            "Kafka timestamp to decision",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage = Histogram(
+            "fraudstream_stage_latency_seconds",
+            "Per-stage batch time",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "fraudstream_batch_size",
+            "Records per micro-batch",
+            buckets=(1, 4, 16, 64, 128, 256, 512, 1024, 4096, 16384),
+            registry=r,
+        )
+        self.transactions = Counter("fraudstream_transactions", "Input messages seen", registry=r)
+        self.decisions = Counter(
+            "fraudstream_decisions", "Decisions by outcome", ["decision"], registry=r
+        )
+        self.degraded = Counter(
+            "fraudstream_degraded", "Decisions by degraded rung", ["rung"], registry=r
+        )
+        self.dead_letters = Counter(
+            "fraudstream_dead_letters", "Dead letters by error code", ["code"], registry=r
+        )
+        self.deadline_missed = Counter(
+            "fraudstream_deadline_missed", "Decisions past budget", registry=r
+        )
+        self.lag = Gauge(
+            "fraudstream_consumer_lag", "Messages behind the log end", ["partition"], registry=r
+        )
+        self.model_info = Gauge(
+            "fraudstream_model_info", "Model serving now", ["version", "device"], registry=r
+        )
+        self.model_load_errors = Counter(
+            "fraudstream_model_load_errors",
+            "Failed model loads (the old model kept serving)",
+            registry=r,
+        )
+        self.store_pending = Gauge(
+            "fraudstream_store_pending", "Transactions waiting for the feature store", registry=r
+        )
+        self.commit_seconds = Histogram(
+            "fraudstream_commit_latency_seconds",
+            "Offset commit / transaction commit time",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def set_model(self, version: str | None, device: str) -> None:
+        self.model_info.clear()
+        if version is not None:
+            self.model_info.labels(version=version, device=device).set(1)
+
+
+class HealthServer:
+    """Serves /metrics, /healthz (alive) and /readyz (ready to decide) on a port."""
+
+    def __init__(self, metrics: ServeMetrics, ready: Callable[[], bool], port: int) -> None:
+        handler = _handler(metrics.registry, ready)
+        self._server = ThreadingHTTPServer(("0.0.0.0", port), handler)  # noqa: S104 - probes
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, daemon=True, name="health-http"
+        )
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler(
+    registry: CollectorRegistry, ready: Callable[[], bool]
+) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path.startswith("/metrics"):
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif self.path == "/healthz":
+                self._send(200, b"ok\n", "text/plain")
+            elif self.path == "/readyz":
+                ok = ready()
+                self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n", "text/plain")
+            else:
+                self._send(404, b"not found\n", "text/plain")
+
+        def _send(self, status: int, body: bytes, ctype: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            return
+
+    return Handler

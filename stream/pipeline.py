@@ -1,0 +1,201 @@
+"""The scoring core: features → model → decisions for one micro-batch, with the ladder.
+
+Kafka-free on purpose: ``serve`` wraps it with consumers and producers, ``backtest`` feeds it
+batches from a file, unit tests feed it by hand. The store, the model holder, the rules, the
+planner and the clocks are injected.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from features.definitions import FEATURE_NAMES, FeatureConfig, transaction_level_features
+from features.exceptions import FeatureStoreUnavailable
+from features.schema import TransactionBatch
+from features.store import FeatureStore
+from stream.decision import DECISIONS, REVIEW, Decision, Rules
+from stream.planner import RUNG_PARTIAL, RUNG_RULES, RUNG_TRUNCATED, Plan, Planner
+
+logger = logging.getLogger(__name__)
+
+
+class ScorerLike(Protocol):
+    """What the pipeline needs of ``models.scorer.Scorer``."""
+
+    @property
+    def version(self) -> str: ...
+    @property
+    def truncation_trees(self) -> int | None: ...
+
+    def score(self, x: np.ndarray, trees: int | None = None) -> np.ndarray: ...
+    def reasons(self, x: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]: ...
+    def decide(self, scores: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class ScoredBatch:
+    """The outcome of one micro-batch, columnar."""
+
+    batch: TransactionBatch
+    """The transactions, in input order."""
+    features: np.ndarray
+    """(n, 15) float32 feature matrix that was scored (NaN = missing)."""
+    scores: np.ndarray
+    """(n,) probabilities."""
+    codes: np.ndarray
+    """(n,) decision codes: 0 approve, 1 review, 2 decline."""
+    reasons: dict[int, list[dict[str, Any]]]
+    """Row → reasons, for review and decline rows."""
+    rung: str | None
+    """Rung taken: None for the full path."""
+    model_version: str | None
+    """Model that scored the batch."""
+    stage_ms: dict[str, float]
+    """Milliseconds spent per stage on the whole batch."""
+
+    def decisions(
+        self,
+        arrival_ms: np.ndarray | None,
+        budget_ms: float | None,
+        scored_at_ms: int,
+        extra_ms: dict[str, float] | None = None,
+    ) -> list[Decision]:
+        """One Decision per row; latency counts from each record's arrival (Kafka timestamp)."""
+        stages = dict(extra_ms or {}) | self.stage_ms
+        b = self.batch
+        out = []
+        for i in range(len(b)):
+            total = float(scored_at_ms - arrival_ms[i]) if arrival_ms is not None else 0.0
+            out.append(
+                Decision(
+                    transaction_id=b.transaction_id[i],
+                    customer_id=b.customer_id[i],
+                    terminal_id=b.terminal_id[i],
+                    amount=float(b.amount[i]),
+                    event_time=int(b.event_time_ms[i]),
+                    score=float(self.scores[i]),
+                    decision=DECISIONS[self.codes[i]],
+                    model_version=self.model_version,
+                    reasons=self.reasons.get(i, []),
+                    latency_ms={"total": total} | stages,
+                    budget_ms=budget_ms,
+                    deadline_met=budget_ms is None or total <= budget_ms,
+                    degraded=self.rung,
+                    scored_at=scored_at_ms,
+                )
+            )
+        return out
+
+
+@dataclass
+class Pipeline:
+    """Runs micro-batches through the ladder and keeps the store in step with the input."""
+
+    store: FeatureStore
+    """Online (Redis) or in-process store."""
+    model: Callable[[], ScorerLike | None]
+    """Returns the model to use now (None: rules only)."""
+    planner: Planner
+    """Cost model, fed with every stage's timing."""
+    rules: Rules = field(default_factory=Rules)
+    """Rule fallback."""
+    config: FeatureConfig = field(default_factory=FeatureConfig)
+    """Feature definitions (for the transaction-level features of the partial rung)."""
+    perf: Callable[[], float] = time.perf_counter
+    """Monotonic clock for stage timings."""
+    pending: list[TransactionBatch] = field(default_factory=list)
+    """Transactions decided without the store, to apply once it answers (in order)."""
+    _retry_at: float = 0.0
+    _backoff_s: float = 0.05
+
+    @property
+    def pending_count(self) -> int:
+        return sum(len(b) for b in self.pending)
+
+    def run(self, batch: TransactionBatch, plan: Plan) -> ScoredBatch:
+        stage_ms: dict[str, float] = {}
+        x, rung = self._features(batch, plan, stage_ms)
+        scorer = self.model()
+        if scorer is None or plan.rung == RUNG_RULES:
+            return self._rules(batch, x, stage_ms)
+        trees = scorer.truncation_trees if plan.rung == RUNG_TRUNCATED else None
+        t0 = self.perf()
+        scores = scorer.score(x, trees=trees)
+        codes = np.asarray(scorer.decide(scores), dtype=np.int8)
+        self._timed("score_truncated" if trees else "score_full", len(batch), t0, stage_ms, "score")
+        reasons = self._reasons(scorer, x, codes, stage_ms)
+        if rung is None and trees:
+            rung = RUNG_TRUNCATED
+        return ScoredBatch(batch, x, scores, codes, reasons, rung, scorer.version, stage_ms)
+
+    def flush_pending(self) -> bool:
+        """Apply transactions decided while the store was away; True when none are left."""
+        if not self.pending:
+            return True
+        if self.perf() < self._retry_at:
+            return False
+        merged = TransactionBatch.concat(self.pending)
+        try:
+            self.store.apply(merged, timeout_s=None)
+        except FeatureStoreUnavailable as exc:
+            self._fail(exc)
+            return False
+        logger.info("applied %d pending transactions to the store", len(merged))
+        self.pending.clear()
+        self._backoff_s = 0.05
+        return True
+
+    def _features(
+        self, batch: TransactionBatch, plan: Plan, stage_ms: dict[str, float]
+    ) -> tuple[np.ndarray, str | None]:
+        t0 = self.perf()
+        want_store = plan.rung != RUNG_PARTIAL and plan.store_timeout_s > 0
+        if want_store and self.flush_pending():
+            try:
+                full = self.store.apply(batch, timeout_s=plan.store_timeout_s)
+                self._timed("features", len(batch), t0, stage_ms, "features")
+                return full.astype(np.float32, copy=False), None
+            except FeatureStoreUnavailable as exc:
+                self._fail(exc)
+        self.pending.append(batch)
+        x = np.full((len(batch), len(FEATURE_NAMES)), np.nan, dtype=np.float32)
+        x[:, :3] = transaction_level_features(batch.event_time_ms, batch.amount, self.config)
+        stage_ms["features"] = (self.perf() - t0) * 1e3
+        return x, RUNG_PARTIAL
+
+    def _rules(
+        self, batch: TransactionBatch, x: np.ndarray, stage_ms: dict[str, float]
+    ) -> ScoredBatch:
+        codes, scores = self.rules.decide(batch.amount)
+        reasons = {int(i): self.rules.reason(int(codes[i])) for i in np.flatnonzero(codes)}
+        return ScoredBatch(batch, x, scores, codes, reasons, RUNG_RULES, None, stage_ms)
+
+    def _reasons(
+        self, scorer: ScorerLike, x: np.ndarray, codes: np.ndarray, stage_ms: dict[str, float]
+    ) -> dict[int, list[dict[str, Any]]]:
+        rows = np.flatnonzero(codes >= REVIEW)
+        if rows.size == 0:
+            return {}
+        t0 = self.perf()
+        tops = scorer.reasons(x[rows], k=3)
+        self._timed("reasons", int(rows.size), t0, stage_ms, "reasons")
+        return {
+            int(r): [{"feature": name, "contribution": round(float(v), 6)} for name, v in top]
+            for r, top in zip(rows, tops, strict=True)
+        }
+
+    def _timed(self, stage: str, n: int, t0: float, stage_ms: dict[str, float], key: str) -> None:
+        seconds = self.perf() - t0
+        self.planner.observe(stage, n, seconds)
+        stage_ms[key] = seconds * 1e3
+
+    def _fail(self, exc: FeatureStoreUnavailable) -> None:
+        self._retry_at = self.perf() + self._backoff_s
+        logger.warning("feature store unavailable (%s); retry in %.2f s", exc, self._backoff_s)
+        self._backoff_s = min(self._backoff_s * 2, 1.0)

@@ -1,0 +1,152 @@
+"""The latency planner: a running cost model per stage and the choice of batch size and rung.
+
+Each stage's cost is modelled as ``fixed + per_record * n`` and fitted by exponentially
+weighted least squares over recent batches, so the model follows the machine as load
+changes. Predictions add a safety margin; planning is cheap (a few float operations).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+RUNG_FULL: str | None = None
+RUNG_TRUNCATED = "truncated_model"
+RUNG_PARTIAL = "partial_features"
+RUNG_RULES = "rules"
+RUNGS: tuple[str | None, ...] = (RUNG_FULL, RUNG_TRUNCATED, RUNG_PARTIAL, RUNG_RULES)
+
+STAGES = ("decode", "features", "score_full", "score_truncated", "reasons", "produce")
+
+
+@dataclass
+class StageCost:
+    """Exponentially weighted linear fit of seconds against batch size for one stage."""
+
+    fixed_s: float
+    """Prior fixed cost, used until observations arrive."""
+    per_record_s: float
+    """Prior per-record cost."""
+    decay: float = 0.9
+    """Weight kept by past observations at each new one."""
+    _w: float = 0.0
+    _sn: float = 0.0
+    _snn: float = 0.0
+    _st: float = 0.0
+    _snt: float = 0.0
+    _err: float = 0.0
+
+    def observe(self, n: int, seconds: float) -> None:
+        # The prior is a guess: errors against it say nothing about the machine's noise.
+        residual = seconds - self.predict_mean(n) if self._w >= 2 else 0.0
+        d = self.decay
+        self._w = self._w * d + 1.0
+        self._sn = self._sn * d + n
+        self._snn = self._snn * d + n * n
+        self._st = self._st * d + seconds
+        self._snt = self._snt * d + n * seconds
+        self._err = self._err * d + abs(residual) * (1 - d)
+        mean_n = self._sn / self._w
+        var_n = self._snn / self._w - mean_n * mean_n
+        mean_t = self._st / self._w
+        if var_n > 1e-9:
+            slope = (self._snt / self._w - mean_n * mean_t) / var_n
+            self.per_record_s = max(slope, 0.0)
+            self.fixed_s = max(mean_t - self.per_record_s * mean_n, 0.0)
+        else:  # every batch had the same size: keep the per-record prior, refit the fixed part
+            self.fixed_s = max(mean_t - self.per_record_s * mean_n, 0.0)
+
+    def predict_mean(self, n: int) -> float:
+        return self.fixed_s + self.per_record_s * n
+
+    def predict(self, n: int) -> float:
+        """A cautious estimate: the mean plus twice the typical recent error."""
+        return self.predict_mean(n) + 2.0 * self._err
+
+
+def _default_costs() -> dict[str, StageCost]:
+    return {
+        "decode": StageCost(20e-6, 4e-6),
+        "features": StageCost(500e-6, 40e-6),
+        "score_full": StageCost(200e-6, 5e-6),
+        "score_truncated": StageCost(100e-6, 2e-6),
+        "reasons": StageCost(300e-6, 50e-6),
+        "produce": StageCost(200e-6, 10e-6),
+    }
+
+
+@dataclass
+class Plan:
+    """What to do with the next batch."""
+
+    size: int
+    """Records to take from the buffer."""
+    rung: str | None
+    """Planned rung: None (full path), truncated_model, partial_features or rules."""
+    store_timeout_s: float
+    """Bound on the store call for this batch."""
+
+
+@dataclass
+class Planner:
+    """Sizes batches to meet the oldest record's deadline and picks the rung."""
+
+    max_batch: int
+    """Upper bound on a batch."""
+    min_store_timeout_s: float = 0.002
+    """Below this a store call is not attempted (its reply could not arrive in time)."""
+    costs: dict[str, StageCost] = field(default_factory=_default_costs)
+    """Cost model per stage."""
+    alert_share: float = 0.05
+    """Expected share of records that need reasons (review/decline)."""
+
+    def observe(self, stage: str, n: int, seconds: float) -> None:
+        self.costs[stage].observe(n, seconds)
+
+    def path_cost(self, n: int, rung: str | None) -> float:
+        c = self.costs
+        alerts = max(1, int(n * self.alert_share))
+        post = c["reasons"].predict(alerts) + c["produce"].predict(n)
+        if rung is RUNG_RULES:
+            return c["produce"].predict(n)
+        model = c["score_truncated"] if rung == RUNG_TRUNCATED else c["score_full"]
+        store = 0.0 if rung == RUNG_PARTIAL else c["features"].predict(n)
+        return store + model.predict(n) + post
+
+    def plan(self, slacks_s: np.ndarray | None, buffered: int, has_model: bool) -> Plan:
+        """Plan the next batch from ``buffered`` records in arrival order.
+
+        ``slacks_s[i]`` is the time left before record i's deadline (None: no deadlines, as in
+        a backtest). The batch is the longest prefix whose tightest record can still meet its
+        deadline on the best rung that fits.
+        """
+        if buffered <= 0:
+            return Plan(0, RUNG_FULL, 0.0)
+        cap = min(buffered, self.max_batch)
+        if not has_model:
+            return Plan(cap, RUNG_RULES, 0.0)
+        if slacks_s is None:
+            return Plan(cap, RUNG_FULL, 10.0)
+        tightest = np.minimum.accumulate(slacks_s[:cap])
+        for rung in (RUNG_FULL, RUNG_TRUNCATED):
+            size = self._largest_fitting(tightest, rung)
+            if size:
+                store_s = float(tightest[size - 1]) - self.path_cost(size, RUNG_PARTIAL)
+                return Plan(size, rung, max(store_s, self.min_store_timeout_s))
+        # The oldest records are late already: decide them without waiting on the store;
+        # the store still receives them right after (see the serve loop's pending queue).
+        floor = self.path_cost(1, RUNG_TRUNCATED)
+        late = int(np.argmax(slacks_s[:cap] >= floor)) if (slacks_s[:cap] >= floor).any() else cap
+        return Plan(max(late, 1), RUNG_PARTIAL, 0.0)
+
+    def _largest_fitting(self, tightest: np.ndarray, rung: str | None) -> int:
+        """Largest n with path_cost(n) <= tightest[n-1] (both sides monotone in n)."""
+        lo, hi = 0, len(tightest)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.path_cost(mid, rung) <= tightest[mid - 1]:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo

@@ -1,0 +1,260 @@
+"""The ``serve`` loop: consume → decode → plan → score → produce → commit, batch after batch.
+
+The loop is synchronous on purpose: a batch's outputs are acknowledged (at-least-once) or its
+transaction committed (exactly-once) before the next ``consume`` call, so a rebalance never
+finds work in flight — revoked partitions only lose records still waiting in the buffer.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from features.schema import DecodeLimits, decode_transactions
+from stream.deadletter import dead_letter_headers
+from stream.decision import REVIEW
+from stream.delivery import BatchAborted, Delivery
+from stream.metrics import ServeMetrics
+from stream.model_watch import ModelHolder
+from stream.pipeline import Pipeline, ScoredBatch
+from stream.planner import Planner
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Where serve reads and writes."""
+
+    input: str
+    """Transactions."""
+    decisions: str
+    """Decisions."""
+    alerts: str
+    """Review and decline alerts."""
+    dlq: str
+    """Dead letters."""
+    shadow: str | None = None
+    """Challenger scores (only with a shadow model)."""
+
+
+@dataclass
+class Server:
+    """One serve process: owns its consumer, its delivery and the scoring pipeline."""
+
+    consumer: Consumer
+    delivery: Delivery
+    pipeline: Pipeline
+    models: ModelHolder
+    planner: Planner
+    topics: Topics
+    budget_ms: float
+    metrics: ServeMetrics
+    limits: DecodeLimits = field(default_factory=DecodeLimits)
+    shadow: Any = None
+    max_pending: int = 200_000
+    wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+    stopping: threading.Event = field(default_factory=threading.Event)
+    assigned: set[tuple[str, int]] = field(default_factory=set)
+    batches: int = 0
+    _buffer: deque[Any] = field(default_factory=deque)
+    _lag_at: float = 0.0
+
+    def subscribe(self) -> None:
+        self.consumer.subscribe(
+            [self.topics.input],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+
+    def ready(self) -> bool:
+        return bool(self.assigned) and self.models.get() is not None
+
+    def run(self, max_batches: int | None = None) -> None:
+        """Process until ``stopping`` is set (or ``max_batches`` batches, for tests)."""
+        while not self.stopping.is_set():
+            if max_batches is not None and self.batches >= max_batches:
+                return
+            self.models.poll()
+            if self.pipeline.pending_count >= self.max_pending:
+                self._hold_back()
+                continue
+            self._fill()
+            if self._buffer:
+                self._step()
+            self._report_lag()
+        logger.info("stopping: last batch done")
+
+    def _fill(self) -> None:
+        room = self.planner.max_batch * 2 - len(self._buffer)
+        if room <= 0:
+            return
+        timeout = 0 if self._buffer else 0.1
+        for msg in self.consumer.consume(room, timeout=timeout):
+            err = msg.error()
+            if err is None:
+                self._buffer.append(msg)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                if err.fatal():
+                    raise RuntimeError(err.str())
+                logger.warning("consumer error: %s", err.str())
+
+    def _step(self) -> None:
+        now = self.wall_ms()
+        arrival = np.fromiter(
+            (_arrival_ms(m, now) for m in self._buffer), np.int64, len(self._buffer)
+        )
+        slacks = (arrival + self.budget_ms - now) / 1e3
+        plan = self.planner.plan(slacks, len(self._buffer), self.models.get() is not None)
+        msgs = [self._buffer.popleft() for _ in range(plan.size)]
+        try:
+            self._process(msgs, arrival[: plan.size], plan, now)
+        except BatchAborted as exc:
+            logger.warning("%s", exc)
+            self._buffer.clear()
+        self.batches += 1
+
+    def _process(self, msgs: list[Any], arrival: np.ndarray, plan: Any, started: int) -> None:
+        perf = time.perf_counter
+        t0 = perf()
+        decoded = decode_transactions([m.value() for m in msgs], self.limits, now_ms=started)
+        decode_ms = (perf() - t0) * 1e3
+        self.planner.observe("decode", len(msgs), decode_ms / 1e3)
+        self.delivery.begin()
+        for index, error in decoded.errors:
+            m = msgs[index]
+            self.delivery.produce(
+                self.topics.dlq, m.key(), m.value(), dead_letter_headers(m, error)
+            )
+            self.metrics.dead_letters.labels(code=error.code).inc()
+        scored = None
+        if len(decoded.batch):
+            scored = self.pipeline.run(decoded.batch, plan)
+            self._emit(
+                scored,
+                arrival[np.asarray(decoded.ok_index, dtype=np.int64)],
+                {"queue_start": float(started), "decode": decode_ms},
+            )
+        if scored is not None and self.shadow is not None and self._slack_left(scored):
+            self.shadow.score(scored, self.delivery, self.wall_ms())
+        t1 = perf()
+        self.delivery.commit(_next_offsets(msgs))
+        self.metrics.commit_seconds.observe(perf() - t1)
+        self.pipeline.flush_pending()
+        self.metrics.store_pending.set(self.pipeline.pending_count)
+        self.metrics.transactions.inc(len(msgs))
+        self.metrics.batch_size.observe(len(msgs))
+
+    def _slack_left(self, scored: ScoredBatch) -> bool:
+        """The challenger runs only when the next waiting record can afford it."""
+        if not self._buffer:
+            return True
+        slack_ms = _arrival_ms(self._buffer[0], 0) + self.budget_ms - self.wall_ms()
+        return slack_ms / 1e3 > 2 * self.planner.costs["score_full"].predict(len(scored.codes))
+
+    def _emit(self, scored: ScoredBatch, arrival: np.ndarray, extra: dict[str, float]) -> None:
+        t0 = time.perf_counter()
+        scored_at = self.wall_ms()
+        queue_start = int(extra.pop("queue_start"))
+        decisions = scored.decisions(arrival, self.budget_ms, scored_at, extra)
+        m = self.metrics
+        for i, d in enumerate(decisions):
+            d.latency_ms["queue"] = float(max(queue_start - arrival[i], 0))
+            key = d.customer_id.encode()
+            value = d.to_json()
+            self.delivery.produce(self.topics.decisions, key, value, timestamp=scored_at)
+            if scored.codes[i] >= REVIEW:
+                self.delivery.produce(self.topics.alerts, key, value, timestamp=scored_at)
+            m.e2e.observe(d.latency_ms["total"] / 1e3)
+            if not d.deadline_met:
+                m.deadline_missed.inc()
+        self._count(scored)
+        self.delivery.producer.poll(0)
+        self.planner.observe("produce", len(decisions), time.perf_counter() - t0)
+
+    def _count(self, scored: ScoredBatch) -> None:
+        m = self.metrics
+        codes, counts = np.unique(scored.codes, return_counts=True)
+        for code, count in zip(codes, counts, strict=True):
+            m.decisions.labels(decision=("approve", "review", "decline")[code]).inc(int(count))
+        if scored.rung is not None:
+            m.degraded.labels(rung=scored.rung).inc(len(scored.codes))
+        for stage, ms in scored.stage_ms.items():
+            m.stage.labels(stage=stage).observe(ms / 1e3)
+
+    def _hold_back(self) -> None:
+        """The store is away and the backlog is full: stop consuming until it drains."""
+        parts = [TopicPartition(t, p) for t, p in self.assigned]
+        self.consumer.pause(parts)
+        while not self.stopping.is_set() and not self.pipeline.flush_pending():
+            self.consumer.consume(1, timeout=0.2)  # keeps the group membership alive
+        self.consumer.resume(parts)
+
+    def _report_lag(self) -> None:
+        now = time.monotonic()
+        if now < self._lag_at:
+            return
+        self._lag_at = now + 5.0
+        for topic, partition in list(self.assigned):
+            tp = TopicPartition(topic, partition)
+            try:
+                _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                pos = self.consumer.position([tp])[0].offset
+            except Exception:  # noqa: BLE001, S112 - lag is best-effort telemetry
+                continue
+            if high >= 0 and pos >= 0:
+                self.metrics.lag.labels(partition=str(partition)).set(max(high - pos, 0))
+
+    def _on_assign(self, _consumer: Consumer, parts: list[TopicPartition]) -> None:
+        self.assigned |= {(p.topic, p.partition) for p in parts}
+        logger.info("partitions assigned", extra={"partitions": sorted(p.partition for p in parts)})
+
+    def _on_revoke(self, _consumer: Consumer, parts: list[TopicPartition]) -> None:
+        gone = {(p.topic, p.partition) for p in parts}
+        self.assigned -= gone
+        self._buffer = deque(m for m in self._buffer if (m.topic(), m.partition()) not in gone)
+        self.metrics.lag.clear()  # refilled for the partitions still owned within 5 s
+        logger.info("partitions revoked", extra={"partitions": sorted(p for _, p in gone)})
+
+
+def _arrival_ms(msg: Any, now: int) -> int:
+    kind, ts = msg.timestamp()
+    return int(ts) if kind != 0 and ts > 0 else now
+
+
+def _next_offsets(msgs: list[Any]) -> list[TopicPartition]:
+    last: dict[tuple[str, int], int] = {}
+    for m in msgs:
+        last[(m.topic(), m.partition())] = m.offset()
+    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+
+
+def install_signal_handlers(stopping: threading.Event, shutdown_timeout_s: float) -> None:
+    """SIGTERM / SIGINT: finish the batch and stop; past the bound, exit hard."""
+
+    def handler(signum: int, _frame: object) -> None:
+        logger.info("signal %d: finishing the current batch", signum)
+        stopping.set()
+        timer = threading.Timer(shutdown_timeout_s, _force_exit)
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _force_exit() -> None:
+    import os
+
+    logger.error("graceful stop exceeded its bound; exiting")
+    os._exit(3)

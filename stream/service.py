@@ -1,0 +1,140 @@
+"""Assembles one ``serve`` process from its settings and runs it until told to stop."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from features.definitions import FeatureConfig
+from features.redis_store import RedisStore
+from models.registry import Registry
+from models.scorer import Scorer
+from stream.decision import Rules
+from stream.delivery import AtLeastOnce, Delivery, ExactlyOnce
+from stream.kafka.clients import consumer_config, producer_config
+from stream.kafka.connection import ensure_reachable
+from stream.metrics import HealthServer, ServeMetrics
+from stream.model_watch import ModelHolder
+from stream.pipeline import Pipeline
+from stream.planner import Planner
+from stream.serve import Server, Topics, install_signal_handlers
+from stream.settings import ServeSettings, redact_url
+from stream.shadow import Shadow
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    """A built serve process: the loop plus what must be closed after it."""
+
+    server: Server
+    settings: ServeSettings
+    health: HealthServer | None
+    store: Any
+
+    def run(self) -> int:
+        self.server.subscribe()
+        try:
+            self.server.run()
+        finally:
+            self.close()
+        return 0
+
+    def close(self) -> None:
+        timeout = self.settings.shutdown_timeout_s
+        try:
+            self.server.delivery.close(timeout / 2)
+        finally:
+            self.server.consumer.close()
+            self.store.close()
+            if self.health is not None:
+                self.health.stop()
+        logger.info("serve stopped cleanly")
+
+
+def build(settings: ServeSettings, install_signals: bool = True) -> Service:
+    """Validate the environment (broker, registry, model) and wire every part together."""
+    conn = settings.kafka()
+    logger.info(
+        "starting serve",
+        extra={
+            "kafka": conn.redacted(),
+            "redis": redact_url(settings.redis_url.get_secret_value()),
+            "guarantee": settings.guarantee,
+            "budget_ms": settings.budget_ms,
+            "max_batch": settings.max_batch,
+            "registry": str(settings.registry),
+        },
+    )
+    ensure_reachable(conn, timeout_s=15.0)
+    metrics = ServeMetrics()
+    registry = Registry(settings.registry)
+    config = FeatureConfig()
+
+    def load(version: str | None) -> Scorer:
+        return Scorer.load(registry, version, device=settings.device, config=config)
+
+    holder = ModelHolder(
+        load=load,
+        current_version=registry.current,
+        poll_s=settings.model_poll_s,
+        on_swap=lambda s: metrics.set_model(s.version, getattr(s, "device", "cpu")),
+        on_error=lambda _v, _e: metrics.model_load_errors.inc(),
+    )
+    holder.start()
+    store = RedisStore.from_url(
+        settings.redis_url.get_secret_value(), prefix=settings.redis_prefix, config=config
+    )
+    planner = Planner(max_batch=settings.max_batch)
+    pipeline = Pipeline(
+        store=store,
+        model=holder.get,
+        planner=planner,
+        config=config,
+        rules=Rules(settings.rules_review_amount, settings.rules_decline_amount),
+    )
+    consumer = Consumer(consumer_config(conn, settings.group_id))
+    delivery = _delivery(settings, consumer)
+    shadow = None
+    if settings.shadow:
+        shadow = Shadow(load(settings.shadow), settings.shadow_topic)
+    server = Server(
+        consumer=consumer,
+        delivery=delivery,
+        pipeline=pipeline,
+        models=holder,
+        planner=planner,
+        topics=Topics(
+            settings.input_topic,
+            settings.decisions_topic,
+            settings.alerts_topic,
+            settings.dlq_topic,
+            settings.shadow_topic if shadow else None,
+        ),
+        budget_ms=settings.budget_ms,
+        metrics=metrics,
+        shadow=shadow,
+        max_pending=settings.max_pending,
+    )
+    health = None
+    if settings.metrics_port:
+        health = HealthServer(metrics, server.ready, settings.metrics_port).start()
+    if install_signals:
+        install_signal_handlers(server.stopping, settings.shutdown_timeout_s)
+    return Service(server, settings, health, store)
+
+
+def _delivery(settings: ServeSettings, consumer: Consumer) -> Delivery:
+    conn = settings.kafka()
+    if settings.guarantee == "exactly-once":
+        conf = producer_config(
+            conn,
+            settings.effective_transactional_id(),
+            **{"transaction.timeout.ms": settings.transaction_timeout_ms},
+        )
+        return ExactlyOnce(Producer(conf), consumer)
+    return AtLeastOnce(Producer(producer_config(conn)), consumer)

@@ -1,0 +1,82 @@
+"""The latency planner: cost fitting, batch sizing against the tightest deadline, the ladder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stream.planner import (
+    RUNG_FULL,
+    RUNG_PARTIAL,
+    RUNG_RULES,
+    RUNG_TRUNCATED,
+    Planner,
+    StageCost,
+)
+
+
+def test_stage_cost_recovers_a_linear_cost_exactly() -> None:
+    cost = StageCost(fixed_s=1.0, per_record_s=1.0)
+    for n in [1, 10, 100, 50, 7, 300, 64, 1000] * 5:
+        cost.observe(n, 0.002 + 0.00001 * n)
+    assert cost.fixed_s == pytest.approx(0.002, rel=1e-6)
+    assert cost.per_record_s == pytest.approx(0.00001, rel=1e-6)
+    assert cost.predict(100) == pytest.approx(0.003, rel=1e-3)
+
+
+def test_stage_cost_with_constant_batch_size_keeps_the_per_record_prior() -> None:
+    cost = StageCost(fixed_s=0.0, per_record_s=1e-5)
+    for _ in range(20):
+        cost.observe(100, 0.005)
+    assert cost.per_record_s == 1e-5
+    assert cost.predict_mean(100) == pytest.approx(0.005)
+
+
+def _planner(per_record_s: float = 1e-4) -> Planner:
+    planner = Planner(max_batch=1000)
+    for stage in planner.costs.values():
+        stage.fixed_s, stage.per_record_s = 0.0, 0.0
+    planner.costs["features"].per_record_s = per_record_s
+    planner.costs["score_full"].per_record_s = per_record_s
+    planner.costs["score_truncated"].per_record_s = per_record_s / 10
+    return planner
+
+
+def test_batch_is_the_longest_prefix_the_tightest_deadline_allows() -> None:
+    planner = _planner(per_record_s=1e-4)  # full path 0.2 ms per record
+    slacks = np.full(5000, 1.0)
+    slacks[0] = 0.02  # the oldest has 20 ms left: at most 100 records fit
+    plan = planner.plan(slacks, 5000, has_model=True)
+    assert plan.rung is RUNG_FULL
+    assert plan.size == 100
+
+
+def test_plenty_of_slack_takes_the_whole_buffer_up_to_max_batch() -> None:
+    plan = _planner().plan(np.full(3000, 10.0), 3000, has_model=True)
+    assert (plan.size, plan.rung) == (1000, RUNG_FULL)
+
+
+def test_truncated_rung_when_full_model_cannot_make_it() -> None:
+    planner = _planner(per_record_s=1e-4)
+    planner.costs["features"].per_record_s = 0.0
+    planner.costs["score_full"].fixed_s = 0.010  # the full model costs 10 ms at least
+    slacks = np.full(10, 0.005)
+    plan = planner.plan(slacks, 10, has_model=True)
+    assert plan.rung == RUNG_TRUNCATED
+    assert plan.size == 10
+
+
+def test_late_records_skip_the_store() -> None:
+    planner = _planner()
+    slacks = np.array([-0.5, -0.1, 5.0, 5.0])
+    plan = planner.plan(slacks, 4, has_model=True)
+    assert plan.rung == RUNG_PARTIAL
+    assert plan.size == 2  # only the late ones; the others can still take the full path
+    assert plan.store_timeout_s == 0.0
+
+
+def test_no_model_means_rules_and_no_deadline_means_full() -> None:
+    planner = _planner()
+    assert planner.plan(np.ones(3), 3, has_model=False).rung == RUNG_RULES
+    assert planner.plan(None, 3, has_model=True).rung is RUNG_FULL
+    assert planner.plan(None, 0, has_model=True).size == 0

@@ -1,0 +1,73 @@
+"""serve's settings: flags over environment over TOML; clear errors; secrets hidden."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from features.exceptions import ConfigError
+from stream.cli import build_parser
+from stream.commands import flags_of
+from stream.settings import ServeSettings, load_settings, redact_url
+
+
+def _flags(*argv: str) -> dict[str, object]:
+    return flags_of(build_parser().parse_args(["serve", *argv]))
+
+
+def test_flags_win_over_environment_which_wins_over_toml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toml = tmp_path / "serve.toml"
+    toml.write_text('bootstrap_servers = "file:1"\nredis_url = "redis://file"\n'
+                    'registry = "/file"\nbudget_ms = 10\nmax_batch = 10\ngroup_id = "file"\n')
+    monkeypatch.setenv("FRAUDSTREAM_BUDGET_MS", "20")
+    monkeypatch.setenv("FRAUDSTREAM_MAX_BATCH", "20")
+    settings = load_settings(ServeSettings, _flags("--max-batch", "30"), toml)
+    assert settings.max_batch == 30
+    assert settings.budget_ms == 20
+    assert settings.group_id == "file"
+    assert settings.bootstrap_servers == "file:1"
+
+
+def test_invalid_values_name_the_flag_and_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAUDSTREAM_REDIS_URL", "redis://x")
+    with pytest.raises(ConfigError) as err:
+        load_settings(ServeSettings, _flags("--bootstrap-servers", "b:1", "--registry", "/r",
+                                            "--budget-ms", "-5"), None)
+    assert "budget_ms (--budget-ms / FRAUDSTREAM_BUDGET_MS)" in str(err.value)
+
+
+def test_unknown_toml_key_is_refused(tmp_path: Path) -> None:
+    toml = tmp_path / "serve.toml"
+    toml.write_text('bootstrap_servers = "b:1"\nredis_url = "redis://x"\nregistry = "/r"\n'
+                    "budjet_ms = 5\n")
+    with pytest.raises(ConfigError, match="budjet_ms"):
+        load_settings(ServeSettings, {}, toml)
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(ServeSettings, {}, tmp_path / "nope.toml")
+
+
+def test_secrets_never_show(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secret_file = tmp_path / "pw"
+    secret_file.write_text("hunter2\n")
+    monkeypatch.setenv("FRAUDSTREAM_REDIS_URL", "redis://app:redispw@localhost:6379/0")
+    settings = load_settings(ServeSettings, _flags(
+        "--bootstrap-servers", "b:1", "--registry", "/r", "--security-protocol",
+        "SASL_PLAINTEXT", "--sasl-mechanism", "SCRAM-SHA-256", "--sasl-username", "u",
+        "--sasl-password-file", str(secret_file)), None)
+    conn = settings.kafka()
+    assert conn.to_librdkafka()["sasl.password"] == "hunter2"
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(conn.redacted())
+    assert "redispw" not in repr(settings)
+    assert redact_url(settings.redis_url.get_secret_value()) == "redis://app:***@localhost:6379/0"
+
+
+def test_sasl_without_mechanism_is_refused() -> None:
+    with pytest.raises(ConfigError, match="sasl_mechanism"):
+        load_settings(ServeSettings, {"bootstrap_servers": "b:1", "redis_url": "redis://x",
+                                      "registry": "/r", "security_protocol": "SASL_SSL"}, None)
