@@ -1,0 +1,262 @@
+"""The scorer: a verified, warmed-up model version ready to score batches.
+
+Thread-safety: a ``Scorer`` is immutable after ``load`` and every method may be called
+from many threads at once. Prediction goes through XGBoost calls that are thread-safe for
+tree models, and each thread count has its own booster so nothing is reconfigured while
+scoring. ``last_timing`` is per thread. To change models, load a new ``Scorer`` and swap
+the reference between batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from models import threads as thread_policy
+from models.backend import Backend, CpuBackend, CudaBackend, Scores, import_cupy, load_booster
+from models.device import resolve_device
+from models.exceptions import ModelCorrupt, ModelNotFound, ModelSchemaMismatch
+from models.manifest import Manifest, Thresholds
+from models.registry import Registry
+
+if TYPE_CHECKING:
+    from features.definitions import FeatureConfig
+
+logger = logging.getLogger(__name__)
+
+DECISIONS = ("approve", "review", "decline")
+"""Decision names indexed by the codes ``Scorer.decide`` returns."""
+DEFAULT_TRUNCATION = 0.25
+"""Share of trees for the truncated rung when the manifest has no measured level."""
+
+
+@dataclass(frozen=True)
+class ScoreTiming:
+    """Timing of one ``score`` call, for the latency planner."""
+
+    rows: int
+    """Rows in the batch."""
+    trees: int
+    """Trees used."""
+    threads: int
+    """CPU threads used (1 on cuda)."""
+    device: str
+    """Device that scored."""
+    predict_s: float
+    """Seconds inside XGBoost (including the transfer to and from the GPU on cuda)."""
+    total_s: float
+    """Seconds for the whole call, including input checks and conversion."""
+
+
+class Scorer:
+    """A loaded model version; see the module docstring for thread-safety."""
+
+    DECISIONS = DECISIONS
+
+    def __init__(self, manifest: Manifest, backend: Backend, policy: thread_policy.ThreadPolicy):
+        self.manifest = manifest
+        self.version = manifest.version
+        self.device = backend.device
+        self.num_trees = manifest.num_trees
+        self.truncation_trees = manifest.truncation_trees or _default_truncation(manifest)
+        self.thresholds: Thresholds = manifest.thresholds
+        self.feature_names = manifest.feature_names
+        self.thread_policy = policy
+        self._backend = backend
+        self._local = threading.local()
+
+    @classmethod
+    def load(
+        cls,
+        registry: Registry,
+        version: str | None = None,
+        device: str = "auto",
+        config: FeatureConfig | None = None,
+    ) -> Scorer:
+        """Load ``version`` (None = CURRENT) checked against the running feature definitions."""
+        from features.definitions import FEATURE_NAMES, FeatureConfig
+
+        config = config or FeatureConfig()
+        return cls.open(registry, version, device, tuple(FEATURE_NAMES), config.schema_hash())
+
+    @classmethod
+    def open(
+        cls,
+        registry: Registry,
+        version: str | None,
+        device: str,
+        feature_names: tuple[str, ...],
+        schema_hash: str,
+        calibrate: bool = True,
+    ) -> Scorer:
+        """Like ``load`` with the expected feature names and schema hash given explicitly."""
+        version = version or _current(registry)
+        manifest, raw = registry.read_model(version)
+        _check_schema(manifest, feature_names, schema_hash)
+        resolved = resolve_device(device, need_cupy=True)
+        backend = _build_backend(raw, manifest, resolved)
+        policy = _policy(backend, len(feature_names), calibrate)
+        scorer = cls(manifest, backend, policy)
+        scorer.warm_up()
+        logger.info(
+            "loaded model %s on %s (%d trees, truncated rung %d, all cores from %d rows)",
+            scorer.version,
+            scorer.device,
+            scorer.num_trees,
+            scorer.truncation_trees,
+            policy.multi_from_rows,
+        )
+        return scorer
+
+    def score(self, batch: npt.ArrayLike, trees: int | None = None) -> Scores:
+        """Fraud probabilities for a (rows, features) float32 batch; NaN = missing."""
+        return self.score_timed(batch, trees)[0]
+
+    def score_timed(
+        self, batch: npt.ArrayLike, trees: int | None = None
+    ) -> tuple[Scores, ScoreTiming]:
+        """``score`` plus its timing (also kept as this thread's ``last_timing``)."""
+        began = time.perf_counter()
+        values = self._as_batch(batch)
+        used = self._trees(trees)
+        threads = self._threads(values.shape[0])
+        predict_began = time.perf_counter()
+        if values.shape[0] == 0:
+            scores: Scores = np.empty(0, dtype=np.float64)
+        else:
+            scores = self._backend.predict(values, used, threads)
+        done = time.perf_counter()
+        timing = ScoreTiming(
+            rows=values.shape[0],
+            trees=used or self.num_trees,
+            threads=threads,
+            device=self.device,
+            predict_s=done - predict_began,
+            total_s=done - began,
+        )
+        self._local.timing = timing
+        return scores, timing
+
+    @property
+    def last_timing(self) -> ScoreTiming | None:
+        """Timing of this thread's latest ``score`` call (None before the first)."""
+        timing: ScoreTiming | None = getattr(self._local, "timing", None)
+        return timing
+
+    def reasons(
+        self, batch: npt.ArrayLike, k: int = 3, trees: int | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """Per row, up to ``k`` features that pushed the score up most (log-odds, > 0)."""
+        values = self._as_batch(batch)
+        if values.shape[0] == 0:
+            return []
+        threads = self._threads(values.shape[0])
+        contribs = self._backend.contribs(values, self._trees(trees), threads)[:, :-1]
+        top = np.argsort(-contribs, axis=1, kind="stable")[:, :k]
+        top_values = np.take_along_axis(contribs, top, axis=1)
+        names = self.feature_names
+        return [
+            [(names[j], float(v)) for j, v in zip(row, row_values, strict=True) if v > 0]
+            for row, row_values in zip(top.tolist(), top_values.tolist(), strict=True)
+        ]
+
+    def decide(self, scores: npt.ArrayLike) -> npt.NDArray[np.int8]:
+        """Decision codes (index into ``DECISIONS``): 0 approve, 1 review, 2 decline."""
+        values = np.asarray(scores, dtype=np.float64)
+        review = values >= self.thresholds.review
+        decline = values >= self.thresholds.decline
+        return (review.astype(np.int8) + decline.astype(np.int8)).astype(np.int8)
+
+    def warm_up(self) -> None:
+        """Run each code path once so the first real batch does not pay for allocation."""
+        batch = np.full((64, len(self.feature_names)), np.nan, dtype=np.float32)
+        for rows in (1, 64):
+            self.score(batch[:rows])
+            self.score(batch[:rows], trees=self.truncation_trees)
+        self.reasons(batch[:1])
+
+    def _as_batch(self, batch: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        values = np.asarray(batch, dtype=np.float32)
+        if values.ndim != 2 or values.shape[1] != len(self.feature_names):
+            msg = f"batch must have shape (rows, {len(self.feature_names)}), got {values.shape}"
+            raise ValueError(msg)
+        return values
+
+    def _trees(self, trees: int | None) -> int:
+        if trees is None or trees == self.num_trees:
+            return 0
+        if not 1 <= trees <= self.num_trees:
+            msg = f"trees must be within 1..{self.num_trees} for model {self.version}, got {trees}"
+            raise ValueError(msg)
+        return trees
+
+    def _threads(self, rows: int) -> int:
+        return 1 if self.device != "cpu" else self.thread_policy.threads_for(rows)
+
+
+def _current(registry: Registry) -> str:
+    current = registry.current()
+    if current is None:
+        msg = f"registry {registry.root} has no CURRENT model; run fraudstream models promote"
+        raise ModelNotFound(msg)
+    return current
+
+
+def _check_schema(manifest: Manifest, names: tuple[str, ...], schema_hash: str) -> None:
+    if manifest.feature_names != tuple(names):
+        missing = sorted(set(names) - set(manifest.feature_names))
+        extra = sorted(set(manifest.feature_names) - set(names))
+        msg = f"model {manifest.version} was trained on other features (running code adds "
+        msg += f"{missing or 'none'}, model has extra {extra or 'none'}, or the order differs); "
+        msg += "retrain it with fraudstream train"
+        raise ModelSchemaMismatch(msg)
+    if manifest.schema_hash != schema_hash:
+        msg = f"model {manifest.version} has feature schema hash {manifest.schema_hash[:12]}, "
+        msg += f"the running feature definitions hash to {schema_hash[:12]} (windows, delay or "
+        msg += "time zone changed); retrain it with fraudstream train or run the matching config"
+        raise ModelSchemaMismatch(msg)
+
+
+def _build_backend(raw: bytes, manifest: Manifest, device: str) -> Backend:
+    source = f"model {manifest.version}"
+    if device == "cpu":
+        backend: Backend = CpuBackend(raw, source, thread_policy.usable_cores())
+    else:
+        backend = CudaBackend(load_booster(raw, source), device, import_cupy())
+    _check_booster_shape(backend, manifest)
+    return backend
+
+
+def _check_booster_shape(backend: Backend, manifest: Manifest) -> None:
+    booster = backend.booster
+    if booster.num_boosted_rounds() != manifest.num_trees:
+        msg = f"model {manifest.version} has {booster.num_boosted_rounds()} trees but its "
+        msg += f"manifest says {manifest.num_trees}; re-register it"
+        raise ModelCorrupt(msg)
+    if booster.num_features() != len(manifest.feature_names):
+        msg = f"model {manifest.version} expects {booster.num_features()} features but its "
+        msg += f"manifest names {len(manifest.feature_names)}; re-register it"
+        raise ModelCorrupt(msg)
+
+
+def _policy(backend: Backend, num_features: int, calibrate: bool) -> thread_policy.ThreadPolicy:
+    if not isinstance(backend, CpuBackend):
+        return thread_policy.ThreadPolicy(cores=1, multi_from_rows=sys.maxsize)
+    if not calibrate:
+        return thread_policy.ThreadPolicy(cores=backend.cores, multi_from_rows=1024)
+
+    def predict(batch: npt.NDArray[np.float32], threads: int) -> object:
+        return backend.predict(batch, 0, threads)
+
+    return thread_policy.calibrate(predict, num_features, backend.cores)
+
+
+def _default_truncation(manifest: Manifest) -> int:
+    return max(1, round(manifest.num_trees * DEFAULT_TRUNCATION))

@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+import hashlib
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from models import scorer as scorer_module
+from models.exceptions import ModelCorrupt, ModelNotFound, ModelSchemaMismatch
+from models.registry import Registry
+from models.scorer import Scorer
+from models.threads import ThreadPolicy
+from tests.unit.models.conftest import NAMES, SCHEMA, TREES, register, synthetic
+
+
+def open_scorer(registry: Registry, version: str | None = None, **kw: Any) -> Scorer:
+    return Scorer.open(registry, version, "cpu", NAMES, SCHEMA, calibrate=False, **kw)
+
+
+def test_scores_match_the_booster_and_truncation_uses_first_trees(
+    registry: Registry, version: str, booster: xgb.Booster
+) -> None:
+    scorer = open_scorer(registry, version)
+    x, _ = synthetic(300, seed=2)
+    x[::7, 3] = np.nan
+    full = scorer.score(x)
+    assert full.dtype == np.float64
+    np.testing.assert_allclose(full, booster.inplace_predict(x), rtol=1e-6)
+    truncated = scorer.score(x, trees=5)
+    np.testing.assert_allclose(
+        truncated, booster.inplace_predict(x, iteration_range=(0, 5)), rtol=1e-6
+    )
+    assert not np.allclose(full, truncated)
+    np.testing.assert_array_equal(scorer.score(x.astype(np.float64)), full)
+    assert scorer.score(np.empty((0, len(NAMES)), dtype=np.float32)).shape == (0,)
+
+
+def test_attributes_come_from_the_manifest(registry: Registry, booster: xgb.Booster) -> None:
+    plain = open_scorer(registry, register(registry, booster))
+    assert (plain.version, plain.device, plain.num_trees) == ("v0001", "cpu", TREES)
+    assert plain.truncation_trees == 5  # 25% of 20 when not measured
+    assert plain.feature_names == NAMES
+    assert plain.thresholds.review == 0.3
+    measured = open_scorer(registry, register(registry, booster, truncation_trees=9))
+    assert measured.truncation_trees == 9
+
+
+def test_none_loads_current(registry: Registry, booster: xgb.Booster) -> None:
+    first = register(registry, booster)
+    with pytest.raises(ModelNotFound, match="has no CURRENT model; run fraudstream models"):
+        open_scorer(registry)
+    register(registry, booster)
+    registry.promote(first)
+    assert open_scorer(registry).version == first
+
+
+def test_bad_batches_and_tree_counts_are_refused(registry: Registry, version: str) -> None:
+    scorer = open_scorer(registry, version)
+    with pytest.raises(ValueError, match=r"batch must have shape \(rows, 15\), got \(3, 14\)"):
+        scorer.score(np.zeros((3, 14), dtype=np.float32))
+    with pytest.raises(ValueError, match="trees must be within 1..20"):
+        scorer.score(np.zeros((3, 15), dtype=np.float32), trees=21)
+
+
+def test_reasons_are_the_top_positive_contributions(
+    registry: Registry, version: str, booster: xgb.Booster
+) -> None:
+    scorer = open_scorer(registry, version)
+    x, _ = synthetic(40, seed=3)
+    reasons = scorer.reasons(x, k=3)
+    contribs = booster.predict(xgb.DMatrix(x, feature_names=list(NAMES)), pred_contribs=True)
+    assert len(reasons) == 40
+    for row, got in zip(contribs[:, :-1], reasons, strict=True):
+        expected = sorted(
+            ((NAMES[j], float(v)) for j, v in enumerate(row) if v > 0), key=lambda p: -p[1]
+        )[:3]
+        assert [name for name, _ in got] == [name for name, _ in expected]
+        np.testing.assert_allclose([v for _, v in got], [v for _, v in expected], rtol=1e-5)
+    assert scorer.reasons(x[:0]) == []
+
+
+def test_decide_maps_scores_to_codes(registry: Registry, version: str) -> None:
+    scorer = open_scorer(registry, version)  # review 0.3, decline 0.8
+    codes = scorer.decide(np.array([0.0, 0.29, 0.3, 0.79, 0.8, 1.0]))
+    assert codes.tolist() == [0, 0, 1, 1, 2, 2]
+    assert [Scorer.DECISIONS[c] for c in codes] == ["approve"] * 2 + ["review"] * 2 + [
+        "decline"
+    ] * 2
+
+
+def test_schema_hash_mismatch_is_refused(registry: Registry, version: str) -> None:
+    with pytest.raises(ModelSchemaMismatch, match="feature schema hash schema-hash-, the running"):
+        Scorer.open(registry, version, "cpu", NAMES, "other-hash", calibrate=False)
+
+
+def test_feature_name_mismatch_is_refused(registry: Registry, version: str) -> None:
+    names = (*NAMES[:-1], "terminal_risk_90d")
+    with pytest.raises(ModelSchemaMismatch, match=r"adds \['terminal_risk_90d'\], model has extra"):
+        Scorer.open(registry, version, "cpu", names, SCHEMA, calibrate=False)
+
+
+def forge(registry: Registry, version: str, payload: bytes) -> None:
+    """Replace the model file and make the manifest's checksum agree with it."""
+    old = registry.manifest(version).sha256
+    registry.model_path(version).write_bytes(payload)
+    path = registry.root / version / "manifest.json"
+    path.write_text(path.read_text().replace(old, hashlib.sha256(payload).hexdigest()))
+
+
+def test_corrupt_files_are_refused_with_clear_messages(registry: Registry, version: str) -> None:
+    path = registry.model_path(version)
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ModelCorrupt, match="fails its checksum"):
+        open_scorer(registry, version)
+    forge(registry, version, b"{garbage that looks like ubjson")
+    with pytest.raises(ModelCorrupt, match="model v0001 cannot be read as an XGBoost model"):
+        open_scorer(registry, version)
+    forge(registry, version, b"\x80\x04\x95 a pickle")
+    with pytest.raises(ModelCorrupt, match="is a Python pickle, which is refused"):
+        open_scorer(registry, version)
+
+
+def test_manifest_disagreeing_with_the_model_is_corrupt(registry: Registry, version: str) -> None:
+    path = registry.root / version / "manifest.json"
+    path.write_text(path.read_text().replace('"num_trees": 20', '"num_trees": 21'))
+    with pytest.raises(ModelCorrupt, match="has 20 trees but its manifest says 21"):
+        open_scorer(registry, version)
+
+
+def test_concurrent_scoring_matches_serial_scoring(registry: Registry, version: str) -> None:
+    scorer = open_scorer(registry, version)
+    assert scorer.thread_policy.multi_from_rows == 1024
+    batches = [synthetic(rows, seed=rows)[0] for rows in (1, 64, 1024, 3000)]
+    expected = [(scorer.score(b), scorer.score(b, trees=7)) for b in batches]
+    failures: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def work(worker: int) -> None:
+        barrier.wait()
+        for i in range(40):
+            index = (worker + i) % len(batches)
+            full, short = scorer.score(batches[index]), scorer.score(batches[index], trees=7)
+            timing = scorer.last_timing
+            if timing is None or timing.rows != batches[index].shape[0] or timing.trees != 7:
+                failures.append(f"worker {worker} saw timing {timing}")
+            if not (
+                np.array_equal(full, expected[index][0])
+                and np.array_equal(short, expected[index][1])
+            ):
+                failures.append(f"worker {worker} got different scores for batch {index}")
+            if i % 10 == 0:
+                scorer.reasons(batches[index][:5])
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def test_timing_records_threads_per_batch_size(registry: Registry, version: str) -> None:
+    scorer = open_scorer(registry, version)
+    object.__setattr__(scorer, "thread_policy", ThreadPolicy(cores=2, multi_from_rows=64))
+    small = scorer.score_timed(np.zeros((63, 15), dtype=np.float32))[1]
+    large = scorer.score_timed(np.zeros((64, 15), dtype=np.float32))[1]
+    assert (small.threads, large.threads) == (1, 2)
+    assert small.device == "cpu" and small.trees == TREES
+    assert 0 <= small.predict_s <= small.total_s
+
+
+class FakeDeviceArray:
+    def __init__(self, host: np.ndarray) -> None:
+        self.host = host
+
+
+class FakeCudaBooster:
+    """Stands in for a booster on a GPU: accepts only device arrays."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+        self.inputs: list[type] = []
+
+    def set_param(self, params: dict[str, Any]) -> None:
+        self.params.update(params)
+
+    def num_boosted_rounds(self) -> int:
+        return TREES
+
+    def num_features(self) -> int:
+        return len(NAMES)
+
+    def inplace_predict(self, data: Any, iteration_range: tuple[int, int], **_: Any) -> Any:
+        self.inputs.append(type(data))
+        assert isinstance(data, FakeDeviceArray), "a NumPy array reached the GPU booster"
+        return FakeDeviceArray(np.full(data.host.shape[0], 0.5, dtype=np.float32))
+
+
+def test_cuda_hands_xgboost_a_device_array(
+    registry: Registry, version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_booster = FakeCudaBooster()
+    fake_cupy = SimpleNamespace(asarray=FakeDeviceArray, asnumpy=lambda a: a.host)
+    monkeypatch.setattr(scorer_module, "resolve_device", lambda *_a, **_k: "cuda")
+    monkeypatch.setattr(scorer_module, "import_cupy", lambda: fake_cupy)
+    monkeypatch.setattr(scorer_module, "load_booster", lambda *_a, **_k: fake_booster)
+    monkeypatch.setattr(Scorer, "warm_up", lambda self: None)
+    scorer = Scorer.open(registry, version, "auto", NAMES, SCHEMA)
+    scores, timing = scorer.score_timed(np.zeros((3, 15), dtype=np.float32))
+    assert scorer.device == "cuda"
+    assert fake_booster.params == {"device": "cuda"}
+    assert fake_booster.inputs == [FakeDeviceArray]
+    assert scores.dtype == np.float64 and scores.tolist() == [0.5] * 3
+    assert timing.threads == 1
