@@ -1,0 +1,193 @@
+"""The feature vector: its names, its windows, and the per-transaction part of it.
+
+Everything that decides *what* a feature means lives here, so the online stores and the
+offline computation share one definition: windows are half-open ``(t - w, t]`` at
+one-second resolution; terminal windows are shifted back by the label delay ``d``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from features.exceptions import ConfigError
+
+DAY_S = 86_400
+MS_PER_S = 1_000
+MS_PER_DAY = DAY_S * MS_PER_S
+NIGHT_LAST_HOUR = 6  # night = hour <= 6
+MIN_EVENT_TIME_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: older event times are bad input
+MAX_AMOUNT = 1e9
+# 1970-01-01 was a Thursday; with Monday = 0 that is weekday 3.
+_EPOCH_WEEKDAY = 3
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "tx_amount",
+    "tx_during_weekend",
+    "tx_during_night",
+    "customer_nb_tx_1d",
+    "customer_avg_amount_1d",
+    "customer_nb_tx_7d",
+    "customer_avg_amount_7d",
+    "customer_nb_tx_30d",
+    "customer_avg_amount_30d",
+    "terminal_nb_tx_1d",
+    "terminal_risk_1d",
+    "terminal_nb_tx_7d",
+    "terminal_risk_7d",
+    "terminal_nb_tx_30d",
+    "terminal_risk_30d",
+)
+TRANSACTION_LEVEL_NAMES: tuple[str, ...] = FEATURE_NAMES[:3]
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Windows, label delay and time zone of the feature vector."""
+
+    customer_windows_days: tuple[int, ...] = (1, 7, 30)
+    """Customer windows ``(t - w, t]`` in whole days, ascending."""
+    terminal_windows_days: tuple[int, ...] = (1, 7, 30)
+    """Terminal windows ``(t - d - w, t - d]`` in whole days, ascending."""
+    delay_days: int = 7
+    """Label delay ``d``: terminal windows end this many days before the transaction."""
+    tz: str = "UTC"
+    """IANA time zone for the weekend and night flags."""
+
+    def __post_init__(self) -> None:
+        for name in ("customer_windows_days", "terminal_windows_days"):
+            _check_windows(name, getattr(self, name))
+        if isinstance(self.delay_days, bool) or not isinstance(self.delay_days, int):
+            msg = f"delay_days must be a whole number of days, got {self.delay_days!r}"
+            raise ConfigError(msg)
+        if self.delay_days < 1:
+            msg = (
+                f"delay_days must be at least 1 (got {self.delay_days}): terminal windows "
+                "must end before the transaction so cross-partition order cannot change them"
+            )
+            raise ConfigError(msg)
+        try:
+            ZoneInfo(self.tz)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            msg = f"tz {self.tz!r} is not an IANA time zone name (e.g. 'UTC', 'Europe/Paris')"
+            raise ConfigError(msg) from exc
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Ordered names of the vector for these windows (``FEATURE_NAMES`` by default)."""
+        names = list(TRANSACTION_LEVEL_NAMES)
+        for w in self.customer_windows_days:
+            names += [f"customer_nb_tx_{w}d", f"customer_avg_amount_{w}d"]
+        for w in self.terminal_windows_days:
+            names += [f"terminal_nb_tx_{w}d", f"terminal_risk_{w}d"]
+        return tuple(names)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    @property
+    def delay_s(self) -> int:
+        return self.delay_days * DAY_S
+
+    @property
+    def customer_windows_s(self) -> tuple[int, ...]:
+        return tuple(w * DAY_S for w in self.customer_windows_days)
+
+    @property
+    def terminal_windows_s(self) -> tuple[int, ...]:
+        return tuple(w * DAY_S for w in self.terminal_windows_days)
+
+    def schema_hash(self) -> str:
+        """sha256 over the ordered names, windows, delay and time zone; models record it."""
+        payload = {
+            "names": list(self.feature_names),
+            "customer_windows_days": list(self.customer_windows_days),
+            "terminal_windows_days": list(self.terminal_windows_days),
+            "delay_days": self.delay_days,
+            "tz": self.tz,
+        }
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def _check_windows(name: str, windows: tuple[int, ...]) -> None:
+    ok = (
+        isinstance(windows, tuple)
+        and len(windows) > 0
+        and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in windows)
+        and list(windows) == sorted(set(windows))
+    )
+    if not ok:
+        msg = (
+            f"{name} must be a non-empty ascending tuple of distinct whole days >= 1, "
+            f"got {windows!r}"
+        )
+        raise ConfigError(msg)
+
+
+def seconds(event_time_ms: npt.ArrayLike) -> IntArray:
+    """Epoch seconds (floor) of epoch milliseconds: the resolution every window uses."""
+    return np.floor_divide(np.asarray(event_time_ms, dtype=np.int64), MS_PER_S)
+
+
+def transaction_level_features(
+    event_time_ms: npt.ArrayLike, amount: npt.ArrayLike, config: FeatureConfig | None = None
+) -> FloatArray:
+    """``tx_amount``, ``tx_during_weekend``, ``tx_during_night`` as an ``(n, 3)`` float array.
+
+    These need no store, so the scorer keeps them when the store is down.
+    """
+    config = config or FeatureConfig()
+    ms = np.asarray(event_time_ms, dtype=np.int64)
+    out = np.empty((ms.shape[0], 3), dtype=np.float64)
+    out[:, 0] = np.asarray(amount, dtype=np.float64)
+    if config.tz == "UTC":
+        days = np.floor_divide(ms, MS_PER_DAY)
+        weekday = (days + _EPOCH_WEEKDAY) % 7
+        hour = np.floor_divide(ms - days * MS_PER_DAY, 3_600_000)
+    else:
+        local = pd.DatetimeIndex(pd.to_datetime(ms, unit="ms", utc=True)).tz_convert(config.tz)
+        weekday = np.asarray(local.day_of_week, dtype=np.int64)
+        hour = np.asarray(local.hour, dtype=np.int64)
+    out[:, 1] = weekday >= 5
+    out[:, 2] = hour <= NIGHT_LAST_HOUR
+    return out
+
+
+def assemble_features(
+    tx_level: FloatArray,
+    customer_counts: FloatArray,
+    customer_sums: FloatArray,
+    terminal_counts: FloatArray,
+    terminal_frauds: FloatArray,
+) -> FloatArray:
+    """Lay window aggregates out in ``feature_names`` order.
+
+    Every store and the offline path end here, so averages and risks are divided the same
+    way everywhere: ``avg = sum / count`` (count >= 1, the current transaction is in the
+    window) and ``risk = frauds / count``, 0 when the window is empty.
+    """
+    n = tx_level.shape[0]
+    kc = customer_counts.shape[1]
+    kt = terminal_counts.shape[1]
+    out = np.empty((n, 3 + 2 * kc + 2 * kt), dtype=np.float64)
+    out[:, :3] = tx_level
+    out[:, 3 : 3 + 2 * kc : 2] = customer_counts
+    with np.errstate(divide="ignore", invalid="ignore"):
+        avg = np.where(customer_counts > 0, customer_sums / customer_counts, 0.0)
+        risk = np.where(terminal_counts > 0, terminal_frauds / terminal_counts, 0.0)
+    out[:, 4 : 4 + 2 * kc : 2] = avg
+    base = 3 + 2 * kc
+    out[:, base::2] = terminal_counts
+    out[:, base + 1 :: 2] = risk
+    return out
