@@ -140,7 +140,7 @@ class Pipeline:
             return True
         if self.perf() < self._retry_at:
             return False
-        merged = TransactionBatch.concat(self.pending)
+        merged = _concat(self.pending)
         try:
             self.store.apply(merged, timeout_s=None)
         except FeatureStoreUnavailable as exc:
@@ -199,3 +199,15 @@ class Pipeline:
         self._retry_at = self.perf() + self._backoff_s
         logger.warning("feature store unavailable (%s); retry in %.2f s", exc, self._backoff_s)
         self._backoff_s = min(self._backoff_s * 2, 1.0)
+
+
+def _concat(batches: list[TransactionBatch]) -> TransactionBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return TransactionBatch.from_columns(
+        [t for b in batches for t in b.transaction_id],
+        [c for b in batches for c in b.customer_id],
+        [k for b in batches for k in b.terminal_id],
+        np.concatenate([b.event_time_ms for b in batches]),
+        np.concatenate([b.amount for b in batches]),
+    )

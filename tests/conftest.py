@@ -115,3 +115,7 @@ def topic_factory(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
                 fut.result(timeout=60)
             except Exception:  # noqa: S110 - best-effort clean-up
                 pass
+
+
+# Fixtures of tests that run ``fraudstream serve`` (integration and reliability suites).
+from tests.serving import history, registry, serve_factory, trained  # noqa: E402, F401

@@ -1,0 +1,199 @@
+"""fraudstream serve end to end, against the real broker and Redis (issue 5's test list)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+import redis
+
+from features.definitions import FeatureConfig
+from features.offline import compute_features
+from models.registry import Registry
+from models.scorer import Scorer
+from tests.infra import LocalRedis
+from tests.serving import (
+    ServeFactory,
+    assert_store_equals_one_application,
+    consume_all,
+    decisions_of,
+    produce,
+    register,
+    tx_payload,
+)
+
+pytestmark = pytest.mark.integration
+
+MALFORMED: list[bytes] = [
+    b"not json at all",
+    b'{"transaction_id": "x1", "event_time": 1525000000000}',
+    b'["an", "array"]',
+    b'{"transaction_id": "x2", "event_time": 1525000000000, "customer_id": "1", '
+    b'"terminal_id": "2", "amount": -5}',
+    b'{"transaction_id": "x3", "event_time": "yesterday", "customer_id": "1", '
+    b'"terminal_id": "2", "amount": 5}',
+    b"",
+]
+
+
+def expected_scores(df: pd.DataFrame, registry: Registry) -> dict[str, float]:
+    """Offline features (no labels fed: terminal risk stays 0) scored by the same model."""
+    unlabelled = df.assign(is_fraud=0)
+    x = compute_features(unlabelled, FeatureConfig()).astype(np.float32)
+    scores = Scorer.load(registry, device="cpu").score(x)
+    return dict(zip(df["transaction_id"].astype(str), scores.tolist(), strict=True))
+
+
+def _items(df: pd.DataFrame) -> list[tuple[bytes | None, bytes | None]]:
+    return [(str(r.customer_id).encode(), tx_payload(r)) for r in df.itertuples()]
+
+
+def test_every_valid_transaction_decided_once_and_every_bad_one_dead_lettered(
+    serve_factory: ServeFactory, registry: Registry, history: pd.DataFrame, kafka_bootstrap: str
+) -> None:
+    df = history.iloc[:1500]
+    items = _items(df)
+    for i, bad in enumerate(MALFORMED):  # interleave the bad ones among the good
+        items.insert(100 * i + 7, (f"bad{i}".encode(), bad))
+    serve = serve_factory(registry.root, partitions=1, extra=["--budget-ms", "5000"])
+    produce(kafka_bootstrap, serve.input, items)
+
+    out = decisions_of(consume_all(kafka_bootstrap, serve.decisions, len(df)))
+    ids = [d["transaction_id"] for d in out]
+    assert len(ids) == len(df)
+    assert sorted(ids) == sorted(df["transaction_id"].astype(str))
+
+    dead = consume_all(kafka_bootstrap, serve.dlq, len(MALFORMED))
+    assert sorted(m.value() or b"" for m in dead) == sorted(MALFORMED)
+    for m in dead:
+        headers = dict(m.headers())
+        assert headers["fraudstream.error.code"] in {
+            b"not_json",
+            b"not_object",
+            b"missing_field",
+            b"bad_value",
+            b"bad_type",
+        }
+        assert headers["fraudstream.error.reason"]
+        assert headers["fraudstream.source.topic"] == serve.input.encode()
+    alerts = consume_all(kafka_bootstrap, serve.alerts, 0, timeout_s=3)
+    flagged = {d["transaction_id"] for d in out if d["decision"] != "approve"}
+    assert {orjson.loads(m.value())["transaction_id"] for m in alerts} == flagged
+    for d in out:
+        if d["decision"] != "approve":
+            assert 1 <= len(d["reasons"]) <= 3
+
+
+@pytest.mark.parametrize("max_batch", ["1", "512"])
+def test_scores_equal_offline_features_scored_by_the_same_model(
+    serve_factory: ServeFactory,
+    registry: Registry,
+    history: pd.DataFrame,
+    kafka_bootstrap: str,
+    max_batch: str,
+) -> None:
+    df = history.iloc[:800] if max_batch == "1" else history
+    serve = serve_factory(registry.root, extra=["--max-batch", max_batch, "--budget-ms", "60000"])
+    produce(kafka_bootstrap, serve.input, _items(df))
+    out = decisions_of(consume_all(kafka_bootstrap, serve.decisions, len(df), timeout_s=180))
+    assert len(out) == len(df)
+    assert all(d["degraded"] is None for d in out)
+    want = expected_scores(history, registry)
+    got = {d["transaction_id"]: d["score"] for d in out}
+    diffs = np.array([abs(got[t] - want[t]) for t in got])
+    assert diffs.max() < 1e-6
+
+
+def test_modest_rate_meets_every_deadline(
+    serve_factory: ServeFactory, registry: Registry, history: pd.DataFrame, kafka_bootstrap: str
+) -> None:
+    df = history.iloc[:1500]
+    serve = serve_factory(registry.root, partitions=3, extra=["--budget-ms", "50"])
+    produce(kafka_bootstrap, serve.input, _items(df), rate=500)
+    out = decisions_of(consume_all(kafka_bootstrap, serve.decisions, len(df)))
+    assert len(out) == len(df)
+    missed = [d for d in out if not d["deadline_met"]]
+    assert missed == [], f"{len(missed)} missed, e.g. {missed[:3]}"
+    for d in out:
+        assert d["budget_ms"] == 50
+        assert d["latency_ms"]["total"] <= 50
+        assert {"total", "queue", "decode", "features", "score"} <= set(d["latency_ms"])
+
+
+def test_promotion_mid_stream_switches_the_version_and_loses_nothing(
+    serve_factory: ServeFactory,
+    registry: Registry,
+    history: pd.DataFrame,
+    kafka_bootstrap: str,
+    trained: tuple[object, object],
+) -> None:
+    df = history.iloc[:1200]
+    first = registry.current()
+    serve = serve_factory(registry.root, extra=["--budget-ms", "60000"])
+    items = _items(df)
+    produce(kafka_bootstrap, serve.input, items[:600])
+    assert len(consume_all(kafka_bootstrap, serve.decisions, 600)) == 600
+    second = register(registry, trained[1])  # type: ignore[arg-type]
+    deadline = time.monotonic() + 30
+    while f'version="{second}"' not in serve.metrics() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    produce(kafka_bootstrap, serve.input, items[600:])
+    out = decisions_of(consume_all(kafka_bootstrap, serve.decisions, len(df)))
+    assert sorted(d["transaction_id"] for d in out) == sorted(df["transaction_id"].astype(str))
+    versions = [d["model_version"] for d in out]
+    assert versions[:600] == [first] * 600
+    assert versions[600:] == [second] * 600
+
+
+def test_exactly_once_reader_sees_each_decision_once(
+    serve_factory: ServeFactory, registry: Registry, history: pd.DataFrame, kafka_bootstrap: str
+) -> None:
+    df = history.iloc[:2000]
+    serve = serve_factory(
+        registry.root, partitions=3, extra=["--guarantee", "exactly-once", "--budget-ms", "60000"]
+    )
+    produce(kafka_bootstrap, serve.input, _items(df))
+    out = decisions_of(consume_all(kafka_bootstrap, serve.decisions, len(df), settle_s=2))
+    ids = [d["transaction_id"] for d in out]
+    assert len(ids) == len(set(ids)) == len(df)
+    assert serve.stop() == 0
+
+
+def test_redis_down_mid_run_degrades_then_recovers_and_store_catches_up(
+    serve_factory: ServeFactory,
+    registry: Registry,
+    history: pd.DataFrame,
+    kafka_bootstrap: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    own = LocalRedis(var=tmp_path_factory.mktemp("redis-down"), persist=True)
+    own.start()
+    df = history.iloc[:1500]
+    items = _items(df)
+    serve = serve_factory(registry.root, redis=own.url, extra=["--budget-ms", "200"])
+    try:
+        produce(kafka_bootstrap, serve.input, items[:500])
+        assert len(consume_all(kafka_bootstrap, serve.decisions, 500)) == 500
+        redis.Redis.from_url(own.url).save()  # a snapshot, so the restart keeps the state
+        own.stop()
+        produce(kafka_bootstrap, serve.input, items[500:1000], rate=1000)
+        assert len(consume_all(kafka_bootstrap, serve.decisions, 1000)) == 1000
+        own.start()
+        time.sleep(1.5)
+        produce(kafka_bootstrap, serve.input, items[1000:], rate=1000)
+        out = decisions_of(consume_all(kafka_bootstrap, serve.decisions, len(df)))
+        assert serve.proc.poll() is None, "serve must not crash"
+        serve.stop()
+        by_id = {d["transaction_id"]: d for d in out}
+        order = df["transaction_id"].astype(str).tolist()
+        assert sorted(by_id) == sorted(order) and len(out) == len(df)
+        assert all(by_id[t]["degraded"] is None for t in order[:500])
+        assert all(by_id[t]["degraded"] == "partial_features" for t in order[500:1000])
+        assert all(by_id[t]["degraded"] is None for t in order[1100:])
+        assert_store_equals_one_application(own.url, serve.prefix, df)
+    finally:
+        serve.stop()
+        own.stop()

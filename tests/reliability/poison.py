@@ -1,0 +1,128 @@
+"""A corpus of malformed transaction payloads (hand-written plus hypothesis-generated)."""
+
+from __future__ import annotations
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+GOOD = {
+    "transaction_id": "p",
+    "event_time": 1_525_000_000_000,
+    "customer_id": "c",
+    "terminal_id": "t",
+    "amount": 10.0,
+}
+
+
+def _with(**changes: object) -> bytes:
+    doc: dict[str, object] = dict(GOOD)
+    for key, value in changes.items():
+        if value is _DROP:
+            doc.pop(key)
+        else:
+            doc[key] = value
+    return orjson.dumps(doc)
+
+
+_DROP = object()
+
+
+def hand_written() -> list[bytes]:
+    good = orjson.dumps(GOOD)
+    nested: bytes = b"[" * 5000 + b"]" * 5000
+    return [
+        b"not json",
+        b"{",
+        good[:-1],
+        good[: len(good) // 2],
+        b"\x00\x01\x02",
+        b"\xff\xfe\xfd",
+        b'"just a string"',
+        b"42",
+        b"null",
+        b"true",
+        b"[]",
+        b"[1, 2, 3]",
+        nested,
+        b'{"a":' * 3000 + b"1" + b"}" * 3000,
+        b"{" + b'"k": 1,' * 10 + b"}",
+        b"x" * 70_000,
+        _with(metadata="y" * 70_000),
+        b'{"transaction_id": "p", "event_time": 1525000000000, "customer_id": "c", '
+        b'"terminal_id": "t", "amount": NaN}',
+        b'{"transaction_id": "p", "event_time": 1525000000000, "customer_id": "c", '
+        b'"terminal_id": "t", "amount": Infinity}',
+        b'{"transaction_id": "p", "event_time": 1525000000000, "customer_id": "c", '
+        b'"terminal_id": "t", "amount": -Infinity}',
+        _with(amount=-1),
+        _with(amount=-0.01),
+        _with(amount=1e12),
+        _with(amount=1e308 * 10),
+        _with(amount="12"),
+        _with(amount=None),
+        _with(amount=True),
+        _with(amount=[1]),
+        _with(amount={"v": 1}),
+        _with(amount=_DROP),
+        _with(transaction_id=_DROP),
+        _with(customer_id=_DROP),
+        _with(terminal_id=_DROP),
+        _with(event_time=_DROP),
+        _with(transaction_id=""),
+        _with(transaction_id="t" * 200),
+        _with(transaction_id=5.5),
+        _with(transaction_id=None),
+        _with(customer_id=None),
+        _with(customer_id=[1]),
+        _with(terminal_id={"x": 1}),
+        _with(customer_id=1.5),
+        _with(event_time="yesterday"),
+        _with(event_time="2018-13-45T99:00:00Z"),
+        _with(event_time=-5),
+        _with(event_time=946_684_799_999),
+        _with(event_time=32_503_680_000_000),
+        _with(event_time="1999-12-31T23:59:59Z"),
+        _with(event_time="9999-01-01T00:00:00Z"),
+        _with(event_time=True),
+        _with(event_time=1.5e30),
+        _with(event_time=None),
+        b'{"transaction_id": "\\ud800"}',
+        b'{"transaction_id": "\xed\xa0\x80"}',
+        b"\xef\xbb\xbf" + b"{}",
+        b"{}",
+    ]
+
+
+def generated(n: int = 30) -> list[bytes]:
+    """Random dictionaries and byte strings from hypothesis (none is a valid transaction:
+    each lacks a required field)."""
+    seen: list[bytes] = []
+    keys = st.sampled_from(["transaction_id", "event_time", "customer_id", "amount", "x"])
+    values = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=False),
+        st.text(max_size=20),
+        st.lists(st.integers(), max_size=3),
+    )
+    docs = st.dictionaries(keys, values, max_size=5).map(orjson.dumps)
+
+    @settings(max_examples=n, database=None, derandomize=True)
+    @given(st.one_of(st.binary(max_size=64), docs))
+    def collect(payload: bytes) -> None:
+        seen.append(payload)
+
+    collect()
+    return seen
+
+
+def poison_corpus() -> list[tuple[bytes | None, bytes | None]]:
+    """(key, value) pairs: every one must end up in the dead-letter topic, byte-identical."""
+    values = hand_written() + generated()
+    pairs: list[tuple[bytes | None, bytes | None]] = [
+        (f"p{i}".encode(), v) for i, v in enumerate(values)
+    ]
+    pairs += [(None, b""), (b"", b"{}"), (b"k", None)]
+    return pairs
