@@ -91,6 +91,7 @@ class Manifest:
         out = dataclasses.asdict(self)
         out["feature_names"] = list(self.feature_names)
         out["metrics"] = {k: _finite_or_none(v) for k, v in self.metrics.items()}
+        out["provenance"] = json_safe(dict(self.provenance))
         out["format"] = FORMAT
         return out
 
@@ -110,6 +111,17 @@ class Manifest:
             msg = f"{source} must hold a JSON object, got {type(raw).__name__}"
             raise ModelCorrupt(msg)
         return _Reader(raw, source).manifest()
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN / infinite floats replaced by None, tuples as lists."""
+    if isinstance(value, float):
+        return _finite_or_none(value)
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def _finite_or_none(value: float | None) -> float | None:

@@ -81,10 +81,10 @@ class Scorer:
         config: FeatureConfig | None = None,
     ) -> Scorer:
         """Load ``version`` (None = CURRENT) checked against the running feature definitions."""
-        from features.definitions import FEATURE_NAMES, FeatureConfig
+        from features.definitions import FeatureConfig
 
         config = config or FeatureConfig()
-        return cls.open(registry, version, device, tuple(FEATURE_NAMES), config.schema_hash())
+        return cls.open(registry, version, device, config.feature_names, config.schema_hash())
 
     @classmethod
     def open(

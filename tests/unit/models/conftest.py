@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import xgboost as xgb
 
+from features.simulator import SimulatorConfig, simulate
 from models.manifest import Thresholds, TrainWindow
 from models.registry import Registry
 
@@ -71,3 +73,9 @@ def registry(tmp_path: Path) -> Registry:
 @pytest.fixture
 def version(registry: Registry, booster: xgb.Booster) -> str:
     return register(registry, booster)
+
+
+@pytest.fixture(scope="session")
+def simulated() -> pd.DataFrame:
+    """75 days from 2018-04-01 of a small handbook world (about 150k transactions)."""
+    return simulate(SimulatorConfig(n_customers=1000, n_terminals=5000, n_days=75, seed=1))

@@ -1,0 +1,131 @@
+"""Training parameters: the defaults users get, validation of ``--params``, the search space.
+
+``DEFAULT_PARAMS`` were chosen by ``fraudstream train --tune`` on the simulator's default
+dataset (see ``models/README.md`` for the run and its table), not taken from XGBoost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from features.exceptions import ConfigError
+
+
+@dataclass(frozen=True)
+class Params:
+    """XGBoost settings a model is trained with (objective and tree method are fixed)."""
+
+    n_trees: int = 300
+    """Boosting rounds."""
+    max_depth: int = 6
+    """Maximum tree depth."""
+    learning_rate: float = 0.1
+    """Shrinkage per round (eta)."""
+    subsample: float = 0.8
+    """Share of rows sampled per tree."""
+    colsample_bytree: float = 0.8
+    """Share of features sampled per tree."""
+    scale_pos_weight: float = 1.0
+    """Weight of the fraud class (class weighting)."""
+    min_child_weight: float = 1.0
+    """Minimum hessian sum in a leaf."""
+
+    def __post_init__(self) -> None:
+        _check_range("n_trees", self.n_trees, 1, 100_000)
+        _check_range("max_depth", self.max_depth, 1, 20)
+        _check_range("learning_rate", self.learning_rate, 1e-4, 1.0)
+        _check_range("subsample", self.subsample, 0.05, 1.0)
+        _check_range("colsample_bytree", self.colsample_bytree, 0.05, 1.0)
+        _check_range("scale_pos_weight", self.scale_pos_weight, 0.01, 1000.0)
+        _check_range("min_child_weight", self.min_child_weight, 0.0, 1000.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (the manifest's ``params``)."""
+        return dataclasses.asdict(self)
+
+    def booster_params(self, device: str, seed: int, nthread: int | None = None) -> dict[str, Any]:
+        """The parameter dict for ``xgboost.train`` (rounds are passed separately)."""
+        out: dict[str, Any] = {
+            "objective": "binary:logistic",
+            "tree_method": "hist",
+            "eval_metric": "aucpr",
+            "device": device,
+            "seed": seed,
+            "max_depth": self.max_depth,
+            "learning_rate": self.learning_rate,
+            "subsample": self.subsample,
+            "colsample_bytree": self.colsample_bytree,
+            "scale_pos_weight": self.scale_pos_weight,
+            "min_child_weight": self.min_child_weight,
+        }
+        if nthread is not None:
+            out["nthread"] = nthread
+        return out
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], base: Params | None = None) -> Params:
+        """``base`` (default ``DEFAULT_PARAMS``) with ``values`` applied; unknown keys refused."""
+        known = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known.keys())
+        if unknown:
+            msg = f"unknown training parameter(s) {unknown}; known: {sorted(known)}"
+            raise ConfigError(msg)
+        cleaned: dict[str, Any] = {
+            key: _number(key, value, key in _INTEGER) for key, value in values.items()
+        }
+        return dataclasses.replace(base or DEFAULT_PARAMS, **cleaned)
+
+    @classmethod
+    def from_json(cls, text: str) -> Params:
+        """Parse ``--params`` (a JSON object, e.g. ``{"max_depth": 4}``)."""
+        try:
+            values = json.loads(text)
+        except ValueError as exc:
+            msg = f"--params is not valid JSON ({exc}); e.g. --params '{{\"max_depth\": 4}}'"
+            raise ConfigError(msg) from None
+        if not isinstance(values, dict):
+            msg = f"--params must be a JSON object, got {type(values).__name__}"
+            raise ConfigError(msg)
+        return cls.from_mapping(values)
+
+
+_INTEGER = {"n_trees", "max_depth"}
+
+
+def _number(key: str, value: Any, integer: bool) -> int | float:
+    ok_int = isinstance(value, int) and not isinstance(value, bool)
+    ok_float = ok_int or isinstance(value, float)
+    if (integer and not ok_int) or not ok_float:
+        kind = "a whole number" if integer else "a number"
+        msg = f"training parameter {key!r} must be {kind}, got {value!r}"
+        raise ConfigError(msg)
+    return int(value) if integer else float(value)
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        msg = f"training parameter {name!r} must be within [{low}, {high}], got {value!r}"
+        raise ConfigError(msg)
+
+
+DEFAULT_PARAMS = Params()
+"""What ``fraudstream train`` uses without ``--params`` / ``--tune``."""
+
+
+def sample_params(rng: np.random.Generator) -> Params:
+    """One random draw from the search space of ``--tune``."""
+    return Params(
+        n_trees=int(rng.choice([50, 100, 200, 300, 500])),
+        max_depth=int(rng.choice([2, 3, 4, 5, 6, 8])),
+        learning_rate=float(np.round(np.exp(rng.uniform(np.log(0.02), np.log(0.3))), 4)),
+        subsample=float(np.round(rng.uniform(0.5, 1.0), 2)),
+        colsample_bytree=float(np.round(rng.uniform(0.5, 1.0), 2)),
+        scale_pos_weight=float(rng.choice([1.0, 2.0, 5.0, 10.0])),
+        min_child_weight=float(rng.choice([1.0, 3.0, 10.0])),
+    )

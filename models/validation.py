@@ -1,0 +1,108 @@
+"""Prequential validation: consecutive train / delay / validation windows before a date.
+
+Fold ``j`` validates on the ``valid_days`` ending ``j * valid_days`` before the final
+training window's end, with its own training window ``train_days`` long and the label
+delay between them; fold 0 therefore validates on the most recent data. Each fold's
+validation window gets the protocol's exclusions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import xgboost as xgb
+
+from models import metrics, protocol
+from models.dataset import Dataset
+from models.params import Params
+from models.protocol import DAY_MS, EvalSet, Split
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """One validation fold for one parameter set."""
+
+    train_start: str
+    """ISO start of the fold's training window."""
+    average_precision: float
+    """Average precision on the validation window."""
+    roc_auc: float
+    """ROC AUC on the validation window."""
+    card_precision: float
+    """Card precision at k on the validation window."""
+    scores: npt.NDArray[np.float64]
+    """Validation scores (kept to choose thresholds)."""
+    eval_set: EvalSet
+    """The validation transactions the scores belong to."""
+
+
+def fold_splits(
+    data: Dataset, train_end_ms: int, train_days: int, delay_days: int, valid_days: int, folds: int
+) -> list[Split]:
+    """Up to ``folds`` splits; folds whose training window starts before the data are skipped."""
+    first_day = int(data.df["event_time_ms"].min()) // DAY_MS * DAY_MS
+    splits = []
+    for j in range(folds):
+        valid_start = train_end_ms - (j + 1) * valid_days * DAY_MS
+        start = valid_start - (delay_days + train_days) * DAY_MS
+        if start < first_day:
+            logger.info(
+                "validation fold %d would start %s, before the data", j, protocol.iso_ms(start)
+            )
+            continue
+        day = protocol.iso_ms(start)[:10]
+        split = protocol.split(data.df, day, train_days, delay_days, valid_days)
+        if _has_both_classes(data, split.train_rows) and split.test_rows.size:
+            splits.append(split)
+    return splits
+
+
+def _has_both_classes(data: Dataset, rows: npt.NDArray[np.int64]) -> bool:
+    labels = data.y[rows]
+    return bool(labels.size) and 0 < int(labels.sum()) < labels.size
+
+
+def fit(
+    x: npt.NDArray[np.float32],
+    y: npt.NDArray[np.int8],
+    params: Params,
+    device: str,
+    seed: int,
+    feature_names: tuple[str, ...] | None = None,
+) -> xgb.Booster:
+    """Train one booster with ``params`` on ``device``."""
+    names = list(feature_names) if feature_names else None
+    matrix = xgb.QuantileDMatrix(x, label=y, feature_names=names)
+    return xgb.train(params.booster_params(device, seed), matrix, num_boost_round=params.n_trees)
+
+
+def run_fold(
+    data: Dataset, split: Split, params: Params, device: str, seed: int, k: int
+) -> FoldResult:
+    """Train on the fold's training window, score its validation window."""
+    booster = fit(data.x[split.train_rows], data.y[split.train_rows], params, device, seed)
+    scores = np.asarray(
+        booster.inplace_predict(data.x[split.test_rows], missing=np.nan), dtype=np.float64
+    )
+    eval_set = protocol.eval_set(data.df, split)
+    card = metrics.card_precision_at_k(eval_set.day, eval_set.customer, eval_set.y, scores, k)
+    return FoldResult(
+        train_start=protocol.iso_ms(split.train_start_ms),
+        average_precision=metrics.average_precision(eval_set.y, scores),
+        roc_auc=metrics.roc_auc(eval_set.y, scores),
+        card_precision=card.mean,
+        scores=scores,
+        eval_set=eval_set,
+    )
+
+
+def mean_of(results: list[FoldResult], name: str) -> float:
+    """NaN-tolerant mean of one metric over folds (NaN when every fold is NaN)."""
+    values = np.array([getattr(r, name) for r in results], dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")

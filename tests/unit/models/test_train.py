@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.definitions import FeatureConfig
+from features.exceptions import ConfigError
+from models import evaluation, train
+from models.exceptions import ModelSchemaMismatch, TrainingError
+from models.params import DEFAULT_PARAMS, Params
+from models.registry import Registry
+from models.scorer import Scorer
+from models.thresholds import ThresholdTargets
+
+
+@pytest.fixture(scope="module")
+def trained(simulated: pd.DataFrame) -> train.TrainResult:
+    return train.train(simulated, train.TrainRequest("2018-05-20", folds=2))
+
+
+def test_default_training_on_a_small_simulated_set_scores_well_on_its_test_window(
+    simulated: pd.DataFrame, trained: train.TrainResult, registry: Registry
+) -> None:
+    version = train.register(registry, trained)
+    scorer = Scorer.load(registry, version, "cpu")
+    assert evaluation.default_test_start(scorer.manifest) == "2018-06-03"
+    window = evaluation.load_test_window(simulated, "2018-06-03")
+    result = evaluation.evaluate(scorer, window, k=20)
+    assert result.metrics["roc_auc"] > 0.8
+    assert result.metrics["average_precision"] > 0.4
+    assert result.metrics["transactions"] == len(result.scores) == window.x.shape[0]
+    assert result.metrics["excluded_transactions"] > 0
+
+
+def test_manifest_records_how_the_model_was_made(
+    trained: train.TrainResult, registry: Registry
+) -> None:
+    manifest = registry.manifest(train.register(registry, trained))
+    assert manifest.params == DEFAULT_PARAMS.to_dict()
+    assert manifest.num_trees == DEFAULT_PARAMS.n_trees
+    assert manifest.feature_names == FeatureConfig().feature_names
+    assert manifest.schema_hash == FeatureConfig().schema_hash()
+    assert manifest.train_window.start == "2018-05-20T00:00:00+00:00"
+    assert manifest.train_window.end == "2018-05-27T00:00:00+00:00"
+    assert manifest.device == "cpu"
+    assert manifest.metrics["validation_folds"] == 2.0
+    assert 0.0 < manifest.metrics["validation_average_precision"] < 1.0  # type: ignore[operator]
+    folds = manifest.provenance["folds"]
+    assert [f["train_start"][:10] for f in folds] == ["2018-05-06", "2018-04-29"]
+    assert manifest.provenance["thresholds"]["source"].startswith(
+        "validation fold starting 2018-05-06"
+    )
+    assert manifest.data_fingerprint.startswith(f"{manifest.provenance['train_rows']}:")
+    assert 0 < manifest.thresholds.review <= manifest.thresholds.decline <= 1
+
+
+def test_training_is_deterministic_for_a_seed(
+    simulated: pd.DataFrame, trained: train.TrainResult
+) -> None:
+    again = train.train(simulated, train.TrainRequest("2018-05-20", folds=2))
+    assert again.booster.save_raw("ubj") == trained.booster.save_raw("ubj")
+    assert again.data_fingerprint == trained.data_fingerprint
+
+
+def test_tuning_records_its_table_and_uses_the_best(simulated: pd.DataFrame) -> None:
+    small = simulated[
+        simulated["event_time_ms"] < simulated["event_time_ms"].min() + 60 * 86_400_000
+    ]
+    result = train.train(small, train.TrainRequest("2018-05-20", folds=1, tune=2, seed=3))
+    table = result.provenance["tuning"]
+    assert [row["candidate"] for row in table] == [0, 1]
+    best = max(table, key=lambda row: row["ap_mean"])
+    assert result.params.to_dict() == {k: best[k] for k in DEFAULT_PARAMS.to_dict()}
+    assert result.metrics["validation_average_precision"] == pytest.approx(best["ap_mean"])
+
+
+def test_model_trained_on_other_windows_is_refused_by_the_running_config(
+    trained: train.TrainResult, registry: Registry
+) -> None:
+    version = train.register(registry, trained, FeatureConfig(delay_days=3))
+    with pytest.raises(ModelSchemaMismatch, match="feature schema hash"):
+        Scorer.load(registry, version, "cpu")
+
+
+def test_window_without_frauds_is_a_clear_error(simulated: pd.DataFrame) -> None:
+    with pytest.raises(TrainingError, match=r"training window 2019-01-01..2019-01-08 has 0 "):
+        train.train(simulated, train.TrainRequest("2019-01-01"))
+    with pytest.raises(TrainingError, match="no transactions before 2018-03-08"):
+        train.train(simulated, train.TrainRequest("2018-03-01"))
+
+
+def test_tune_without_room_for_validation_is_a_clear_error(simulated: pd.DataFrame) -> None:
+    with pytest.raises(TrainingError, match="--tune needs at least one validation fold"):
+        train.train(simulated, train.TrainRequest("2018-04-03", tune=1))
+
+
+def test_no_validation_room_falls_back_to_in_sample_thresholds(simulated: pd.DataFrame) -> None:
+    request = train.TrainRequest(
+        "2018-04-03", params=Params(n_trees=5, max_depth=2), targets=ThresholdTargets(10)
+    )
+    result = train.train(simulated, request)
+    assert result.provenance["thresholds"]["source"].startswith("training window (in-sample")
+    assert np.isnan(result.metrics["validation_average_precision"])  # type: ignore[arg-type]
+
+
+def test_params_are_validated() -> None:
+    assert Params.from_json('{"max_depth": 3}').max_depth == 3
+    with pytest.raises(ConfigError, match=r"unknown training parameter\(s\) \['depth'\]"):
+        Params.from_json('{"depth": 3}')
+    with pytest.raises(ConfigError, match="'max_depth' must be a whole number, got 2.5"):
+        Params.from_json('{"max_depth": 2.5}')
+    with pytest.raises(ConfigError, match="'subsample' must be within"):
+        Params.from_json('{"subsample": 0}')
+    with pytest.raises(ConfigError, match="--params is not valid JSON"):
+        Params.from_json("{max_depth: 3}")
+    assert json.loads(json.dumps(DEFAULT_PARAMS.to_dict()))["n_trees"] == DEFAULT_PARAMS.n_trees
