@@ -99,8 +99,13 @@ class Server:
         room = self.planner.max_batch * 2 - len(self._buffer)
         if room <= 0:
             return
-        timeout = 0 if self._buffer else 0.1
-        for msg in self.consumer.consume(room, timeout=timeout):
+        # consume(n, timeout) waits until n messages or the timeout: never wait for a full
+        # batch. Take what is queued; when idle, block briefly for the first message only.
+        msgs = self.consumer.consume(room, timeout=0)
+        if not msgs and not self._buffer:
+            first = self.consumer.poll(0.1)
+            msgs = [first, *self.consumer.consume(room - 1, timeout=0)] if first else []
+        for msg in msgs:
             err = msg.error()
             if err is None:
                 self._buffer.append(msg)
