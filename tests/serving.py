@@ -333,12 +333,36 @@ def batch_of(df: pd.DataFrame) -> Any:
 
 
 def assert_store_equals_one_application(redis_url: str, prefix: str, df: pd.DataFrame) -> None:
-    """Re-applying every transaction is idempotent, so it returns what the store holds; that
-    must equal one in-order application of the input to a fresh in-memory store."""
+    """The store's counters equal one application of every input transaction.
+
+    Memoised feature vectors depend on the order partitions were drained in, so the check
+    reads the counters themselves: probe transactions after the data, one per customer (its
+    1/7/30-day windows) and one per terminal a label delay later (its delayed windows),
+    applied identically to the Redis store and to a fresh in-memory store fed the input once.
+    """
     from features.memory_store import MemoryStore
     from features.redis_store import RedisStore
 
-    batch = batch_of(df)
-    online = RedisStore.from_url(redis_url, prefix=prefix).apply(batch)
-    offline = MemoryStore(FeatureConfig()).apply(batch)
-    np.testing.assert_allclose(online, offline, rtol=1e-9, atol=0)
+    end = int(df["event_time_ms"].max()) + 1000
+    later = end + FeatureConfig().delay_days * 86_400_000
+    customers = sorted(df["customer_id"].astype(str).unique())
+    terminals = sorted(df["terminal_id"].astype(str).unique())
+    probes = pd.DataFrame(
+        {
+            "transaction_id": [f"probe-c-{c}" for c in customers]
+            + [f"probe-t-{t}" for t in terminals],
+            "customer_id": customers + [f"probe-{t}" for t in terminals],
+            "terminal_id": ["probe"] * len(customers) + terminals,
+            "event_time_ms": [end] * len(customers) + [later] * len(terminals),
+            "amount": 0.0,
+        }
+    )
+    online_store = RedisStore.from_url(redis_url, prefix=prefix)
+    online = online_store.apply(batch_of(probes))
+    reference = MemoryStore(FeatureConfig())
+    reference.apply(batch_of(df))
+    offline = reference.apply(batch_of(probes))
+    n = len(customers)
+    np.testing.assert_allclose(online[:n, 3:9], offline[:n, 3:9], rtol=1e-9, atol=0)
+    np.testing.assert_allclose(online[n:, 9:], offline[n:, 9:], rtol=1e-9, atol=0)
+    assert offline[:n, 3:9].any() and offline[n:, 9:].any()  # the probes do see the data

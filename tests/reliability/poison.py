@@ -102,10 +102,10 @@ def generated(n: int = 30) -> list[bytes]:
     values = st.one_of(
         st.none(),
         st.booleans(),
-        st.integers(),
+        st.integers(-(2**63), 2**63 - 1),
         st.floats(allow_nan=False),
         st.text(max_size=20),
-        st.lists(st.integers(), max_size=3),
+        st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3),
     )
     docs = st.dictionaries(keys, values, max_size=5).map(orjson.dumps)
 
