@@ -1,0 +1,263 @@
+"""The online feature store in Redis: one server-side script call per batch.
+
+Exact at one-second resolution, idempotent per transaction id (so a client may retry a
+batch whose reply was lost), bounded (history beyond the largest horizon plus a day is
+trimmed; idle keys expire), and every key is hash-tagged per entity (see
+``features.redis_scripts``). Every Redis error or timeout surfaces as
+``FeatureStoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import redis
+from redis.backoff import NoBackoff
+from redis.driver_info import DriverInfo
+from redis.exceptions import NoScriptError, RedisError
+from redis.retry import Retry
+
+from features.batch import TransactionBatch
+from features.definitions import FeatureConfig, FloatArray, seconds
+from features.exceptions import ConfigError, FeatureStoreUnavailable
+from features.redis_scripts import APPLY_LABELS, APPLY_TRANSACTIONS
+from features.schema import Label
+from features.store import DEFAULT_TOPIC, SLACK_S, features_from_raw, raw_width
+
+logger = logging.getLogger(__name__)
+
+_SCHEMES = ("redis", "rediss", "unix")
+TTL_REFRESH_S = 7 * 86_400
+"""A customer's keys get their idle TTL again once its event time moved this far."""
+
+
+class _Script:
+    """A Lua script sent by SHA, loaded on first NOSCRIPT."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+
+class RedisStore:
+    """``FeatureStore`` (and ``OffsetTrackingStore``) over one Redis server."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = "fs",
+        config: FeatureConfig | None = None,
+        *,
+        display_url: str = "redis",
+        password: str | None = None,
+    ) -> None:
+        _check_prefix(prefix)
+        self.config = config or FeatureConfig()
+        self.prefix = prefix
+        self._client = client
+        self._pool = client.connection_pool
+        self._display_url = display_url
+        self._password = password
+        self._tx_script = _Script(APPLY_TRANSACTIONS)
+        self._label_script = _Script(APPLY_LABELS)
+        self._schema_checked = False
+        c_keep = max(self.config.customer_windows_s) + SLACK_S
+        t_keep = self.config.delay_s + max(self.config.terminal_windows_s) + SLACK_S
+        self._header = [
+            len(self.config.customer_windows_s),
+            len(self.config.terminal_windows_s),
+            self.config.delay_s,
+            c_keep,
+            t_keep,
+            TTL_REFRESH_S,
+            (c_keep + SLACK_S + TTL_REFRESH_S) * 1000,
+            (t_keep + SLACK_S) * 1000,
+        ]
+        self._windows = [*self.config.customer_windows_s, *self.config.terminal_windows_s]
+        self._t_keep = t_keep
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        prefix: str = "fs",
+        config: FeatureConfig | None = None,
+        socket_timeout_s: float = 1.0,
+        connect_timeout_s: float = 1.0,
+    ) -> RedisStore:
+        """Connect lazily to ``redis://``, ``rediss://`` (TLS) or ``unix://`` with optional
+        ``user:password@``; no call is made until the first apply."""
+        parts = urlsplit(url)
+        if parts.scheme not in _SCHEMES:
+            msg = f"Redis URL must start with redis://, rediss:// or unix://, got {parts.scheme!r}"
+            raise ConfigError(msg)
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            # RESP2 and no CLIENT SETINFO: a connection without credentials needs no
+            # handshake, so a per-call timeout bounds the whole call
+            protocol=2,
+            driver_info=DriverInfo(name=None, lib_version=None),
+        )
+        return cls(client, prefix, config, display_url=_redact(url), password=parts.password)
+
+    def apply(
+        self,
+        batch: TransactionBatch,
+        timeout_s: float | None = None,
+        *,
+        offsets: Mapping[int, int] | None = None,
+        topic: str = DEFAULT_TOPIC,
+    ) -> FloatArray:
+        """See ``FeatureStore.apply`` and ``OffsetTrackingStore.apply``."""
+        n = len(batch)
+        if "" in batch.transaction_id:
+            msg = "transaction_id must not be empty (decode_transactions rejects such messages)"
+            raise ValueError(msg)
+        if n == 0 and not offsets:
+            return np.empty((0, self.config.n_features), dtype=np.float64)
+        keys, args = self._transaction_call(batch, offsets or {}, topic)
+        with self._guard():
+            self._check_schema()
+            reply = self._run(self._tx_script, keys, args, timeout_s)
+        raw = _parse_rows(reply, raw_width(self.config))
+        return features_from_raw(raw, self.config)
+
+    def apply_labels(self, labels: Sequence[Label]) -> int:
+        """See ``FeatureStore.apply_labels``: the first label of a transaction wins."""
+        if not labels:
+            return 0
+        p = self.prefix
+        keys: list[str] = []
+        args: list[Any] = [len(labels), self._t_keep, (self._t_keep + SLACK_S) * 1000]
+        for label in labels:
+            keys += [f"{p}:{{t:{label.terminal_id}}}:l", f"{p}:{{t:{label.terminal_id}}}:f"]
+            args += [label.transaction_id, label.event_time_ms // 1000, int(label.is_fraud)]
+        with self._guard():
+            return int(self._run(self._label_script, keys, args, None))
+
+    def applied_offsets(self, topic: str = DEFAULT_TOPIC) -> dict[int, int]:
+        """Partition -> highest offset mark recorded for ``topic``."""
+        with self._guard():
+            marks = self._client.hgetall(self._offsets_key(topic))
+        return {int(k): int(v) for k, v in marks.items()}
+
+    def drop(self) -> int:
+        """Delete every key under this store's prefix; returns how many (for tests, replays)."""
+        deleted = 0
+        with self._guard():
+            batch: list[bytes] = []
+            for key in self._client.scan_iter(match=f"{self.prefix}:*", count=1000):
+                batch.append(key)
+                if len(batch) == 1000:
+                    deleted += int(self._client.unlink(*batch))
+                    batch = []
+            if batch:
+                deleted += int(self._client.unlink(*batch))
+        return deleted
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _offsets_key(self, topic: str) -> str:
+        return f"{self.prefix}:{{o:{topic}}}:offsets"
+
+    def _transaction_call(
+        self, batch: TransactionBatch, offsets: Mapping[int, int], topic: str
+    ) -> tuple[list[str], list[Any]]:
+        p = self.prefix
+        secs = seconds(batch.event_time_ms).tolist()
+        ms = batch.event_time_ms.tolist()
+        amounts = batch.amount.tolist()
+        keys: list[str] = []
+        args: list[Any] = [len(batch), *self._header, len(offsets), *self._windows]
+        for partition, offset in offsets.items():
+            args += [int(partition), int(offset)]
+        for i, (tx_id, cust, term) in enumerate(
+            zip(batch.transaction_id, batch.customer_id, batch.terminal_id, strict=True)
+        ):
+            c, t = f"{p}:{{c:{cust}}}", f"{p}:{{t:{term}}}"
+            keys += [f"{c}:w", f"{c}:r", f"{t}:w", f"{t}:f"]
+            args += [tx_id, secs[i], repr(amounts[i]), ms[i]]
+        if offsets:
+            keys.append(self._offsets_key(topic))
+        return keys, args
+
+    def _run(
+        self, script: _Script, keys: list[str], args: list[Any], timeout_s: float | None
+    ) -> Any:
+        """EVALSHA on one pooled connection (EVAL once on NOSCRIPT): one round trip."""
+        conn: Any = self._pool.get_connection()  # redis-py's Connection is untyped
+        try:
+            read_timeout: Any = {} if timeout_s is None else {"timeout": timeout_s}
+            try:
+                conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return conn.read_response(**read_timeout)
+            except NoScriptError:
+                conn.send_command("EVAL", script.source, len(keys), *keys, *args)
+                return conn.read_response(**read_timeout)
+        except BaseException:
+            conn.disconnect()  # a late reply must never be read as the next call's
+            raise
+        finally:
+            self._pool.release(conn)
+
+    def _check_schema(self) -> None:
+        """Refuse a prefix that holds features of another definition (once per store)."""
+        if self._schema_checked:
+            return
+        key = f"{self.prefix}:schema"
+        mine = self.config.schema_hash()
+        self._client.set(key, mine, nx=True)
+        stored = self._client.get(key)
+        theirs = stored.decode() if isinstance(stored, bytes) else stored
+        if theirs is not None and theirs != mine:
+            msg = (
+                f"prefix {self.prefix!r} holds features of another definition "
+                f"(schema hash {theirs[:12]}, this config {mine[:12]}): use another prefix"
+            )
+            raise ConfigError(msg)
+        self._schema_checked = True
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            if self._password:
+                detail = detail.replace(self._password, "***")
+            msg = f"feature store {self._display_url} unavailable ({detail})"
+            raise FeatureStoreUnavailable(msg) from exc
+
+
+def _parse_rows(reply: Sequence[bytes], width: int) -> FloatArray:
+    if not reply:
+        return np.empty((0, width), dtype=np.float64)
+    flat = np.array(b",".join(reply).split(b","), dtype=np.float64)
+    return flat.reshape(len(reply), width)
+
+
+def _check_prefix(prefix: str) -> None:
+    if not prefix or any(ch in prefix for ch in "{}* \t\n"):
+        msg = f"store prefix {prefix!r} must be non-empty, without braces, '*' or spaces"
+        raise ConfigError(msg)
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,179 @@
+"""Running the Redis store: outages, timeouts, credentials, offsets, retries, memory."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+import redis
+
+from features.batch import TransactionBatch
+from features.definitions import DAY_S, FeatureConfig
+from features.exceptions import ConfigError, FeatureStoreUnavailable
+from features.memory_store import MemoryStore
+from features.redis_store import RedisStore
+from features.simulator import SimulatorConfig, simulate
+
+from .conftest import RedisServer
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_522_540_800_000
+
+
+def _one(tx_id: str = "a", customer: str = "c", ms: int = T0) -> TransactionBatch:
+    return TransactionBatch.from_columns([tx_id], [customer], ["t"], [ms], [1.0])
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield int(listener.getsockname()[1])
+    stop.set()
+    thread.join(timeout=2)
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+def test_stopped_redis_is_unavailable_at_once(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_server_factory()
+    store = RedisStore.from_url(server.url, prefix="p", socket_timeout_s=0.5)
+    assert store.apply(_one()).shape == (1, 15)
+    server.stop()
+    started = time.monotonic()
+    with pytest.raises(FeatureStoreUnavailable, match="unavailable"):
+        store.apply(_one("b"))
+    with pytest.raises(FeatureStoreUnavailable):
+        store.applied_offsets()
+    assert time.monotonic() - started < 1.0
+    store.close()
+
+
+def test_a_server_that_never_answers_times_out(silent_server: int) -> None:
+    store = RedisStore.from_url(
+        f"redis://127.0.0.1:{silent_server}/0", socket_timeout_s=0.3, connect_timeout_s=0.3
+    )
+    started = time.monotonic()
+    with pytest.raises(FeatureStoreUnavailable, match="Timeout"):
+        store.apply(_one())
+    assert 0.25 < time.monotonic() - started < 1.0
+    store.close()
+
+
+def test_per_call_timeout_overrides_the_socket_timeout(silent_server: int) -> None:
+    store = RedisStore.from_url(f"redis://127.0.0.1:{silent_server}/0", socket_timeout_s=10.0)
+    store._schema_checked = True  # the once-per-store check would use the socket timeout
+    started = time.monotonic()
+    with pytest.raises(FeatureStoreUnavailable):
+        store.apply(_one(), timeout_s=0.2)
+    assert time.monotonic() - started < 1.0
+    store.close()
+
+
+def test_acl_user_and_password_from_the_url_and_never_in_errors(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_server_factory()
+    admin = redis.Redis(port=server.port)
+    admin.acl_setuser(
+        "scorer", enabled=True, passwords=["+s3cr3t-pw"], keys=["*"], commands=["+@all"]
+    )
+    admin.acl_setuser("default", enabled=False)
+    url = f"redis://scorer:s3cr3t-pw@127.0.0.1:{server.port}/0"
+    good = RedisStore.from_url(url)
+    assert good.apply(_one()).shape == (1, 15)
+    bad = RedisStore.from_url(f"redis://scorer:wrong-pw@127.0.0.1:{server.port}/0")
+    with pytest.raises(FeatureStoreUnavailable) as info:
+        bad.apply(_one())
+    assert "wrong-pw" not in str(info.value)
+    assert "scorer:***@" in str(info.value)
+    server.stop()
+    with pytest.raises(FeatureStoreUnavailable) as info:
+        good.apply(_one("z"))
+    assert "s3cr3t-pw" not in str(info.value)
+    good.close()
+    bad.close()
+
+
+def test_a_lost_reply_is_safe_to_retry(redis_store: RedisStore, raw_redis: redis.Redis) -> None:
+    df = simulate(SimulatorConfig(n_customers=50, n_terminals=100, n_days=10, seed=5)).head(512)
+    batch = TransactionBatch.from_columns(
+        df["transaction_id"].tolist(),
+        df["customer_id"].tolist(),
+        df["terminal_id"].tolist(),
+        df["event_time_ms"].to_numpy(),
+        df["amount"].to_numpy(),
+    )
+    redis_store.apply(_one("warm-up", "w"))
+    with pytest.raises(FeatureStoreUnavailable, match="Timeout"):
+        redis_store.apply(batch, timeout_s=0.0001)
+    # the server finished the script although the client gave up
+    deadline = time.monotonic() + 5
+    key = f"{redis_store.prefix}:{{c:{batch.customer_id[-1]}}}:r"
+    while not raw_redis.hexists(key, batch.transaction_id[-1]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert raw_redis.hexists(key, batch.transaction_id[-1])
+    retried = redis_store.apply(batch)
+    assert np.array_equal(retried, MemoryStore().apply(batch))
+
+
+def test_offsets_are_recorded_with_the_batch_and_never_go_back(redis_store: RedisStore) -> None:
+    redis_store.apply(_one("a"), offsets={0: 10, 1: 5})
+    assert redis_store.applied_offsets() == {0: 10, 1: 5}
+    redis_store.apply(_one("b"), offsets={0: 7, 1: 9, 2: 1})
+    assert redis_store.applied_offsets() == {0: 10, 1: 9, 2: 1}
+    redis_store.apply(_one("c").take([]), offsets={3: 4}, topic="other")
+    assert redis_store.applied_offsets("other") == {3: 4}
+    assert redis_store.applied_offsets("never") == {}
+
+
+def test_history_is_trimmed_and_idle_keys_expire(
+    redis_store: RedisStore, raw_redis: redis.Redis
+) -> None:
+    half_day = DAY_S * 1000 // 2
+    for i in range(120):  # 60 days, one transaction every 12 hours
+        redis_store.apply(_one(f"tx{i}", "busy", T0 + i * half_day))
+    p = redis_store.prefix
+    # 31 days kept (30-day window + 1 day slack), trimmed in bulk every 16 transactions
+    assert raw_redis.zcard(f"{p}:{{c:busy}}:w") <= 62 + 16
+    assert raw_redis.hlen(f"{p}:{{c:busy}}:r") <= 62 + 16 + 1
+    assert raw_redis.zcard(f"{p}:{{t:t}}:w") <= 2 * 38 + 1
+    for key in raw_redis.scan_iter(match=f"{p}:*"):
+        if key.endswith(b":schema"):
+            continue
+        ttl_days = raw_redis.pttl(key) / 1000 / DAY_S
+        assert 30 < ttl_days <= 40, key
+
+
+def test_a_prefix_holding_another_definition_is_refused(redis_url: str, store_prefix: str) -> None:
+    first = RedisStore.from_url(redis_url, prefix=store_prefix)
+    first.apply(_one())
+    other = RedisStore.from_url(redis_url, prefix=store_prefix, config=FeatureConfig(delay_days=6))
+    with pytest.raises(ConfigError, match="another definition"):
+        other.apply(_one("b"))
+    first.drop()
+    first.close()
+    other.close()
