@@ -108,7 +108,8 @@ class CudaBackend:
         out = self.booster.predict(
             matrix, pred_contribs=True, iteration_range=(0, trees), validate_features=False
         )
-        return np.asarray(out, dtype=np.float64)
+        host = out.get() if hasattr(out, "get") else out  # CuPy arrays refuse np.asarray
+        return np.asarray(host, dtype=np.float64)
 
 
 def import_cupy() -> ModuleType:

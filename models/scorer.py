@@ -115,6 +115,13 @@ class Scorer:
         )
         return scorer
 
+    def with_policy(self, policy: thread_policy.ThreadPolicy) -> Scorer:
+        """A scorer sharing this one's model but using ``policy`` (benchmarks, tests)."""
+        if policy.cores != self.thread_policy.cores:
+            msg = f"policy.cores must be {self.thread_policy.cores} (the loaded thread counts)"
+            raise ValueError(msg)
+        return Scorer(self.manifest, self._backend, policy)
+
     def score(self, batch: npt.ArrayLike, trees: int | None = None) -> Scores:
         """Fraud probabilities for a (rows, features) float32 batch; NaN = missing."""
         return self.score_timed(batch, trees)[0]

@@ -19,6 +19,8 @@ import numpy.typing as npt
 
 PredictFn = Callable[[npt.NDArray[np.float32], int], object]
 CALIBRATION_SIZES = (1, 64, 256, 1024, 4096)
+MULTI_MARGIN = 0.1
+"""All cores must be at least this much faster (relative) to be used for a batch size."""
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,14 @@ def calibrate(
 
 
 def policy_from(measured: Sequence[Timing], cores: int) -> ThreadPolicy:
-    """The policy implied by measurements: all cores from the size where they keep winning."""
+    """The policy implied by measurements: all cores from the size where they keep winning.
+
+    "Winning" means at least ``MULTI_MARGIN`` faster: within noise, one thread is kept,
+    since it cannot spike on OpenMP wake-ups.
+    """
     start = sys.maxsize
     for timing in sorted(measured, key=lambda t: t.rows, reverse=True):
-        if timing.multi_s >= timing.single_s:
+        if timing.multi_s > timing.single_s * (1 - MULTI_MARGIN):
             break
         start = timing.rows
     return ThreadPolicy(cores=cores, multi_from_rows=start, measured=tuple(measured))

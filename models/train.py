@@ -89,15 +89,9 @@ def train(
         data, end, request.train_days, request.delay_days, request.valid_days, request.folds
     )
     params, folds, table = _choose_params(data, splits, request)
-    choice_source, threshold_choice = _thresholds(data, folds, params, request, train_rows, start)
-    booster = fit(
-        data.x[train_rows],
-        data.y[train_rows],
-        params,
-        request.device,
-        request.seed,
-        config.feature_names,
-    )
+    x, y = data.x[train_rows], data.y[train_rows]
+    booster = fit(x, y, params, request.device, request.seed, config.feature_names)
+    choice_source, threshold_choice = _thresholds(data, folds, booster, request, train_rows, start)
     logger.info(
         "trained %d trees on %d rows (%d frauds)",
         params.n_trees,
@@ -168,7 +162,7 @@ def _choose_params(
 def _thresholds(
     data: Dataset,
     folds: list[FoldResult],
-    params: Params,
+    booster: xgb.Booster,
     request: TrainRequest,
     train_rows: npt.NDArray[np.int64],
     start: int,
@@ -179,7 +173,6 @@ def _thresholds(
             latest.eval_set, latest.scores, request.targets
         )
     logger.warning("no validation fold fits before the training window: thresholds in-sample")
-    booster = fit(data.x[train_rows], data.y[train_rows], params, request.device, request.seed)
     scores = np.asarray(booster.inplace_predict(data.x[train_rows]), dtype=np.float64)
     rows = data.df.iloc[train_rows]
     in_sample = EvalSet(

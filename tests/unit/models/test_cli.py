@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from features.datafile import write_transactions
-from models import cli
+from models import cli, metrics
 from models.registry import Registry
 
 SMALL = '{"n_trees": 20, "max_depth": 3}'
@@ -66,7 +66,15 @@ def test_train_list_show_promote_evaluate_rollback(
     frame = pd.read_parquet(predictions)
     assert list(frame.columns) == ["transaction_id", "score"]
     assert len(frame) == written["transactions"]
-    assert written["version"] == "v0002" and written["roc_auc"] > 0.8
+    assert written["version"] == "v0002"
+    labels = pd.read_parquet(data)[["transaction_id", "is_fraud"]].astype({"transaction_id": str})
+    joined = frame.merge(labels, on="transaction_id", how="left", validate="one_to_one")
+    assert joined["is_fraud"].notna().all()
+    assert written["frauds"] == joined["is_fraud"].sum()
+    assert written["roc_auc"] == pytest.approx(metrics.roc_auc(joined["is_fraud"], joined["score"]))
+    assert written["average_precision"] == pytest.approx(
+        metrics.average_precision(joined["is_fraud"], joined["score"])
+    )
 
     assert run("models", "rollback", "--registry", str(registry)) == 0
     assert "rolled back to v0001" in capsys.readouterr().out

@@ -164,11 +164,14 @@ def test_concurrent_scoring_matches_serial_scoring(registry: Registry, version: 
 
 
 def test_timing_records_threads_per_batch_size(registry: Registry, version: str) -> None:
-    scorer = open_scorer(registry, version)
-    object.__setattr__(scorer, "thread_policy", ThreadPolicy(cores=2, multi_from_rows=64))
+    loaded = open_scorer(registry, version)
+    cores = loaded.thread_policy.cores
+    scorer = loaded.with_policy(ThreadPolicy(cores=cores, multi_from_rows=64))
     small = scorer.score_timed(np.zeros((63, 15), dtype=np.float32))[1]
     large = scorer.score_timed(np.zeros((64, 15), dtype=np.float32))[1]
-    assert (small.threads, large.threads) == (1, 2)
+    assert (small.threads, large.threads) == (1, cores)
+    with pytest.raises(ValueError, match="policy.cores must be"):
+        loaded.with_policy(ThreadPolicy(cores=cores + 1, multi_from_rows=1))
     assert small.device == "cpu" and small.trees == TREES
     assert 0 <= small.predict_s <= small.total_s
 

@@ -18,6 +18,11 @@ def test_all_cores_from_the_size_where_they_keep_winning() -> None:
     assert [policy.threads_for(n) for n in (1, 1023, 1024, 10**6)] == [1, 1, 4, 4]
 
 
+def test_a_win_within_noise_keeps_one_thread() -> None:
+    measured = [Timing(1, 1.0, 0.95), Timing(64, 2.0, 1.79), Timing(1024, 10.0, 5.0)]
+    assert policy_from(measured, cores=2).multi_from_rows == 64
+
+
 def test_never_winning_means_one_thread_always() -> None:
     policy = policy_from([Timing(1, 0.1, 0.2), Timing(4096, 1.0, 1.5)], cores=8)
     assert policy.multi_from_rows == sys.maxsize
