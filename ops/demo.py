@@ -179,7 +179,7 @@ def run(demo: Demo) -> int:
     console.print(f"simulated {demo.days} days for {demo.customers} customers → {demo.data}")
     console.rule("2. train and promote")
     shutil.rmtree(demo.registry, ignore_errors=True)
-    train_start = "2018-04-08"
+    train_start = "2018-04-15"
     done = demo.cli(
         "train",
         "--data",
@@ -399,12 +399,12 @@ def main() -> int:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--out", type=Path, default=ROOT / "var/demo")
     parser.add_argument("--customers", type=int, default=1000)
-    parser.add_argument("--days", type=int, default=35)
+    parser.add_argument("--days", type=int, default=42)
     parser.add_argument("--replay-days", type=int, default=21)
     parser.add_argument("--tiny", action="store_true", help="a small, fast run (for the tests)")
     args = parser.parse_args()
     if args.tiny:
-        args.customers, args.days, args.replay_days = 200, 30, 21
+        args.customers, args.days, args.replay_days = 200, 42, 21
     demo = Demo(
         args.bootstrap, args.redis_url, args.out, args.customers, args.days, args.replay_days
     )

@@ -18,12 +18,37 @@ def test_rules_decide_by_amount_thresholds() -> None:
 
 
 def test_decision_json_has_every_contract_field() -> None:
-    d = Decision("t1", "c1", "k1", 12.5, 1_700_000_000_000, 0.25, "approve", "v0001", [],
-                 {"total": 3.0}, 50.0, True, None, 1_700_000_000_003)
+    d = Decision(
+        "t1",
+        "c1",
+        "k1",
+        12.5,
+        1_700_000_000_000,
+        0.25,
+        "approve",
+        "v0001",
+        [],
+        {"total": 3.0},
+        50.0,
+        True,
+        None,
+        1_700_000_000_003,
+    )
     doc = orjson.loads(d.to_json())
     assert set(doc) == {
-        "transaction_id", "customer_id", "terminal_id", "amount", "event_time", "score",
-        "decision", "model_version", "reasons", "latency_ms", "budget_ms", "deadline_met",
-        "degraded", "scored_at",
+        "transaction_id",
+        "customer_id",
+        "terminal_id",
+        "amount",
+        "event_time",
+        "score",
+        "decision",
+        "model_version",
+        "reasons",
+        "latency_ms",
+        "budget_ms",
+        "deadline_met",
+        "degraded",
+        "scored_at",
     }
     assert doc["degraded"] is None and doc["latency_ms"] == {"total": 3.0}

@@ -20,8 +20,10 @@ def test_flags_win_over_environment_which_wins_over_toml(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     toml = tmp_path / "serve.toml"
-    toml.write_text('bootstrap_servers = "file:1"\nredis_url = "redis://file"\n'
-                    'registry = "/file"\nbudget_ms = 10\nmax_batch = 10\ngroup_id = "file"\n')
+    toml.write_text(
+        'bootstrap_servers = "file:1"\nredis_url = "redis://file"\n'
+        'registry = "/file"\nbudget_ms = 10\nmax_batch = 10\ngroup_id = "file"\n'
+    )
     monkeypatch.setenv("FRAUDSTREAM_BUDGET_MS", "20")
     monkeypatch.setenv("FRAUDSTREAM_MAX_BATCH", "20")
     settings = load_settings(ServeSettings, _flags("--max-batch", "30"), toml)
@@ -34,15 +36,19 @@ def test_flags_win_over_environment_which_wins_over_toml(
 def test_invalid_values_name_the_flag_and_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRAUDSTREAM_REDIS_URL", "redis://x")
     with pytest.raises(ConfigError) as err:
-        load_settings(ServeSettings, _flags("--bootstrap-servers", "b:1", "--registry", "/r",
-                                            "--budget-ms", "-5"), None)
+        load_settings(
+            ServeSettings,
+            _flags("--bootstrap-servers", "b:1", "--registry", "/r", "--budget-ms", "-5"),
+            None,
+        )
     assert "budget_ms (--budget-ms / FRAUDSTREAM_BUDGET_MS)" in str(err.value)
 
 
 def test_unknown_toml_key_is_refused(tmp_path: Path) -> None:
     toml = tmp_path / "serve.toml"
-    toml.write_text('bootstrap_servers = "b:1"\nredis_url = "redis://x"\nregistry = "/r"\n'
-                    "budjet_ms = 5\n")
+    toml.write_text(
+        'bootstrap_servers = "b:1"\nredis_url = "redis://x"\nregistry = "/r"\nbudjet_ms = 5\n'
+    )
     with pytest.raises(ConfigError, match="budjet_ms"):
         load_settings(ServeSettings, {}, toml)
 
@@ -56,10 +62,24 @@ def test_secrets_never_show(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     secret_file = tmp_path / "pw"
     secret_file.write_text("hunter2\n")
     monkeypatch.setenv("FRAUDSTREAM_REDIS_URL", "redis://app:redispw@localhost:6379/0")
-    settings = load_settings(ServeSettings, _flags(
-        "--bootstrap-servers", "b:1", "--registry", "/r", "--security-protocol",
-        "SASL_PLAINTEXT", "--sasl-mechanism", "SCRAM-SHA-256", "--sasl-username", "u",
-        "--sasl-password-file", str(secret_file)), None)
+    settings = load_settings(
+        ServeSettings,
+        _flags(
+            "--bootstrap-servers",
+            "b:1",
+            "--registry",
+            "/r",
+            "--security-protocol",
+            "SASL_PLAINTEXT",
+            "--sasl-mechanism",
+            "SCRAM-SHA-256",
+            "--sasl-username",
+            "u",
+            "--sasl-password-file",
+            str(secret_file),
+        ),
+        None,
+    )
     conn = settings.kafka()
     assert conn.to_librdkafka()["sasl.password"] == "hunter2"
     assert "hunter2" not in repr(settings) and "hunter2" not in str(conn.redacted())
@@ -69,5 +89,13 @@ def test_secrets_never_show(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 
 def test_sasl_without_mechanism_is_refused() -> None:
     with pytest.raises(ConfigError, match="sasl_mechanism"):
-        load_settings(ServeSettings, {"bootstrap_servers": "b:1", "redis_url": "redis://x",
-                                      "registry": "/r", "security_protocol": "SASL_SSL"}, None)
+        load_settings(
+            ServeSettings,
+            {
+                "bootstrap_servers": "b:1",
+                "redis_url": "redis://x",
+                "registry": "/r",
+                "security_protocol": "SASL_SSL",
+            },
+            None,
+        )
