@@ -303,7 +303,7 @@ def run(demo: Demo) -> int:
         "--registry",
         str(demo.registry),
         "--test-start",
-        "2018-04-22",
+        "2018-04-29",
         "--report",
         str(report),
     )
