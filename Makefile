@@ -8,7 +8,7 @@ REDIS_PORT ?= 6379
 PARTITIONS ?= 6
 export KAFKA_PORT REDIS_PORT
 
-.PHONY: setup up down topics test test-unit lint demo bench bench-quick clean
+.PHONY: setup up down topics test test-unit lint smoke demo bench bench-quick clean
 
 setup: $(VENV)/.installed ops/kafka/lib/.stamp redis-check
 
@@ -54,7 +54,10 @@ test-unit: setup
 test: setup lint
 	$(VENV)/bin/pytest -q
 
-demo: topics
+smoke: topics
+	$(PY) ops/smoke.py --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0
+
+demo: smoke
 	$(PY) ops/demo.py --bootstrap 127.0.0.1:$(KAFKA_PORT) --redis-url redis://127.0.0.1:$(REDIS_PORT)/0 $(DEMO_ARGS)
 
 bench: topics
