@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import orjson
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 GOOD = {
@@ -109,7 +109,12 @@ def generated(n: int = 30) -> list[bytes]:
     )
     docs = st.dictionaries(keys, values, max_size=5).map(orjson.dumps)
 
-    @settings(max_examples=n, database=None, derandomize=True)
+    @settings(
+        max_examples=n,
+        database=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
     @given(st.one_of(st.binary(max_size=64), docs))
     def collect(payload: bytes) -> None:
         seen.append(payload)
