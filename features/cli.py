@@ -24,6 +24,7 @@ from features.datafile import parse_column_map, read_transactions, write_transac
 from features.datafile_formats import FORMATS
 from features.definitions import FeatureConfig
 from features.exceptions import DataFileError, FeatureStoreUnavailable, FraudstreamError
+from features.labels.commands import add_commands
 from features.memory_store import MemoryStore
 from features.redis_store import RedisStore
 from features.replay import replay
@@ -43,6 +44,7 @@ def register(subparsers: SubParsers) -> None:
     commands = features.add_subparsers(dest="features_command", metavar="SUBCOMMAND")
     commands.required = True
     _add_compute(commands)
+    add_commands(commands)
 
 
 def _positive_int(text: str) -> int:

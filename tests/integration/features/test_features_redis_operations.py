@@ -158,9 +158,12 @@ def test_history_is_trimmed_and_idle_keys_expire(
         redis_store.apply(_one(f"tx{i}", "busy", T0 + i * half_day))
     p = redis_store.prefix
     # 31 days kept (30-day window + 1 day slack), trimmed in bulk every 16 transactions
-    assert raw_redis.zcard(f"{p}:{{c:busy}}:w") <= 62 + 16
-    assert raw_redis.hlen(f"{p}:{{c:busy}}:r") <= 62 + 16 + 1
-    assert raw_redis.zcard(f"{p}:{{t:t}}:w") <= 2 * 38 + 1
+    assert 62 <= raw_redis.zcard(f"{p}:{{c:busy}}:w") <= 62 + 16
+    rows = raw_redis.hlen(f"{p}:{{c:busy}}:r") - 1  # one field is the customer's meta
+    assert 62 <= rows <= 62 + 16
+    assert not raw_redis.hexists(f"{p}:{{c:busy}}:r", "tx0")
+    assert raw_redis.hexists(f"{p}:{{c:busy}}:r", "tx119")
+    assert 76 <= raw_redis.zcard(f"{p}:{{t:t}}:w") <= 2 * 38 + 1
     for key in raw_redis.scan_iter(match=f"{p}:*"):
         if key.endswith(b":schema"):
             continue

@@ -1,0 +1,186 @@
+"""Benchmark of the features package: simulator, offline features, online Redis store.
+
+    .venv/bin/python ops/bench/features_bench.py [--redis-url URL] [--quick] [--json FILE]
+
+Without --redis-url a private redis-server is started on a free port and stopped after.
+Online throughput is measured in steady state: the store is first loaded with 35 days of
+the default simulated dataset (untimed, batches of 512, labels at event time + 7 days), then
+the following transactions are applied in event-time order at each batch size, timing only
+the store calls (one Lua call per batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.batch import TransactionBatch
+from features.definitions import MS_PER_DAY
+from features.offline import compute_features
+from features.redis_store import RedisStore
+from features.replay import replay
+from features.simulator import SimulatorConfig, simulate
+
+ONLINE_SIZES = {512: 150_000, 64: 40_000, 1: 3_000}
+WARM_DAYS = 35
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--redis-url", help="use this Redis instead of a private one")
+    parser.add_argument("--quick", action="store_true", help="smaller dataset (60 days)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    results: dict[str, object] = {"machine": _machine()}
+    config = SimulatorConfig(n_days=60) if args.quick else SimulatorConfig()
+    started = time.perf_counter()
+    df = simulate(config)
+    results["simulator"] = _figure("simulate", len(df), time.perf_counter() - started)
+    results["offline"] = _offline(df)
+    with _redis(args.redis_url) as url:
+        results["online_redis"] = _online_all(url, df)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def _figure(what: str, n: int, seconds: float) -> dict[str, float]:
+    rate = n / seconds
+    print(f"{what:<28} {n:>10,} tx  {seconds:8.2f} s  {rate:>12,.0f} tx/s", flush=True)
+    return {"transactions": n, "seconds": round(seconds, 3), "tx_per_s": round(rate)}
+
+
+def _offline(df: pd.DataFrame) -> dict[str, float]:
+    compute_features(df.head(10_000))  # warm-up (imports, allocator)
+    started = time.perf_counter()
+    compute_features(df)
+    return _figure("offline compute_features", len(df), time.perf_counter() - started)
+
+
+def _online_all(url: str, df: pd.DataFrame) -> list[dict[str, float]]:
+    store = RedisStore.from_url(url, prefix=f"bench-{uuid.uuid4().hex[:8]}")
+    warm_end = int(
+        np.searchsorted(df["event_time_ms"], df["event_time_ms"].iloc[0] + WARM_DAYS * MS_PER_DAY)
+    )
+    started = time.perf_counter()
+    replay(store, df.iloc[:warm_end], batch_size=512)
+    took = time.perf_counter() - started
+    print(f"{'(warm-up: 35 days, untimed)':<28} {warm_end:>10,} tx  {took:8.2f} s")
+    figures = []
+    start = warm_end
+    for size, n in ONLINE_SIZES.items():
+        figures.append(_online(store, df.iloc[start : start + n], size))
+        start += n
+    store.drop()
+    store.close()
+    return figures
+
+
+def _online(store: RedisStore, part: pd.DataFrame, batch_size: int) -> dict[str, float]:
+    ids = part["transaction_id"].tolist()
+    customers = part["customer_id"].tolist()
+    terminals = part["terminal_id"].tolist()
+    ms = part["event_time_ms"].to_numpy()
+    amounts = part["amount"].to_numpy()
+    n = len(part)
+    batches = [
+        TransactionBatch(
+            ids[i : i + batch_size],
+            customers[i : i + batch_size],
+            terminals[i : i + batch_size],
+            ms[i : i + batch_size],
+            amounts[i : i + batch_size],
+        )
+        for i in range(0, n, batch_size)
+    ]
+    latencies = []
+    started = time.perf_counter()
+    for batch in batches:
+        t0 = time.perf_counter()
+        store.apply(batch)
+        latencies.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - started
+    figure = _figure(f"online redis, batch {batch_size}", n, elapsed)
+    figure["batch_size"] = batch_size
+    figure["p50_ms"] = round(float(np.percentile(latencies, 50)) * 1000, 3)
+    figure["p99_ms"] = round(float(np.percentile(latencies, 99)) * 1000, 3)
+    print(f"{'':<28} batch latency p50 {figure['p50_ms']} ms, p99 {figure['p99_ms']} ms")
+    return figure
+
+
+@contextmanager
+def _redis(url: str | None) -> Iterator[str]:
+    if url:
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("error: redis-server is not installed; pass --redis-url")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    workdir = tempfile.mkdtemp(prefix="features-bench-")
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port(port)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_port(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"error: redis-server did not start on port {port}")
+
+
+def _machine() -> dict[str, object]:
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_avg_1m": os.getloadavg()[0],
+        "redis": subprocess.run(
+            ["redis-server", "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip(),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
