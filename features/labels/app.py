@@ -1,0 +1,156 @@
+"""The faust app of the label worker: topics, the KPI table, the agents and the web views.
+
+faust is untyped; everything faust hands over is turned into ``RawMessage`` records here,
+and the work itself is ``LabelPipeline`` and ``KpiTable``.
+
+Agents (one consumer group, ``group_id``):
+
+- ``labels``: ``fraud.labels`` in batches → malformed to the dead-letter topic, the rest to
+  the store (retrying while it is down) and to the join topic; acked only after all of it.
+- ``decisions``: ``fraud.decisions`` (keyed by customer) → the join topic, keyed by
+  transaction id, so a transaction's decision and label meet in one partition.
+- ``kpi-join``: the join topic → the KPI table (changelog ``<group_id>-kpi-changelog``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from mode import CrashingSupervisor
+
+from features.labels import records, web
+from features.labels.applier import LabelStore, LabelWriter
+from features.labels.credentials import broker_credentials, broker_urls
+from features.labels.deadletter import Header, Source, own_headers
+from features.labels.kpi_table import EventHourWindow, KpiTable
+from features.labels.metrics import LabelMetrics
+from features.labels.pipeline import LabelPipeline, RawMessage
+from features.labels.settings import LabelSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LabelApp:
+    """The assembled worker."""
+
+    app: Any
+    """The ``faust.App``."""
+    pipeline: LabelPipeline
+    """Batch steps."""
+    kpis: KpiTable
+    """The KPI join."""
+    metrics: LabelMetrics
+    """Prometheus metrics."""
+
+
+def build_app(settings: LabelSettings, store: LabelStore) -> LabelApp:
+    """The faust app for ``settings``, writing labels to ``store``."""
+    app = faust.App(settings.group_id, **_app_options(settings))
+    labels = _raw_topic(app, settings.labels_topic)
+    decisions = _raw_topic(app, settings.decisions_topic)
+    dlq = _raw_topic(app, settings.labels_dlq_topic)
+    join = app.topic(
+        f"{settings.group_id}-kpi-join",
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        internal=True,
+        partitions=settings.kpi_partitions,
+        replicas=settings.replication_factor,
+    )
+    table = app.Table("kpi", default=None, partitions=settings.kpi_partitions)
+    kpis = KpiTable(table.using_window(EventHourWindow()), settings.kpi_retention_days * 86_400)
+    metrics = LabelMetrics(lambda: kpis.hours(settings.kpi_metrics_hours))
+    writer = LabelWriter(
+        store, settings.retry_initial_s, settings.retry_max_s, on_retry=metrics.store_retries.inc
+    )
+    pipeline = LabelPipeline(writer, metrics, _sender(dlq), _sender(join))
+    _add_agents(app, settings, pipeline, kpis, labels, decisions, join)
+    web.add_views(app, kpis, metrics)
+    return LabelApp(app, pipeline, kpis, metrics)
+
+
+def _raw_topic(app: faust.App, name: str) -> Any:
+    """A topic read and written as bytes, untouched."""
+    return app.topic(
+        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+
+def _app_options(settings: LabelSettings) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "broker": broker_urls(settings),
+        "broker_credentials": broker_credentials(settings),
+        "store": settings.table_store,
+        "autodiscover": False,
+        "web_enabled": True,
+        "web_in_thread": False,
+        "web_port": settings.web_port,
+        "web_bind": settings.web_bind,
+        "topic_partitions": settings.kpi_partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "consumer_auto_offset_reset": "earliest",
+        "producer_acks": -1,
+    }
+    if settings.data_dir is not None:
+        options["datadir"] = str(settings.data_dir)
+    return options
+
+
+def _add_agents(
+    app: Any,
+    settings: LabelSettings,
+    pipeline: LabelPipeline,
+    kpis: KpiTable,
+    labels: Any,
+    decisions: Any,
+    join: Any,
+) -> None:
+    batch, within = settings.max_batch, settings.batch_within_s
+
+    async def apply_labels(stream: Any) -> None:
+        async for events in stream.noack_take(batch, within=within):
+            await pipeline.handle_labels([_raw(e) for e in events])
+            for event in events:
+                await stream.ack(event)
+
+    async def forward_decisions(stream: Any) -> None:
+        async for events in stream.noack_take(batch, within=within):
+            await pipeline.forward_decisions([_raw(e) for e in events])
+            for event in events:
+                await stream.ack(event)
+
+    async def join_kpis(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            record = records.decode(message.key, message.value)
+            kpis.process(message.partition, message.offset, record)
+
+    # A crashed agent would leave its batch un-acked and its partitions stalled: stop the
+    # whole worker instead, so a restart redelivers from the last commit.
+    options = {"supervisor_strategy": CrashingSupervisor}
+    app.agent(labels, **options)(apply_labels)
+    app.agent(decisions, **options)(forward_decisions)
+    app.agent(join, **options)(join_kpis)
+
+
+def _raw(event: Any) -> RawMessage:
+    message = event.message
+    source = Source(message.topic, message.partition, message.offset)
+    return RawMessage(message.key, message.value, own_headers(message.headers), source)
+
+
+def _sender(topic: Any) -> Any:
+    async def send(
+        key: bytes | None, value: bytes | None, headers: list[Header]
+    ) -> Awaitable[object]:
+        fut: Awaitable[object] = await topic.send(key=key, value=value, headers=headers or None)
+        return fut
+
+    return send

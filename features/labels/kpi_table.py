@@ -1,0 +1,124 @@
+"""The KPI join's state in one faust table, windowed by hour of event time (tumbling, 1 h).
+
+Keys, within the window of the transaction's hour: ``t:<partition>:<transaction id>`` holds a
+transaction's join state, ``p:<partition>`` the hour's statistics for that join partition.
+Both live in one changelog partition (the join record's), written statistics first, so a
+crash between the two writes is repaired by the hour's offset mark (see
+``features.labels.join``). faust's own window expiry runs on the wall clock, which would
+erase replayed history at once (and without expiry its tumbling windows still track every
+write); the table uses ``EventHourWindow`` and this module expires windows by event time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from faust.types.windows import WindowRange, WindowT
+from mode.utils.times import Seconds, want_seconds
+
+from features.labels.join import HourStats, add, transition
+from features.labels.kpis import HourKpis, summarize
+from features.labels.records import JoinRecord
+
+logger = logging.getLogger(__name__)
+
+HOUR_S = 3600.0
+PURGE_EVERY_S = 6 * HOUR_S
+"""Event time between two scans for expired windows in a partition."""
+
+
+class EventHourWindow(WindowT):
+    """Tumbling one-hour windows that faust never expires (``expires`` None)."""
+
+    expires = None
+    size = HOUR_S
+
+    def ranges(self, timestamp: float) -> list[WindowRange]:
+        return [self.current(timestamp)]
+
+    def stale(self, timestamp: float, latest_timestamp: float) -> bool:
+        return False
+
+    def current(self, timestamp: float) -> WindowRange:
+        start = math.floor(timestamp / HOUR_S) * HOUR_S
+        return (start, start + HOUR_S - 0.1)  # faust's convention for a window's end
+
+    def earliest(self, timestamp: float) -> WindowRange:
+        return self.current(timestamp)
+
+    def delta(self, timestamp: float, d: Seconds) -> WindowRange:
+        return self.current(timestamp - want_seconds(d))
+
+
+class KpiTable:
+    """Join and aggregate over a faust table windowed by ``EventHourWindow``.
+
+    Must be called from the agent that consumes the join topic: faust sends each change to
+    the changelog partition of the event being processed.
+    """
+
+    def __init__(self, windowed: Any, retention_s: float) -> None:
+        self._table: Any = windowed.table
+        self._window: Any = self._table.window
+        self._retention_s = retention_s
+        self._latest: dict[int, float] = {}
+        self._purged_at: dict[int, float] = {}
+        self.late = 0
+        """Records older than the retention, ignored."""
+
+    def process(self, partition: int, offset: int, record: JoinRecord) -> bool:
+        """Apply one join record; False when it is older than the retention."""
+        ts = record.event_time_ms / 1000.0
+        latest = max(self._latest.get(partition, ts), ts)
+        self._latest[partition] = latest
+        if ts < latest - self._retention_s:
+            self.late += 1
+            return False
+        window = self._window.current(ts)
+        tx_key = (f"t:{partition}:{record.transaction_id}", window)
+        state = self._table.get(tx_key)
+        new_state, delta = transition(state, record)
+        if delta:
+            stats_key = (f"p:{partition}", window)
+            stats = add(self._table.get(stats_key), delta, offset)
+            if stats is not None:
+                self._table[stats_key] = stats
+        if new_state != state:
+            self._table[tx_key] = new_state
+        self._maybe_purge(partition, latest)
+        return True
+
+    def hours(self, last: int | None = None) -> list[HourKpis]:
+        """The KPIs of the hours held by this worker (all its partitions), oldest first."""
+        rows: list[tuple[int, HourStats]] = [
+            (int(window[0]), stats)
+            for (key, window), stats in list(self._table.items())
+            if key.startswith("p:")
+        ]
+        return summarize(rows, last)
+
+    def _maybe_purge(self, partition: int, latest: float) -> None:
+        last = self._purged_at.get(partition)
+        if last is not None and latest - last < PURGE_EVERY_S:
+            return
+        self._purged_at[partition] = latest
+        cutoff = latest - self._retention_s
+        prefixes = (f"t:{partition}:", f"p:{partition}")
+        expired = [
+            k
+            for k in list(self._table.keys())
+            if k[1][1] < cutoff and k[0].startswith(prefixes) and _same_partition(k[0], partition)
+        ]
+        for k in expired:
+            del self._table[k]
+        if expired:
+            logger.info(
+                "partition %d: %d KPI entries older than the retention", partition, len(expired)
+            )
+
+
+def _same_partition(key: str, partition: int) -> bool:
+    """``p:1`` must not match ``p:12``; ``t:1:x`` already cannot match ``t:12:x``."""
+    return not key.startswith("p:") or key == f"p:{partition}"

@@ -1,0 +1,92 @@
+"""What the worker does with each batch, free of faust: labels to the store (and their
+failures to the dead-letter topic), labels and decisions to the KPI join topic.
+
+A batch is acknowledged by the caller only after ``handle_labels`` / ``forward_decisions``
+returned, i.e. after the store write and every produce they started were acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from features.labels import records
+from features.labels.applier import LabelWriter, decode_batch
+from features.labels.deadletter import Header, Source, dead_letter_headers
+from features.labels.metrics import LabelMetrics
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[bytes | None, bytes | None, list[Header]], Awaitable[Awaitable[object]]]
+"""Queue a message (key, value, headers); the result resolves once the broker has it."""
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """A consumed message as the pipeline sees it (bytes untouched)."""
+
+    key: bytes | None
+    """Original key."""
+    value: bytes | None
+    """Original value."""
+    headers: list[Header]
+    """Original headers, in order."""
+    source: Source
+    """Where it was read."""
+
+
+class LabelPipeline:
+    """The steps of the worker's agents, given how to write and where to send."""
+
+    def __init__(
+        self, writer: LabelWriter, metrics: LabelMetrics, send_dlq: Send, send_join: Send
+    ) -> None:
+        self._writer = writer
+        self._metrics = metrics
+        self._send_dlq = send_dlq
+        self._send_join = send_join
+
+    async def handle_labels(self, batch: Sequence[RawMessage]) -> None:
+        """Dead-letter the malformed, write the rest to the store, feed them to the join."""
+        decoded = decode_batch([m.value for m in batch])
+        pending = []
+        for pos, error in decoded.errors:
+            msg = batch[pos]
+            headers = dead_letter_headers(msg.headers, error, msg.source)
+            logger.warning(
+                "malformed label at %s[%d]@%d (%s): %s",
+                msg.source.topic,
+                msg.source.partition,
+                msg.source.offset,
+                error.code,
+                error,
+            )
+            pending.append(await self._send_dlq(msg.key, msg.value, headers))
+        labels = [label for _pos, label in decoded.labels]
+        new = await self._writer.write(labels)
+        for label in labels:
+            value = records.encode(records.from_label(label))
+            pending.append(await self._send_join(label.transaction_id.encode(), value, []))
+        await asyncio.gather(*pending)
+        self._metrics.received.inc(len(labels))
+        self._metrics.applied.inc(new)
+        for _pos, error in decoded.errors:
+            self._metrics.dead_letters.labels(code=error.code).inc()
+
+    async def forward_decisions(self, batch: Sequence[RawMessage]) -> None:
+        """Re-key the decisions by transaction id onto the join topic."""
+        pending = []
+        skipped = 0
+        for msg in batch:
+            record = records.from_decision(msg.value)
+            if record is None:
+                skipped += 1
+                continue
+            key = record.transaction_id.encode()
+            pending.append(await self._send_join(key, records.encode(record), []))
+        await asyncio.gather(*pending)
+        if skipped:
+            logger.warning("%d decision(s) without a usable id, time, amount or outcome", skipped)
+            self._metrics.decisions_skipped.inc(skipped)

@@ -1,0 +1,42 @@
+"""The worker's web views (faust web, on ``--web-port``): ``/kpis`` (JSON), ``/healthz`` and
+``/metrics`` (Prometheus text format)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from features.labels.kpi_table import KpiTable
+from features.labels.metrics import LabelMetrics
+
+
+def add_views(app: Any, kpis: KpiTable, metrics: LabelMetrics) -> None:
+    """Register the three views on ``app``."""
+
+    async def kpis_view(view: Any, request: Any) -> Any:
+        last = _last_hours(request.query.get("last"))
+        if isinstance(last, str):
+            return view.json({"error": last}, status=400)
+        hours = kpis.hours(last)
+        return view.json({"hours": [h.to_json() for h in hours], "late_records": kpis.late})
+
+    async def health_view(view: Any, request: Any) -> Any:
+        return view.json({"status": "ok"})
+
+    async def metrics_view(view: Any, request: Any) -> Any:
+        # aiohttp refuses a charset in ``content_type=``, so the whole value goes in a header
+        return view.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.page("/kpis", name="kpis")(kpis_view)
+    app.page("/healthz", name="healthz")(health_view)
+    app.page("/metrics", name="metrics")(metrics_view)
+
+
+def _last_hours(text: str | None) -> int | None | str:
+    """The ``last`` query parameter: a count of hours, or an error message."""
+    if text is None:
+        return None
+    if not text.isdigit():
+        return f"last must be a whole number of hours, got {text[:32]!r}"
+    return int(text)

@@ -1,0 +1,65 @@
+"""Running the label worker: settings → store → faust app → faust worker, until stopped.
+
+``python -m features.labels.worker [flags]`` runs it without the ``fraudstream`` CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from features.exceptions import FraudstreamError
+from features.labels.settings import LabelSettings
+
+logger = logging.getLogger(__name__)
+
+
+def run(settings: LabelSettings) -> int:
+    """Start the worker; returns its exit status once it stops (SIGTERM/SIGINT: 0)."""
+    import faust
+
+    from features.labels.app import build_app
+    from features.redis_store import RedisStore
+
+    logger.info("label worker settings: %s", settings.redacted())
+    store = RedisStore.from_url(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
+    try:
+        built = build_app(settings, store)
+        worker = faust.Worker(
+            built.app,
+            quiet=True,
+            loglevel=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+            redirect_stdouts=False,
+            override_logging=False,
+        )
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else 1
+        return 0
+    finally:
+        store.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``run``'s flags and run (for ``python -m features.labels.worker``)."""
+    from features.labels.commands import add_run_flags, settings_from_args
+
+    parser = argparse.ArgumentParser(prog="features.labels.worker", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
+    add_run_flags(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return run(settings_from_args(args))
+    except FraudstreamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

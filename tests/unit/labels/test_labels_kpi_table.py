@@ -1,0 +1,108 @@
+"""The KPI table over a dict standing in for faust's table: hour windows by event time,
+crash repair between the two writes, event-time expiry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from features.labels.join import DECIDED, FRAUDS, MARK
+from features.labels.kpi_table import EventHourWindow, KpiTable
+from features.labels.records import JoinRecord
+
+T = 1_522_540_800_000  # 2018-04-01T00:00Z
+DAY_MS = 86_400_000
+
+
+class FakeTable(dict[Any, Any]):
+    """What KpiTable uses of a faust table; can fail the n-th write like a killed process."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.window = EventHourWindow()
+        self.writes: list[Any] = []
+        self.fail_at: int | None = None
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if self.fail_at is not None and len(self.writes) == self.fail_at:
+            self.fail_at = None
+            raise KeyboardInterrupt("killed")
+        self.writes.append(key)
+        super().__setitem__(key, value)
+
+
+class FakeWindowed:
+    def __init__(self, table: FakeTable) -> None:
+        self.table = table
+
+
+def _kpis(table: FakeTable, retention_days: float = 14) -> KpiTable:
+    return KpiTable(FakeWindowed(table), retention_days * 86_400)
+
+
+def test_records_land_in_the_hour_of_their_event_time() -> None:
+    table = FakeTable()
+    kpis = _kpis(table)
+    kpis.process(0, 0, JoinRecord("a", T + 10, decision=2, amount=5.0))
+    kpis.process(0, 1, JoinRecord("b", T + 3_600_000, decision=0, amount=1.0))
+    kpis.process(1, 0, JoinRecord("c", T + 20, decision=2, amount=2.0))
+    kpis.process(0, 2, JoinRecord("a", T + 10, is_fraud=1))
+    h0, h1 = kpis.hours()
+    assert h0.start_s == T // 1000 and h1.start_s == T // 1000 + 3600
+    assert h0.decisions(2) == 2 and h0.frauds(2) == 1 and h0.caught_amount == 5.0
+    assert h1.decisions(0) == 1
+    assert [h.start_s for h in kpis.hours(last=1)] == [h1.start_s]
+
+
+def test_stats_are_written_before_the_transaction_state() -> None:
+    table = FakeTable()
+    _kpis(table).process(3, 9, JoinRecord("a", T, decision=1, amount=1.0))
+    assert [k[0] for k in table.writes] == ["p:3", "t:3:a"]
+
+
+def test_killed_between_the_two_writes_the_replay_counts_once() -> None:
+    table = FakeTable()
+    table.fail_at = 1  # the stats write lands, the transaction state does not
+    record = JoinRecord("a", T, decision=1, amount=1.0)
+    with pytest.raises(KeyboardInterrupt):
+        _kpis(table).process(0, 5, record)
+    restarted = _kpis(table)
+    restarted.process(0, 5, record)  # redelivered: the commit never happened
+    restarted.process(0, 6, record)  # and a duplicate from the upstream forwarder
+    (hour,) = restarted.hours()
+    assert hour.decisions(1) == 1
+    stats = table[("p:0", table.window.current(T / 1000))]
+    assert stats[MARK] == 5 and stats[DECIDED + 1] == 1
+    assert table[("t:0:a", table.window.current(T / 1000))] == [1, 1.0, -1]
+
+
+def test_label_joins_a_decision_of_the_same_hour_only() -> None:
+    table = FakeTable()
+    kpis = _kpis(table)
+    kpis.process(0, 0, JoinRecord("a", T, decision=2, amount=4.0))
+    kpis.process(0, 1, JoinRecord("a", T, is_fraud=1))
+    kpis.process(0, 2, JoinRecord("a", T, is_fraud=1))
+    (hour,) = kpis.hours()
+    assert hour.frauds(2) == 1 and hour.confirmed_frauds == 1
+    assert table[("p:0", table.window.current(T / 1000))][FRAUDS + 2] == 1
+
+
+def test_windows_expire_by_event_time_per_partition() -> None:
+    table = FakeTable()
+    kpis = _kpis(table, retention_days=2)
+    kpis.process(0, 0, JoinRecord("old", T, decision=0, amount=1.0))
+    kpis.process(1, 0, JoinRecord("other", T, decision=0, amount=1.0))
+    kpis.process(0, 1, JoinRecord("new", T + 3 * DAY_MS, decision=0, amount=1.0))
+    keys = {k[0] for k in table}
+    assert keys == {"p:0", "t:0:new", "p:1", "t:1:other"}
+    assert not kpis.process(0, 2, JoinRecord("late", T, is_fraud=1))
+    assert kpis.late == 1
+
+
+def test_event_hour_window() -> None:
+    window = EventHourWindow()
+    assert window.current(7199.9) == (3600.0, 7199.9) == window.earliest(3600.0)
+    assert window.ranges(-1.0) == [(-3600.0, -0.1)]
+    assert window.delta(7200.0, 3600) == (3600.0, 7199.9)
+    assert window.expires is None and not window.stale(0.0, 1e12)
