@@ -6,7 +6,8 @@ Key layout under a prefix ``P`` (every key of an entity shares its hash tag):
   ``<count before, u64 BE><whole units before, f64><remainder before, f64><amount, f64><tx id>``
 - ``P:{c:<customer>}:r`` hash, tx id -> raw row (little-endian f64s) returned the first
   time (idempotency); field ``""`` holds the newest second, running totals, last TTL refresh
-- ``P:{t:<terminal>}:w`` sorted set, member tx id, score = event second
+- ``P:{t:<terminal>}:w`` sorted set, member tx id, score = event second (plus one
+  maintenance marker scored above every second, see ``terminal_part``)
 - ``P:{t:<terminal>}:f`` sorted set of fraud-labelled tx ids by event second
 - ``P:{t:<terminal>}:l`` sorted set of every labelled tx id (first label wins)
 - ``P:{o:<topic>}:offsets`` hash, partition -> highest applied offset mark
@@ -137,8 +138,17 @@ local function nested_counts(key, hi, counts)
   end
 end
 
+-- The terminal set also holds one marker member (129 characters, so never a tx id) scored
+-- far above any event second: MARKER_BASE + the week of the terminal's newest transaction.
+-- Adding it with the transaction (GT CH) tells, in the same call, whether this is the
+-- terminal's first transaction of a new week; only then is it trimmed and its TTL renewed.
+local MARKER, MARKER_BASE, WEEK = string.rep('~', 129), 1e15, 7 * 86400
+
 local function terminal_part(kw, kf, txid, sec, parts)
-  redis.call('ZADD', kw, sec, txid)
+  local mark = MARKER_BASE + math.floor(sec / WEEK)
+  if redis.call('ZADD', kw, 'GT', 'CH', sec, txid, mark, MARKER) == 2 then
+    if not ttouch[kw] or ttouch[kw] < sec then ttouch[kw] = sec end
+  end
   local hi = sec - delay
   local counts, frauds = {}, {}
   nested_counts(kw, hi, counts)
@@ -147,7 +157,6 @@ local function terminal_part(kw, kf, txid, sec, parts)
     parts[#parts + 1] = counts[j]
     parts[#parts + 1] = frauds[j]
   end
-  if not ttouch[kw] or ttouch[kw] < sec then ttouch[kw] = sec end
 end
 
 for i = 1, n do

@@ -30,6 +30,7 @@ from features.exceptions import ConfigError, FeatureStoreUnavailable
 from features.redis_scripts import APPLY_LABELS, APPLY_TRANSACTIONS
 from features.schema import Label
 from features.store import DEFAULT_TOPIC, SLACK_S, features_from_raw, raw_width
+from features.validation import MAX_ID_LENGTH
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,8 @@ class RedisStore:
             t_keep,
             TTL_REFRESH_S,
             (c_keep + SLACK_S + TTL_REFRESH_S) * 1000,
-            (t_keep + SLACK_S) * 1000,
+            # renewed at a terminal's first transaction of each week: two weeks of margin
+            (t_keep + SLACK_S + 2 * TTL_REFRESH_S) * 1000,
         ]
         self._windows = [*self.config.customer_windows_s, *self.config.terminal_windows_s]
         self._t_keep = t_keep
@@ -120,8 +122,13 @@ class RedisStore:
     ) -> FloatArray:
         """See ``FeatureStore.apply`` and ``OffsetTrackingStore.apply``."""
         n = len(batch)
-        if "" in batch.transaction_id:
-            msg = "transaction_id must not be empty (decode_transactions rejects such messages)"
+        if batch.transaction_id and (
+            "" in batch.transaction_id or max(map(len, batch.transaction_id)) > MAX_ID_LENGTH
+        ):
+            msg = (
+                f"transaction_id must have 1 to {MAX_ID_LENGTH} characters "
+                "(decode_transactions rejects other messages)"
+            )
             raise ValueError(msg)
         if n == 0 and not offsets:
             return np.empty((0, self.config.n_features), dtype=np.float64)

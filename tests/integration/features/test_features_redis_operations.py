@@ -163,12 +163,14 @@ def test_history_is_trimmed_and_idle_keys_expire(
     assert 62 <= rows <= 62 + 16
     assert not raw_redis.hexists(f"{p}:{{c:busy}}:r", "tx0")
     assert raw_redis.hexists(f"{p}:{{c:busy}}:r", "tx119")
-    assert 76 <= raw_redis.zcard(f"{p}:{{t:t}}:w") <= 2 * 38 + 1
+    # 38 days kept for terminals, trimmed at a terminal's first transaction of each week;
+    # one member is the weekly maintenance marker
+    assert 76 <= raw_redis.zcard(f"{p}:{{t:t}}:w") - 1 <= 2 * (38 + 7) + 1
     for key in raw_redis.scan_iter(match=f"{p}:*"):
         if key.endswith(b":schema"):
             continue
         ttl_days = raw_redis.pttl(key) / 1000 / DAY_S
-        assert 30 < ttl_days <= 40, key
+        assert 30 < ttl_days <= 55, key
 
 
 def test_a_prefix_holding_another_definition_is_refused(redis_url: str, store_prefix: str) -> None:
