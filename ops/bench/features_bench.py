@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import redis
 
 from features.batch import TransactionBatch
 from features.definitions import MS_PER_DAY
@@ -83,15 +84,24 @@ def _online_all(url: str, df: pd.DataFrame) -> list[dict[str, float]]:
     print(f"{'(warm-up: 35 days, untimed)':<28} {warm_end:>10,} tx  {took:8.2f} s")
     figures = []
     start = warm_end
+    probe = redis.Redis.from_url(url)
     for size, n in ONLINE_SIZES.items():
-        figures.append(_online(store, df.iloc[start : start + n], size))
+        figures.append(_online(store, probe, df.iloc[start : start + n], size))
         start += n
+    probe.close()
     store.drop()
     store.close()
     return figures
 
 
-def _online(store: RedisStore, part: pd.DataFrame, batch_size: int) -> dict[str, float]:
+def _server_cpu_s(probe: redis.Redis) -> float:
+    info = probe.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _online(
+    store: RedisStore, probe: redis.Redis, part: pd.DataFrame, batch_size: int
+) -> dict[str, float]:
     ids = part["transaction_id"].tolist()
     customers = part["customer_id"].tolist()
     terminals = part["terminal_id"].tolist()
@@ -109,17 +119,30 @@ def _online(store: RedisStore, part: pd.DataFrame, batch_size: int) -> dict[str,
         for i in range(0, n, batch_size)
     ]
     latencies = []
+    server_cpu, client_cpu = _server_cpu_s(probe), time.process_time()
     started = time.perf_counter()
     for batch in batches:
         t0 = time.perf_counter()
         store.apply(batch)
         latencies.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - started
+    server_cpu = _server_cpu_s(probe) - server_cpu
+    client_cpu = time.process_time() - client_cpu
     figure = _figure(f"online redis, batch {batch_size}", n, elapsed)
+    # CPU per transaction is what contention on a shared machine does not change; with a
+    # core each for client and server, the busier of the two bounds the throughput
+    figure["redis_cpu_us_per_tx"] = round(server_cpu / n * 1e6, 1)
+    figure["client_cpu_us_per_tx"] = round(client_cpu / n * 1e6, 1)
+    figure["cpu_bound_tx_per_s"] = round(n / max(server_cpu, client_cpu, 1e-9))
     figure["batch_size"] = batch_size
     figure["p50_ms"] = round(float(np.percentile(latencies, 50)) * 1000, 3)
     figure["p99_ms"] = round(float(np.percentile(latencies, 99)) * 1000, 3)
-    print(f"{'':<28} batch latency p50 {figure['p50_ms']} ms, p99 {figure['p99_ms']} ms")
+    print(
+        f"{'':<28} batch latency p50 {figure['p50_ms']} ms, p99 {figure['p99_ms']} ms; "
+        f"CPU/tx redis {figure['redis_cpu_us_per_tx']} us, client "
+        f"{figure['client_cpu_us_per_tx']} us -> {figure['cpu_bound_tx_per_s']:,} tx/s "
+        "with a core each"
+    )
     return figure
 
 
