@@ -1,0 +1,58 @@
+"""Fixtures of the label pipeline's integration tests: its topics and a worker factory
+(every worker is stopped at the end of its test)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.integration.labels.harness import Worker, worker_env
+
+
+@dataclass(frozen=True)
+class LabelTopics:
+    labels: str
+    dlq: str
+    decisions: str
+
+
+@pytest.fixture
+def label_topics(topic_factory: Callable[..., str]) -> LabelTopics:
+    return LabelTopics(
+        labels=topic_factory("labels", partitions=2),
+        dlq=topic_factory("labels-dlq", partitions=1),
+        decisions=topic_factory("decisions", partitions=2),
+    )
+
+
+@pytest.fixture
+def start_worker(
+    kafka_bootstrap: str,
+    redis_url: str,
+    redis_prefix: str,
+    group_id: str,
+    label_topics: LabelTopics,
+    tmp_path: Path,
+) -> Iterator[Callable[..., Worker]]:
+    """``start_worker(**settings)``: a running worker on this test's topics, group and prefix;
+    ``settings`` become FRAUDSTREAM_* variables (e.g. kpi_partitions=2)."""
+    workers: list[Worker] = []
+
+    def start(redis: str | None = None, **settings: object) -> Worker:
+        args = [
+            *("--bootstrap-servers", kafka_bootstrap, "--redis-url", redis or redis_url),
+            *("--redis-prefix", redis_prefix, "--group-id", group_id),
+            *("--labels-topic", label_topics.labels, "--labels-dlq-topic", label_topics.dlq),
+            *("--decisions-topic", label_topics.decisions, "--log-level", "INFO"),
+        ]
+        defaults: dict[str, object] = {"kpi_partitions": 2, "data_dir": tmp_path / "faust"}
+        worker = Worker(args, worker_env(**(defaults | settings)), tmp_path)
+        workers.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in workers:
+        worker.stop()
