@@ -96,6 +96,8 @@ def _app_options(settings: LabelSettings) -> dict[str, Any]:
         "topic_partitions": settings.kpi_partitions,
         "topic_replication_factor": settings.replication_factor,
         "consumer_auto_offset_reset": "earliest",
+        "broker_session_timeout": settings.session_timeout_s,
+        "broker_heartbeat_interval": min(3.0, settings.session_timeout_s / 3),
         "producer_acks": -1,
     }
     if settings.data_dir is not None:

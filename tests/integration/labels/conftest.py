@@ -4,19 +4,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.integration.labels.harness import Worker, worker_env
-
-
-@dataclass(frozen=True)
-class LabelTopics:
-    labels: str
-    dlq: str
-    decisions: str
+from tests.integration.labels.harness import LabelTopics, Worker, worker_env
 
 
 @pytest.fixture
@@ -48,7 +40,11 @@ def start_worker(
             *("--labels-topic", label_topics.labels, "--labels-dlq-topic", label_topics.dlq),
             *("--decisions-topic", label_topics.decisions, "--log-level", "INFO"),
         ]
-        defaults: dict[str, object] = {"kpi_partitions": 2, "data_dir": tmp_path / "faust"}
+        defaults: dict[str, object] = {
+            "kpi_partitions": 2,
+            "session_timeout_s": 6,  # a killed worker's partitions come back quickly
+            "data_dir": tmp_path / "faust",
+        }
         worker = Worker(args, worker_env(**(defaults | settings)), tmp_path)
         workers.append(worker)
         return worker.start()

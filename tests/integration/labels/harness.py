@@ -24,6 +24,15 @@ ROOT = Path(__file__).resolve().parents[3]
 Message = tuple[bytes | None, bytes | None, list[tuple[str, bytes]] | None]
 
 
+@dataclass(frozen=True)
+class LabelTopics:
+    """The worker's topics in one test."""
+
+    labels: str
+    dlq: str
+    decisions: str
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -16,8 +16,8 @@ from features.offline import compute_features
 from features.redis_store import RedisStore
 from features.schema import Label, encode_label
 from features.simulator import SimulatorConfig, simulate
-from tests.integration.labels.conftest import LabelTopics
 from tests.integration.labels.harness import (
+    LabelTopics,
     Message,
     Worker,
     consume,
