@@ -92,12 +92,12 @@ def test_killed_mid_stream_every_label_is_applied_exactly_once(
     try:
         store.apply(_batch(df))
         worker = start_worker(max_batch=20)
-        chunks = [stream[i : i + 40] for i in range(0, len(stream), 40)]
+        chunks = [stream[i : i + 150] for i in range(0, len(stream), 150)]
 
         def publish() -> None:
             for chunk in chunks:
                 produce(kafka_bootstrap, label_topics.labels, map(_message, chunk))
-                time.sleep(0.08)
+                time.sleep(0.05)
 
         producer = threading.Thread(target=publish)
         producer.start()
