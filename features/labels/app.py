@@ -7,7 +7,7 @@ Agents (one consumer group, ``group_id``):
 
 - ``labels``: ``fraud.labels`` in batches → malformed to the dead-letter topic, the rest to
   the store (retrying while it is down) and to the join topic; acked only after all of it.
-- ``decisions``: ``fraud.decisions`` (keyed by customer) → the join topic, keyed by
+- ``decisions``: ``fraud.decisions`` (keyed by customer) → the join topic, partitioned by
   transaction id, so a transaction's decision and label meet in one partition.
 - ``kpi-join``: the join topic → the KPI table (changelog ``<group_id>-kpi-changelog``).
 """
@@ -28,7 +28,7 @@ from features.labels.credentials import broker_credentials, broker_urls
 from features.labels.deadletter import Header, Source, own_headers
 from features.labels.kpi_table import EventHourWindow, KpiTable
 from features.labels.metrics import LabelMetrics
-from features.labels.pipeline import LabelPipeline, RawMessage
+from features.labels.pipeline import LabelPipeline, RawMessage, Send
 from features.labels.settings import LabelSettings
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def build_app(settings: LabelSettings, store: LabelStore) -> LabelApp:
     writer = LabelWriter(
         store, settings.retry_initial_s, settings.retry_max_s, on_retry=metrics.store_retries.inc
     )
-    pipeline = LabelPipeline(writer, metrics, _sender(dlq), _sender(join))
+    pipeline = LabelPipeline(writer, metrics, _sender(dlq), _sender(join), settings.kpi_partitions)
     _add_agents(app, settings, pipeline, kpis, labels, decisions, join)
     web.add_views(app, kpis, metrics)
     return LabelApp(app, pipeline, kpis, metrics)
@@ -131,8 +131,7 @@ def _add_agents(
     async def join_kpis(stream: Any) -> None:
         async for event in stream.events():
             message = event.message
-            record = records.decode(message.key, message.value)
-            kpis.process(message.partition, message.offset, record)
+            kpis.process(message.partition, message.offset, records.decode(message.value))
 
     # A crashed agent would leave its batch un-acked and its partitions stalled: stop the
     # whole worker instead, so a restart redelivers from the last commit.
@@ -148,11 +147,13 @@ def _raw(event: Any) -> RawMessage:
     return RawMessage(message.key, message.value, own_headers(message.headers), source)
 
 
-def _sender(topic: Any) -> Any:
+def _sender(topic: Any) -> Send:
     async def send(
-        key: bytes | None, value: bytes | None, headers: list[Header]
+        key: bytes | None, value: bytes | None, headers: list[Header], partition: int | None
     ) -> Awaitable[object]:
-        fut: Awaitable[object] = await topic.send(key=key, value=value, headers=headers or None)
+        fut: Awaitable[object] = await topic.send(
+            key=key, value=value, headers=headers or None, partition=partition
+        )
         return fut
 
     return send

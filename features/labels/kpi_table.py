@@ -2,8 +2,8 @@
 
 Keys, within the window of the transaction's hour: ``t:<partition>:<transaction id>`` holds a
 transaction's join state, ``p:<partition>`` the hour's statistics for that join partition.
-Both live in one changelog partition (the join record's), written statistics first, so a
-crash between the two writes is repaired by the hour's offset mark (see
+Both live in one changelog partition (the join message's), statistics written first, so a
+crash between the writes is repaired by the hours' offset marks (see
 ``features.labels.join``). faust's own window expiry runs on the wall clock, which would
 erase replayed history at once (and without expiry its tumbling windows still track every
 write); the table uses ``EventHourWindow`` and this module expires windows by event time.
@@ -13,20 +13,25 @@ from __future__ import annotations
 
 import logging
 import math
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from faust.types.windows import WindowRange, WindowT
 from mode.utils.times import Seconds, want_seconds
 
-from features.labels.join import HourStats, add, transition
+from features.labels.join import Delta, HourStats, TxState, add, transition
 from features.labels.kpis import HourKpis, summarize
 from features.labels.records import JoinRecord
 
 logger = logging.getLogger(__name__)
 
 HOUR_S = 3600.0
+Key = tuple[str, WindowRange]
 PURGE_EVERY_S = 6 * HOUR_S
 """Event time between two scans for expired windows in a partition."""
+MAX_AHEAD_S = 86_400.0
+"""Event times further ahead of the wall clock are ignored."""
 
 
 class EventHourWindow(WindowT):
@@ -65,30 +70,54 @@ class KpiTable:
         self._retention_s = retention_s
         self._latest: dict[int, float] = {}
         self._purged_at: dict[int, float] = {}
-        self.late = 0
-        """Records older than the retention, ignored."""
+        self.ignored = 0
+        """Records older than the retention, or more than a day ahead of the clock."""
 
-    def process(self, partition: int, offset: int, record: JoinRecord) -> bool:
-        """Apply one join record; False when it is older than the retention."""
-        ts = record.event_time_ms / 1000.0
-        latest = max(self._latest.get(partition, ts), ts)
-        self._latest[partition] = latest
-        if ts < latest - self._retention_s:
-            self.late += 1
-            return False
-        window = self._window.current(ts)
-        tx_key = (f"t:{partition}:{record.transaction_id}", window)
-        state = self._table.get(tx_key)
-        new_state, delta = transition(state, record)
-        if delta:
+    def process(self, partition: int, offset: int, records: Sequence[JoinRecord]) -> int:
+        """Apply one join message (all for ``partition``); returns how many of its records
+        were within the retention. Each touched hour's statistics are written once, with
+        ``offset`` as mark, then each changed transaction state."""
+        states: dict[Key, TxState] = {}
+        deltas: dict[WindowRange, Delta] = {}
+        used = 0
+        for record in records:
+            window = self._window_of(partition, record)
+            if window is None:
+                continue
+            key = (f"t:{partition}:{record.transaction_id}", window)
+            state = states[key] if key in states else self._table.get(key)
+            new_state, delta = transition(state, record)
+            if new_state != state:
+                states[key] = new_state
+            if delta:
+                merged = deltas.setdefault(window, {})
+                for index, step in delta.items():
+                    merged[index] = merged.get(index, 0) + step
+            used += 1
+        for window, delta in deltas.items():
             stats_key = (f"p:{partition}", window)
             stats = add(self._table.get(stats_key), delta, offset)
             if stats is not None:
                 self._table[stats_key] = stats
-        if new_state != state:
-            self._table[tx_key] = new_state
-        self._maybe_purge(partition, latest)
-        return True
+        for key, new_state in states.items():
+            self._table[key] = new_state
+        self._maybe_purge(partition, self._latest.get(partition, 0.0))
+        return used
+
+    def _window_of(self, partition: int, record: JoinRecord) -> WindowRange | None:
+        """The record's hour; None (counted in ``ignored``) when it is past the retention,
+        or so far ahead of the clock that it would push every other record past it."""
+        ts = record.event_time_ms / 1000.0
+        if ts > time.time() + MAX_AHEAD_S:
+            self.ignored += 1
+            return None
+        latest = max(self._latest.get(partition, ts), ts)
+        self._latest[partition] = latest
+        if ts < latest - self._retention_s:
+            self.ignored += 1
+            return None
+        window: WindowRange = self._window.current(ts)
+        return window
 
     def hours(self, last: int | None = None) -> list[HourKpis]:
         """The KPIs of the hours held by this worker (all its partitions), oldest first."""

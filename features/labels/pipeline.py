@@ -19,8 +19,11 @@ from features.labels.metrics import LabelMetrics
 
 logger = logging.getLogger(__name__)
 
-Send = Callable[[bytes | None, bytes | None, list[Header]], Awaitable[Awaitable[object]]]
-"""Queue a message (key, value, headers); the result resolves once the broker has it."""
+Send = Callable[
+    [bytes | None, bytes | None, list[Header], int | None], Awaitable[Awaitable[object]]
+]
+"""Queue a message (key, value, headers, partition or None for the key's); the result
+resolves once the broker has it."""
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,18 @@ class LabelPipeline:
     """The steps of the worker's agents, given how to write and where to send."""
 
     def __init__(
-        self, writer: LabelWriter, metrics: LabelMetrics, send_dlq: Send, send_join: Send
+        self,
+        writer: LabelWriter,
+        metrics: LabelMetrics,
+        send_dlq: Send,
+        send_join: Send,
+        join_partitions: int,
     ) -> None:
         self._writer = writer
         self._metrics = metrics
         self._send_dlq = send_dlq
         self._send_join = send_join
+        self._join_partitions = join_partitions
 
     async def handle_labels(self, batch: Sequence[RawMessage]) -> None:
         """Dead-letter the malformed, write the rest to the store, feed them to the join."""
@@ -63,12 +72,10 @@ class LabelPipeline:
                 error.code,
                 error,
             )
-            pending.append(await self._send_dlq(msg.key, msg.value, headers))
+            pending.append(await self._send_dlq(msg.key, msg.value, headers, None))
         labels = [label for _pos, label in decoded.labels]
         new = await self._writer.write(labels)
-        for label in labels:
-            value = records.encode(records.from_label(label))
-            pending.append(await self._send_join(label.transaction_id.encode(), value, []))
+        pending += await self._forward([records.from_label(label) for label in labels])
         await asyncio.gather(*pending)
         self._metrics.received.inc(len(labels))
         self._metrics.applied.inc(new)
@@ -77,16 +84,21 @@ class LabelPipeline:
 
     async def forward_decisions(self, batch: Sequence[RawMessage]) -> None:
         """Re-key the decisions by transaction id onto the join topic."""
-        pending = []
-        skipped = 0
-        for msg in batch:
-            record = records.from_decision(msg.value)
-            if record is None:
-                skipped += 1
-                continue
-            key = record.transaction_id.encode()
-            pending.append(await self._send_join(key, records.encode(record), []))
-        await asyncio.gather(*pending)
+        found = [records.from_decision(msg.value) for msg in batch]
+        usable = [record for record in found if record is not None]
+        skipped = len(found) - len(usable)
+        await asyncio.gather(*await self._forward(usable))
         if skipped:
             logger.warning("%d decision(s) without a usable id, time, amount or outcome", skipped)
             self._metrics.decisions_skipped.inc(skipped)
+
+    async def _forward(self, join_records: Sequence[records.JoinRecord]) -> list[Awaitable[object]]:
+        """Send ``join_records`` to the join topic, one message per partition."""
+        parts: dict[int, list[records.JoinRecord]] = {}
+        for record in join_records:
+            p = records.partition_for(record.transaction_id, self._join_partitions)
+            parts.setdefault(p, []).append(record)
+        return [
+            await self._send_join(b"%d" % p, records.encode(part), [], p)
+            for p, part in sorted(parts.items())
+        ]

@@ -19,7 +19,7 @@ def add_views(app: Any, kpis: KpiTable, metrics: LabelMetrics) -> None:
         if isinstance(last, str):
             return view.json({"error": last}, status=400)
         hours = kpis.hours(last)
-        return view.json({"hours": [h.to_json() for h in hours], "late_records": kpis.late})
+        return view.json({"hours": [h.to_json() for h in hours], "ignored_records": kpis.ignored})
 
     async def health_view(view: Any, request: Any) -> Any:
         return view.json({"status": "ok"})

@@ -3,6 +3,7 @@ crash repair between the two writes, event-time expiry."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -37,17 +38,24 @@ class FakeWindowed:
         self.table = table
 
 
-def _kpis(table: FakeTable, retention_days: float = 14) -> KpiTable:
-    return KpiTable(FakeWindowed(table), retention_days * 86_400)
+class Kpis(KpiTable):
+    """One record per message, as a convenience."""
+
+    def one(self, partition: int, offset: int, record: JoinRecord) -> bool:
+        return self.process(partition, offset, [record]) == 1
+
+
+def _kpis(table: FakeTable, retention_days: float = 14) -> Kpis:
+    return Kpis(FakeWindowed(table), retention_days * 86_400)
 
 
 def test_records_land_in_the_hour_of_their_event_time() -> None:
     table = FakeTable()
     kpis = _kpis(table)
-    kpis.process(0, 0, JoinRecord("a", T + 10, decision=2, amount=5.0))
-    kpis.process(0, 1, JoinRecord("b", T + 3_600_000, decision=0, amount=1.0))
-    kpis.process(1, 0, JoinRecord("c", T + 20, decision=2, amount=2.0))
-    kpis.process(0, 2, JoinRecord("a", T + 10, is_fraud=1))
+    kpis.one(0, 0, JoinRecord("a", T + 10, decision=2, amount=5.0))
+    kpis.one(0, 1, JoinRecord("b", T + 3_600_000, decision=0, amount=1.0))
+    kpis.one(1, 0, JoinRecord("c", T + 20, decision=2, amount=2.0))
+    kpis.one(0, 2, JoinRecord("a", T + 10, is_fraud=1))
     h0, h1 = kpis.hours()
     assert h0.start_s == T // 1000 and h1.start_s == T // 1000 + 3600
     assert h0.decisions(2) == 2 and h0.frauds(2) == 1 and h0.caught_amount == 5.0
@@ -57,7 +65,7 @@ def test_records_land_in_the_hour_of_their_event_time() -> None:
 
 def test_stats_are_written_before_the_transaction_state() -> None:
     table = FakeTable()
-    _kpis(table).process(3, 9, JoinRecord("a", T, decision=1, amount=1.0))
+    _kpis(table).one(3, 9, JoinRecord("a", T, decision=1, amount=1.0))
     assert [k[0] for k in table.writes] == ["p:3", "t:3:a"]
 
 
@@ -66,10 +74,10 @@ def test_killed_between_the_two_writes_the_replay_counts_once() -> None:
     table.fail_at = 1  # the stats write lands, the transaction state does not
     record = JoinRecord("a", T, decision=1, amount=1.0)
     with pytest.raises(KeyboardInterrupt):
-        _kpis(table).process(0, 5, record)
+        _kpis(table).one(0, 5, record)
     restarted = _kpis(table)
-    restarted.process(0, 5, record)  # redelivered: the commit never happened
-    restarted.process(0, 6, record)  # and a duplicate from the upstream forwarder
+    restarted.one(0, 5, record)  # redelivered: the commit never happened
+    restarted.one(0, 6, record)  # and a duplicate from the upstream forwarder
     (hour,) = restarted.hours()
     assert hour.decisions(1) == 1
     stats = table[("p:0", table.window.current(T / 1000))]
@@ -80,9 +88,9 @@ def test_killed_between_the_two_writes_the_replay_counts_once() -> None:
 def test_label_joins_a_decision_of_the_same_hour_only() -> None:
     table = FakeTable()
     kpis = _kpis(table)
-    kpis.process(0, 0, JoinRecord("a", T, decision=2, amount=4.0))
-    kpis.process(0, 1, JoinRecord("a", T, is_fraud=1))
-    kpis.process(0, 2, JoinRecord("a", T, is_fraud=1))
+    kpis.one(0, 0, JoinRecord("a", T, decision=2, amount=4.0))
+    kpis.one(0, 1, JoinRecord("a", T, is_fraud=1))
+    kpis.one(0, 2, JoinRecord("a", T, is_fraud=1))
     (hour,) = kpis.hours()
     assert hour.frauds(2) == 1 and hour.confirmed_frauds == 1
     assert table[("p:0", table.window.current(T / 1000))][FRAUDS + 2] == 1
@@ -91,13 +99,15 @@ def test_label_joins_a_decision_of_the_same_hour_only() -> None:
 def test_windows_expire_by_event_time_per_partition() -> None:
     table = FakeTable()
     kpis = _kpis(table, retention_days=2)
-    kpis.process(0, 0, JoinRecord("old", T, decision=0, amount=1.0))
-    kpis.process(1, 0, JoinRecord("other", T, decision=0, amount=1.0))
-    kpis.process(0, 1, JoinRecord("new", T + 3 * DAY_MS, decision=0, amount=1.0))
+    kpis.one(0, 0, JoinRecord("old", T, decision=0, amount=1.0))
+    kpis.one(1, 0, JoinRecord("other", T, decision=0, amount=1.0))
+    kpis.one(0, 1, JoinRecord("new", T + 3 * DAY_MS, decision=0, amount=1.0))
     keys = {k[0] for k in table}
     assert keys == {"p:0", "t:0:new", "p:1", "t:1:other"}
-    assert not kpis.process(0, 2, JoinRecord("late", T, is_fraud=1))
-    assert kpis.late == 1
+    assert not kpis.one(0, 2, JoinRecord("late", T, is_fraud=1))
+    assert not kpis.one(1, 1, JoinRecord("future", int(time.time() * 1000) + 2 * DAY_MS, 0, 1.0))
+    assert kpis.ignored == 2
+    assert {k[0] for k in table} == keys
 
 
 def test_event_hour_window() -> None:
@@ -106,3 +116,37 @@ def test_event_hour_window() -> None:
     assert window.ranges(-1.0) == [(-3600.0, -0.1)]
     assert window.delta(7200.0, 3600) == (3600.0, 7199.9)
     assert window.expires is None and not window.stale(0.0, 1e12)
+
+
+def test_one_message_writes_each_hour_once_then_the_states() -> None:
+    table = FakeTable()
+    kpis = _kpis(table)
+    batch = [
+        JoinRecord("a", T, decision=2, amount=1.0),
+        JoinRecord("b", T + 5, decision=1, amount=2.0),
+        JoinRecord("a", T, is_fraud=1),
+        JoinRecord("a", T, is_fraud=0),
+        JoinRecord("c", T + 3_600_000, decision=0, amount=3.0),
+    ]
+    assert kpis.process(0, 11, batch) == 5
+    assert [k[0] for k in table.writes] == ["p:0", "p:0", "t:0:a", "t:0:b", "t:0:c"]
+    h0, h1 = kpis.hours()
+    assert (h0.decisions(2), h0.decisions(1), h0.frauds(2), h0.caught_amount) == (1, 1, 1, 1.0)
+    assert h1.decisions(0) == 1
+
+
+def test_killed_within_a_message_the_replay_counts_once() -> None:
+    table = FakeTable()
+    table.fail_at = 2  # both hours' statistics land, no transaction state does
+    batch = [
+        JoinRecord("a", T, decision=2, amount=1.0),
+        JoinRecord("c", T + 3_600_000, decision=0, amount=3.0),
+        JoinRecord("a", T, is_fraud=1),
+    ]
+    with pytest.raises(KeyboardInterrupt):
+        _kpis(table).process(0, 4, batch)
+    restarted = _kpis(table)
+    restarted.process(0, 4, batch)
+    h0, h1 = restarted.hours()
+    assert (h0.decisions(2), h0.frauds(2), h1.decisions(0)) == (1, 1, 1)
+    assert table[("t:0:a", table.window.current(T / 1000))] == [2, 1.0, 1]

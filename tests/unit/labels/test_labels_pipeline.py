@@ -14,7 +14,7 @@ from features.labels.applier import Backoff, LabelWriter, decode_batch
 from features.labels.deadletter import Header, Source
 from features.labels.metrics import LabelMetrics
 from features.labels.pipeline import LabelPipeline, RawMessage
-from features.labels.records import JoinRecord, decode
+from features.labels.records import JoinRecord, decode, partition_for
 from features.schema import Label, encode_label
 
 T = 1_522_540_800_000
@@ -48,9 +48,13 @@ class Outbox:
 
     def __init__(self) -> None:
         self.sent: list[tuple[bytes | None, bytes | None, list[Header]]] = []
+        self.partitions: list[int | None] = []
 
-    async def __call__(self, key: bytes | None, value: bytes | None, headers: list[Header]):
+    async def __call__(
+        self, key: bytes | None, value: bytes | None, headers: list[Header], partition: int | None
+    ):
         self.sent.append((key, value, headers))
+        self.partitions.append(partition)
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         fut.set_result(None)
         return fut
@@ -68,7 +72,11 @@ def _pipeline(store: FlakyStore, waits: list[float] | None = None):
     metrics = LabelMetrics()
     writer = LabelWriter(store, 0.1, 0.4, sleep=sleep, on_retry=metrics.store_retries.inc)
     dlq, join = Outbox(), Outbox()
-    return LabelPipeline(writer, metrics, dlq, join), metrics, dlq, join
+    return LabelPipeline(writer, metrics, dlq, join, 4), metrics, dlq, join
+
+
+def _joined(join: Outbox) -> list[JoinRecord]:
+    return [r for _k, value, _h in join.sent for r in decode(value or b"")]
 
 
 def _value(metrics: LabelMetrics, name: str, **labels: str) -> float:
@@ -89,9 +97,12 @@ def test_labels_go_to_the_store_and_the_join() -> None:
     asyncio.run(pipeline.handle_labels(batch + batch[:1]))
     assert store.applied == LABELS
     assert dlq.sent == []
-    assert [decode(k or b"", v or b"") for k, v, _ in join.sent][:4] == [
+    expected = [
         JoinRecord(x.transaction_id, x.event_time_ms, is_fraud=int(x.is_fraud)) for x in LABELS
     ]
+    assert sorted(_joined(join), key=repr) == sorted([*expected, expected[0]], key=repr)
+    for (_k, value, _h), partition in zip(join.sent, join.partitions, strict=True):
+        assert {partition_for(r.transaction_id, 4) for r in decode(value or b"")} == {partition}
     assert _value(metrics, "fraudstream_labels_applied_total") == 4
     assert _value(metrics, "fraudstream_labels_received_total") == 5
 
@@ -114,7 +125,7 @@ def test_malformed_labels_become_dead_letters_with_the_original_bytes() -> None:
         b"1",
         b"42",
     )
-    assert len(join.sent) == 1
+    assert len(_joined(join)) == 1
     assert _value(metrics, "fraudstream_labels_dead_letters_total", code="missing_field") == 1
 
 
@@ -128,7 +139,7 @@ def test_store_down_is_retried_with_growing_capped_waits() -> None:
     ceilings = [0.1, 0.2, 0.4, 0.4, 0.4]
     assert all(c / 2 <= w <= c for w, c in zip(waits, ceilings, strict=True))
     assert _value(metrics, "fraudstream_labels_store_retries_total") == 5
-    assert len(join.sent) == 1
+    assert len(_joined(join)) == 1
 
 
 def test_other_store_errors_propagate_and_nothing_is_forwarded() -> None:
@@ -164,6 +175,6 @@ def test_decisions_are_rekeyed_by_transaction() -> None:
     doc = {"transaction_id": "tx7", "event_time": T, "amount": 3.0, "decision": "decline"}
     batch = [_msg(orjson.dumps(doc), 0), _msg(b"garbage", 1)]
     asyncio.run(pipeline.forward_decisions(batch))
-    ((key, value, _headers),) = join.sent
-    assert key == b"tx7" and decode(key, value or b"") == JoinRecord("tx7", T, 2, 3.0)
+    assert _joined(join) == [JoinRecord("tx7", T, 2, 3.0)]
+    assert join.partitions == [partition_for("tx7", 4)]
     assert _value(metrics, "fraudstream_kpi_decisions_skipped_total") == 1

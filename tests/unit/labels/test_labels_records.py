@@ -5,7 +5,14 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from features.labels.records import JoinRecord, decode, encode, from_decision, from_label
+from features.labels.records import (
+    JoinRecord,
+    decode,
+    encode,
+    from_decision,
+    from_label,
+    partition_for,
+)
 from features.schema import Label
 
 T = 1_522_540_800_000
@@ -51,11 +58,18 @@ def test_label_record_and_roundtrip() -> None:
     label = Label("tx-9", "c", "t", T, T + 1, True)
     record = from_label(label)
     assert record == JoinRecord("tx-9", T, is_fraud=1) and record.is_label
-    assert decode(b"tx-9", encode(record)) == record
     decision = JoinRecord("tx-8", T, 2, 0.1)
-    assert decode(b"tx-8", encode(decision)) == decision and not decision.is_label
+    assert not decision.is_label
+    assert decode(encode([record, decision])) == [record, decision]
+    assert decode(encode([])) == []
 
 
-def test_decode_names_bad_bytes() -> None:
-    with pytest.raises(ValueError, match="is not \\[event_ms"):
-        decode(b"k", b'{"a": 1}')
+@pytest.mark.parametrize("value", [b'{"a": 1}', b"[[1, 2]]", b"nope"])
+def test_decode_names_bad_bytes(value: bytes) -> None:
+    with pytest.raises(ValueError, match="is not a list of"):
+        decode(value)
+
+
+def test_partition_is_stable_and_spread() -> None:
+    assert partition_for("tx-1", 8) == 2  # crc32: the same in every process and release
+    assert len({partition_for(f"tx-{i}", 8) for i in range(100)}) == 8
