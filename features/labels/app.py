@@ -66,6 +66,7 @@ def build_app(settings: LabelSettings, store: LabelStore) -> LabelApp:
     )
     table = app.Table("kpi", default=None, partitions=settings.kpi_partitions)
     kpis = KpiTable(table.using_window(EventHourWindow()), settings.kpi_retention_days * 86_400)
+    table.on_recover(kpis.reindex)
     metrics = LabelMetrics(lambda: kpis.hours(settings.kpi_metrics_hours))
     writer = LabelWriter(
         store, settings.retry_initial_s, settings.retry_max_s, on_retry=metrics.store_retries.inc

@@ -70,6 +70,7 @@ class KpiTable:
         self._retention_s = retention_s
         self._latest: dict[int, float] = {}
         self._purged_at: dict[int, float] = {}
+        self._stats_keys: set[Key] = set()
         self.ignored = 0
         """Records older than the retention, or more than a day ahead of the clock."""
 
@@ -99,6 +100,7 @@ class KpiTable:
             stats = add(self._table.get(stats_key), delta, offset)
             if stats is not None:
                 self._table[stats_key] = stats
+                self._stats_keys.add(stats_key)
         for key, new_state in states.items():
             self._table[key] = new_state
         self._maybe_purge(partition, self._latest.get(partition, 0.0))
@@ -121,12 +123,19 @@ class KpiTable:
 
     def hours(self, last: int | None = None) -> list[HourKpis]:
         """The KPIs of the hours held by this worker (all its partitions), oldest first."""
-        rows: list[tuple[int, HourStats]] = [
-            (int(window[0]), stats)
-            for (key, window), stats in list(self._table.items())
-            if key.startswith("p:")
-        ]
+        rows: list[tuple[int, HourStats]] = []
+        for key in list(self._stats_keys):
+            stats = self._table.get(key)
+            if stats is None:  # its partition went to another worker, or it expired
+                self._stats_keys.discard(key)
+            else:
+                rows.append((int(key[1][0]), stats))
         return summarize(rows, last)
+
+    async def reindex(self) -> None:
+        """Find the hours' statistics among the table's keys (after a recovery; a full scan,
+        so ``hours`` need not scan every transaction)."""
+        self._stats_keys = {k for k in list(self._table.keys()) if k[0].startswith("p:")}
 
     def _maybe_purge(self, partition: int, latest: float) -> None:
         last = self._purged_at.get(partition)
@@ -142,6 +151,7 @@ class KpiTable:
         ]
         for k in expired:
             del self._table[k]
+            self._stats_keys.discard(k)
         if expired:
             logger.info(
                 "partition %d: %d KPI entries older than the retention", partition, len(expired)

@@ -3,6 +3,7 @@ crash repair between the two writes, event-time expiry."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -76,6 +77,8 @@ def test_killed_between_the_two_writes_the_replay_counts_once() -> None:
     with pytest.raises(KeyboardInterrupt):
         _kpis(table).one(0, 5, record)
     restarted = _kpis(table)
+    asyncio.run(restarted.reindex())
+    assert len(restarted.hours()) == 1
     restarted.one(0, 5, record)  # redelivered: the commit never happened
     restarted.one(0, 6, record)  # and a duplicate from the upstream forwarder
     (hour,) = restarted.hours()
@@ -146,6 +149,7 @@ def test_killed_within_a_message_the_replay_counts_once() -> None:
     with pytest.raises(KeyboardInterrupt):
         _kpis(table).process(0, 4, batch)
     restarted = _kpis(table)
+    asyncio.run(restarted.reindex())
     restarted.process(0, 4, batch)
     h0, h1 = restarted.hours()
     assert (h0.decisions(2), h0.frauds(2), h1.decisions(0)) == (1, 1, 1)
