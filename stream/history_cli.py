@@ -6,13 +6,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, SecretStr
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -27,11 +30,17 @@ from rich.progress import (
 from rich.text import Text
 
 from features.datafile import parse_column_map, read_transactions, read_transactions_report
+from features.definitions import FeatureConfig
 from features.exceptions import ConfigError
+from models.protocol import day_start_ms, iso_ms
 from stream import replay as rp
 from stream.commands import add_kafka_flags, flags_of
+from stream.exceptions import StreamError
 from stream.kafka.connection import ensure_reachable
 from stream.settings import KafkaSecurity, load_settings
+
+if TYPE_CHECKING:
+    from models.scorer import Scorer
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +76,61 @@ class ReplaySettings(KafkaSecurity):
     """Skip bad rows (reported) instead of stopping."""
 
 
+class BacktestSettings(KafkaSecurity):
+    """Everything ``fraudstream backtest`` needs; Kafka only with ``--via-kafka``."""
+
+    bootstrap_servers: str | None = None  # type: ignore[assignment]
+    """Kafka bootstrap servers (``--via-kafka`` only)."""
+    data: Path
+    """Transactions with labels (Parquet, CSV, JSON Lines; a file or a folder)."""
+    registry: Path
+    """Model registry folder."""
+    model: str | None = None
+    """Version under test (default: CURRENT)."""
+    challenger: str | None = None
+    """Version compared side by side."""
+    test_start: str
+    """First test day, YYYY-MM-DD."""
+    test_days: int = Field(default=7, ge=1)
+    """Test days."""
+    delay_days: int = Field(default=7, ge=1)
+    """Label delay (the protocol's gap; labels reach the store this late)."""
+    train_days: int = Field(default=7, ge=1)
+    """Training window before the delay, for the protocol's exclusions."""
+    store: Literal["memory", "redis"] = "memory"
+    """Feature store of the backtest."""
+    redis_url: SecretStr | None = None
+    """Redis for --store redis (own unique prefix) and for serve's store (--via-kafka)."""
+    redis_prefix: str = "fs"
+    """Serve's feature key prefix (--via-kafka)."""
+    report: Path
+    """Report directory."""
+    column_map: str | None = None
+    """FIELD=COLUMN,... for files with other column names."""
+    skip_bad: bool = False
+    """Skip bad rows (reported) instead of stopping."""
+    batch_size: int = Field(default=1024, ge=1, le=65_536)
+    """Largest micro-batch."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Scoring device."""
+    k: int = Field(default=100, ge=1)
+    """Customers per day for card precision."""
+    via_kafka: bool = False
+    """Also send the test window through a running serve."""
+    input_topic: str = "transactions"
+    """Serve's input topic."""
+    decisions_topic: str = "fraud.decisions"
+    """Serve's decisions topic."""
+    rate: float | None = Field(default=None, gt=0)
+    """Transactions per second to serve (default: as fast as possible)."""
+    decisions_timeout_s: float = Field(default=300.0, gt=0)
+    """Longest wait for one phase's decisions."""
+
+
 def register(subparsers: SubParsers[argparse.ArgumentParser]) -> None:
     """Add ``replay`` and ``backtest`` to the ``fraudstream`` command."""
     _add_replay(subparsers)
+    _add_backtest(subparsers)
 
 
 def _add_replay(subparsers: SubParsers[argparse.ArgumentParser]) -> None:
@@ -95,7 +156,56 @@ def _add_replay(subparsers: SubParsers[argparse.ArgumentParser]) -> None:
     a("--start-after", metavar="TRANSACTION_ID", help="resume after this transaction")
     a("--skip-bad", action="store_true", help="skip bad rows (reported) instead of stopping")
     add_kafka_flags(p)
-    p.set_defaults(func=run_replay)
+    p.set_defaults(func=guarded(run_replay))
+
+
+def _add_backtest(subparsers: SubParsers[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "backtest",
+        help="backtest models over history with the live code path",
+        description="Replays history in event-time order through a feature store (labels at "
+        "event time + delay), scores the test window through the serve pipeline, and reports "
+        "the protocol's metrics. --via-kafka also sends the test window through a running "
+        "serve (it primes serve's Redis store, --redis-url/--redis-prefix, with the history).",
+    )
+    a = p.add_argument
+    a("--data", type=Path, required=True, help="file or folder with is_fraud")
+    a("--registry", type=Path, required=True, help="model registry folder")
+    a("--model", metavar="VERSION", help="version under test (default: CURRENT)")
+    a("--challenger", metavar="VERSION", help="a second version, side by side")
+    a("--test-start", required=True, metavar="YYYY-MM-DD", help="first test day")
+    a("--test-days", type=int, help="test days (default 7)")
+    a("--delay-days", type=int, help="label delay in days (default 7)")
+    a("--train-days", type=int, help="training days before the delay (default 7)")
+    a("--store", choices=["memory", "redis"], help="feature store (default memory)")
+    a("--redis-url", help="Redis for --store redis and for serve's store with --via-kafka")
+    a("--redis-prefix", help="serve's key prefix with --via-kafka (default fs)")
+    a("--report", type=Path, required=True, metavar="DIR", help="report directory")
+    a("--map", dest="column_map", metavar="FIELD=COLUMN,...", help="column names of the file")
+    a("--skip-bad", action="store_true", help="skip bad rows (reported) instead of stopping")
+    a("--batch-size", type=int, help="largest micro-batch (default 1024)")
+    a("--device", choices=["auto", "cpu", "cuda"], help="scoring device (default auto)")
+    a("--k", type=int, help="customers per day for card precision (default 100)")
+    a("--via-kafka", action="store_true", help="also score the test window through serve")
+    a("--input-topic", help="serve's input topic (default transactions)")
+    a("--decisions-topic", help="serve's decisions topic (default fraud.decisions)")
+    a("--rate", type=float, help="tx/s sent to serve (default: as fast as possible)")
+    a("--decisions-timeout-s", type=float, help="wait per phase for decisions (default 300)")
+    add_kafka_flags(p)
+    p.set_defaults(func=guarded(run_backtest))
+
+
+def guarded(command: Any) -> Any:
+    """Files that cannot be read or written become one ``error:`` line and exit status 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(command(args))
+        except OSError as exc:
+            print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+
+    return run
 
 
 def run_replay(args: argparse.Namespace) -> int:
@@ -169,6 +279,183 @@ def summary_line(settings: ReplaySettings, stats: rp.SendStats, pace: rp.Pace) -
     elif pace.mode == "rate":
         text += f" (requested {pace.value:g} tx/s)"
     return text
+
+
+def run_backtest(args: argparse.Namespace) -> int:
+    """``fraudstream backtest``: 0 unless ``--via-kafka`` found serve's scores different."""
+    from stream import backtest as bt
+    from stream.report import ReportInputs, write_report
+
+    settings: BacktestSettings = load_settings(BacktestSettings, flags_of(args), None)
+    _check_backtest(settings)
+    window = bt.Window(
+        day_start_ms(settings.test_start),
+        settings.test_days,
+        settings.delay_days,
+        settings.train_days,
+        settings.k,
+    )
+    table = load_table(settings.data, settings.column_map, settings.skip_bad)
+    config = FeatureConfig()
+    champion, challenger = _models(settings, config)
+    with open_store(settings, config) as store:
+        engine = bt.Backtest(store, champion, challenger, config, settings.batch_size)
+        with progress_bar("backtest", _rows_to_replay(table, window, config)) as advance:
+            result = replace(engine, progress=advance).run(table, window)
+    live = _live(settings, table, result, config) if settings.via_kafka else None
+    write_report(ReportInputs(result, _run_facts(settings, champion), live), settings.report)
+    for line in backtest_summary(result, live):
+        print(line)
+    print(f"report: {settings.report / 'report.md'}")
+    return 0 if live is None or _live_ok(live) else 1
+
+
+def _check_backtest(settings: BacktestSettings) -> None:
+    if (settings.store == "redis" or settings.via_kafka) and settings.redis_url is None:
+        why = "--store redis" if settings.store == "redis" else "--via-kafka (serve's store)"
+        msg = f"{why} needs --redis-url (or FRAUDSTREAM_REDIS_URL)"
+        raise ConfigError(msg)
+    if settings.via_kafka and not settings.bootstrap_servers:
+        msg = "--via-kafka needs --bootstrap-servers (or FRAUDSTREAM_BOOTSTRAP_SERVERS)"
+        raise ConfigError(msg)
+
+
+def _models(settings: BacktestSettings, config: FeatureConfig) -> tuple[Scorer, Scorer | None]:
+    from models.registry import Registry
+    from models.scorer import Scorer
+
+    registry = Registry(settings.registry)
+    champion = Scorer.load(registry, settings.model, settings.device, config)
+    challenger = None
+    if settings.challenger:
+        challenger = Scorer.load(registry, settings.challenger, settings.device, config)
+    return champion, challenger
+
+
+def _rows_to_replay(table: pd.DataFrame, window: Any, config: FeatureConfig) -> int:
+    ms = table["event_time_ms"].to_numpy()
+    lo = np.searchsorted(ms, window.history_start_ms(config), side="left")
+    return int(np.searchsorted(ms, window.test_end_ms, side="left") - lo)
+
+
+@contextmanager
+def open_store(settings: BacktestSettings, config: FeatureConfig) -> Iterator[Any]:
+    """The backtest's own store: in memory, or Redis under a prefix unique to this run
+    (deleted at the end)."""
+    from features.memory_store import MemoryStore
+    from features.redis_store import RedisStore
+
+    if settings.store == "memory":
+        yield MemoryStore(config)
+        return
+    assert settings.redis_url is not None
+    prefix = f"backtest-{uuid.uuid4().hex[:12]}"
+    store = RedisStore.from_url(
+        settings.redis_url.get_secret_value(), prefix=prefix, config=config, socket_timeout_s=60
+    )
+    try:
+        yield store
+    finally:
+        try:
+            store.drop()
+        finally:
+            store.close()
+
+
+def _live(
+    settings: BacktestSettings, table: pd.DataFrame, result: Any, config: FeatureConfig
+) -> Any:
+    from confluent_kafka import Consumer, Producer
+
+    from features.redis_store import RedisStore
+    from stream import backtest as bt
+
+    conn = settings.kafka()
+    ensure_reachable(conn, timeout_s=15.0)
+    pace = rp.rate_pace(settings.rate) if settings.rate else rp.Pace("max")
+    failures = rp.DeliveryFailures()
+    producer = Producer(rp.producer_config(conn, pace, failures))
+    rp.check_topics(producer, [settings.input_topic])
+    sender = rp.Sender(
+        producer, settings.input_topic, settings.input_topic, failures=lambda: failures.count
+    )
+
+    def publish(frame: pd.DataFrame) -> int:
+        stats = sender.send(rp.build_plan(frame, None), pace)
+        rp.raise_if_fatal(failures)
+        if stats.failed:
+            msg = f"{stats.failed} transaction(s) were not acknowledged by the broker"
+            raise StreamError(msg)
+        return stats.transactions
+
+    assert settings.redis_url is not None
+    serve_store = RedisStore.from_url(
+        settings.redis_url.get_secret_value(),
+        prefix=settings.redis_prefix,
+        config=config,
+        socket_timeout_s=60,
+    )
+    consumer = Consumer(
+        conn.to_librdkafka()
+        | {
+            "group.id": f"backtest-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    reader = bt.DecisionReader(consumer, settings.decisions_topic).open()
+    try:
+        live = bt.LiveBacktest(
+            serve_store, publish, reader, config, settings.batch_size, settings.decisions_timeout_s
+        )
+        return live.run(table, result)
+    finally:
+        reader.close()
+        serve_store.close()
+
+
+def _live_ok(live: Any) -> bool:
+    return bool(live.mismatched == 0 and live.received == live.sent)
+
+
+def _run_facts(settings: BacktestSettings, champion: Scorer) -> dict[str, Any]:
+    return {
+        "data": str(settings.data),
+        "registry": str(settings.registry),
+        "store": settings.store,
+        "batch_size": settings.batch_size,
+        "device": champion.device,
+        "via_kafka": settings.via_kafka,
+    }
+
+
+def backtest_summary(result: Any, live: Any) -> list[str]:
+    """The lines printed at the end of a backtest."""
+    w, split = result.window, result.split
+    lines = [
+        f"backtest: {settings_text(result)}; {split.test_rows.size:,} test transactions "
+        f"({split.excluded_rows:,} excluded), {result.replayed:,} replayed, "
+        f"{result.labels_fed:,} labels fed, {result.timings_s['total_s']:.1f} s"
+    ]
+    names = ("roc_auc", "average_precision", f"card_precision_at_{w.k}", "alert_rate")
+    runs = [result.champion] + ([result.challenger] if result.challenger else [])
+    for run in runs:
+        values = "  ".join(f"{n} {run.metrics[n]:.4f}" for n in names)
+        lines.append(f"  {run.version}: {values}")
+    if live is not None:
+        verdict = "yes" if _live_ok(live) else "NO"
+        p = np.quantile(live.latency_ms, [0.5, 0.99]) if live.latency_ms.size else [np.nan] * 2
+        lines.append(
+            f"  live: {live.sent:,} sent, {live.received:,} decided, scores equal: {verdict} "
+            f"({live.mismatched} full-path mismatches); latency p50 {p[0]:.1f} ms, "
+            f"p99 {p[1]:.1f} ms; rungs {live.degraded}"
+        )
+    return lines
+
+
+def settings_text(result: Any) -> str:
+    start = iso_ms(result.split.test_start_ms)[:10]
+    return f"model {result.champion.version}, test {start} + {result.window.test_days} days"
 
 
 class RateColumn(ProgressColumn):
