@@ -1,0 +1,183 @@
+"""``bench/results.json`` and ``bench/results.md`` from one run's figures, with the
+issue's targets checked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+TARGETS = (
+    ("fraudstream/ceiling", 0.5),
+    ("fraudstream/naive", 20.0),
+    ("fraudstream/faust", 5.0),
+)
+
+
+def ratios(throughput: dict[str, float | None]) -> dict[str, float | None]:
+    ours = throughput.get("fraudstream")
+    out: dict[str, float | None] = {}
+    for other in ("ceiling", "naive", "faust"):
+        theirs = throughput.get(other)
+        out[f"fraudstream/{other}"] = round(ours / theirs, 3) if ours and theirs else None
+    return out
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each of the issue's targets with the measured value and whether it is met."""
+    rows = [
+        _target(name, f">= {goal:g}", results["ratios"].get(name), lambda v, g=goal: v >= g)
+        for name, goal in TARGETS
+    ]
+    half = next((r for r in results.get("latency", []) if r["share_of_max"] == "50%"), None)
+    rows.append(
+        _target("p99 at 50% of max (ms)", "<= 25", half and half["p99_ms"], lambda v: v <= 25)
+    )
+    rows.append(
+        _target(
+            "deadlines met at 50% of max",
+            ">= 0.999",
+            half and half["deadline_met"],
+            lambda v: v >= 0.999,
+        )
+    )
+    scale = results.get("scale") or {}
+    rows.append(_target("two processes / one", ">= 1.6", scale.get("ratio"), lambda v: v >= 1.6))
+    return rows
+
+
+def _target(name: str, goal: str, value: Any, ok: Any) -> dict[str, Any]:
+    return {
+        "target": name,
+        "goal": goal,
+        "value": value,
+        "met": None if value is None else ok(value),
+    }
+
+
+def write(results: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "results.md").write_text(markdown(results), encoding="utf-8")
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = [
+        "# fraudstream bench",
+        "",
+        f"`{r['command']}` — {r['n']:,} transactions, commit `{(r['git_commit'] or '?')[:10]}`,"
+        f" {r['started_at']}, {r['duration_s']:.0f} s.",
+        f"Machine: {m['cores']} cores ({m.get('cpu_model') or '?'}), {m['memory_gib']} GiB;"
+        f" Kafka, Redis and every arm on the same cores; 1-min load average"
+        f" {m['load_avg_1m_at_start']} at start. {r.get('load_note', '')}",
+        "",
+        "## Throughput (same backlog, one run)",
+        "",
+        "| arm | inputs | tx/s | fraudstream ÷ arm | status |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name in ("ceiling", "fraudstream", "naive", "faust", "fraudstream_50ms"):
+        a = r["arms"].get(name)
+        if a is None:
+            continue
+        ratio = r["ratios"].get(f"fraudstream/{name}")
+        status = "ok" if a["ok"] else f"FAILED: {a['failed']}"
+        if a.get("degraded"):
+            status += f"; rungs {a['degraded']}"
+        lines.append(
+            f"| {name} | {a['inputs']:,} | {_num(a['tx_per_s'])} | {_ratio(ratio)} | {status} |"
+        )
+    lines += _latency(r) + _scale(r) + _scoring(r) + _targets(r) + _notes(r)
+    return "\n".join(lines) + "\n"
+
+
+def _latency(r: dict[str, Any]) -> list[str]:
+    rows = r.get("latency") or []
+    out = ["", "## Latency (serve, 50 ms budget, paced producer)", ""]
+    if r.get("latency_failed"):
+        out.append(f"FAILED: {r['latency_failed']}")
+    if not rows:
+        return out
+    out += [
+        "| offered | tx/s | count | p50 ms | p95 ms | p99 ms | p99.9 ms | deadline met | rungs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for x in rows:
+        out.append(
+            f"| {x['share_of_max']} of max | {x['offered_rate']:,.0f} | {x['count']:,} "
+            f"| {x['p50_ms']} | {x['p95_ms']} | {x['p99_ms']} | {x['p999_ms']} "
+            f"| {x['deadline_met']:.2%} | {x['degraded']} |"
+        )
+    return out
+
+
+def _scale(r: dict[str, Any]) -> list[str]:
+    s = r.get("scale")
+    if not s:
+        return []
+    out = ["", "## Scale (6-partition input, one group)", ""]
+    if s.get("failed"):
+        return [*out, f"FAILED: {s['failed']}"]
+    return [
+        *out,
+        "| one process tx/s | two processes tx/s | ratio | rebalance pause ms |"
+        " largest partition pause ms | largest gap before join ms |",
+        "|---:|---:|---:|---:|---:|---:|",
+        f"| {_num(s['one_process_tx_per_s'])} | {_num(s['two_processes_tx_per_s'])} "
+        f"| {_ratio(s['ratio'])} | {s['rebalance_pause_ms']} | {s['partition_pause_ms']} "
+        f"| {s['gap_before_join_ms']} |",
+    ]
+
+
+def _scoring(r: dict[str, Any]) -> list[str]:
+    rows = r.get("scoring") or []
+    if not rows:
+        return []
+    out = [
+        "",
+        "## Scorer alone (rows/s)",
+        "",
+        "| device | batch | rows/s (policy) | 1 thread | all cores |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for x in rows:
+        if x.get("missing"):
+            out.append(f"| {x['device']} | — | missing: {x['missing']} | | |")
+            continue
+        out.append(
+            f"| {x['device']} | {x['batch']:,} | {_num(x['rows_per_s'])} "
+            f"| {_num(x.get('rows_per_s_1_thread'))} | {_num(x.get('rows_per_s_all_cores'))} |"
+        )
+    return out
+
+
+def _targets(r: dict[str, Any]) -> list[str]:
+    out = [
+        "",
+        "## Targets (issue 8)",
+        "",
+        "| target | goal | measured | met |",
+        "|---|---|---:|---|",
+    ]
+    for t in r.get("targets", []):
+        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        out.append(f"| {t['target']} | {t['goal']} | {_num(t['value'])} | {met} |")
+    return out
+
+
+def _notes(r: dict[str, Any]) -> list[str]:
+    notes = r.get("notes") or []
+    return ["", "## Notes", "", *(f"- {n}" for n in notes)] if notes else []
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float) and v < 10:
+        return f"{v:.3g}"
+    return f"{v:,.0f}" if isinstance(v, (int, float)) else str(v)
+
+
+def _ratio(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}×"

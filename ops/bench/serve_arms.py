@@ -1,0 +1,312 @@
+"""The arms that run ``fraudstream serve``: backlog throughput, latency at fixed offered
+rates, and one versus two processes in one group (throughput and rebalance pause)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from arms import PARTITIONS, ArmResult, Env, judge, rate, stop
+from broker import (
+    Item,
+    Record,
+    produce_backlog,
+    produce_paced,
+    read_all,
+    wait_assignment,
+    wait_count,
+)
+from serve_process import ServeSpec, start, tail
+from workload import Feed
+
+logger = logging.getLogger(__name__)
+
+BUDGET_MS = 50.0
+
+
+def _spec(
+    env: Env, arm: str, input_topic: str, budget_ms: float, append_time: bool = False
+) -> ServeSpec:
+    t = env.topics
+    return ServeSpec(
+        bootstrap=env.bootstrap,
+        redis_url=env.redis_url,
+        prefix=env.prefix(arm),
+        registry=env.model.registry,
+        group=f"bench-{t.run_id}-{arm}",
+        input_topic=input_topic,
+        decisions=t.create(f"{arm}-dec", PARTITIONS, append_time),
+        alerts=t.create(f"{arm}-alert", PARTITIONS),
+        dlq=t.create(f"{arm}-dlq"),
+        budget_ms=budget_ms,
+    )
+
+
+def _ids(items: list[Item]) -> list[str]:
+    return [str(orjson.loads(v)["transaction_id"]) for _, v in items]
+
+
+def _decoded(records: list[Record]) -> list[dict[str, Any]]:
+    return [orjson.loads(r.value) for r in records]
+
+
+def fraudstream(
+    env: Env,
+    name: str,
+    budget_ms: float,
+    backlog: list[Item],
+    profile: Path | None = None,
+    timeout_s: float = 900,
+) -> ArmResult:
+    """Serve drains the backlog; decisions/s from the decisions' timestamps.
+
+    The backlog is produced again to a topic of this arm's own right before serve starts:
+    each record's budget starts at its Kafka timestamp, so a backlog left waiting through
+    the other arms would be late on arrival and take the ladder's cheaper rungs."""
+    input_topic = env.topics.create(f"{name}-in", PARTITIONS)
+    produce_backlog(env.bootstrap, input_topic, backlog)
+    spec = _spec(env, name, input_topic, budget_ms, append_time=True)
+    log = env.workdir / f"{name}.log"
+    proc = start(spec, log, profile)
+    try:
+        _count, why = wait_count(
+            env.bootstrap, spec.decisions, env.n, timeout_s, alive=lambda: proc.poll() is None
+        )
+    finally:
+        stop(proc)
+    out = read_all(env.bootstrap, spec.decisions)
+    if why is not None:
+        why += f"; serve log tail: {tail(log, 600)!r}"
+    decisions = _decoded(out)
+    unique = len({d["transaction_id"] for d in decisions})
+    if why is None and unique != env.n:
+        why = f"{unique} distinct transactions decided of {env.n}"
+    result = judge(name, env.n, out, why)
+    result.detail |= {"budget_ms": budget_ms, **_ladder(decisions)}
+    return result
+
+
+def _ladder(decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    rungs = Counter(d.get("degraded") or "full" for d in decisions)
+    met = sum(1 for d in decisions if d.get("deadline_met"))
+    return {
+        "degraded": dict(rungs),
+        "deadline_met": round(met / len(decisions), 5) if decisions else None,
+    }
+
+
+@dataclass
+class LatencyRun:
+    """Per offered rate: the summary row and the sorted latencies (for the CDF plot)."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    """One summary per offered rate."""
+    samples: dict[str, np.ndarray] = field(default_factory=dict)
+    """Label -> sorted end-to-end latencies (ms)."""
+    failed: str | None = None
+    """Why the arm does not count."""
+
+
+def latency(
+    env: Env, feed: Feed, max_rate: float, fractions: tuple[float, ...], seconds: float
+) -> LatencyRun:
+    """Serve (50 ms budget) under a paced producer at each fraction of ``max_rate``."""
+    input_topic = env.topics.create("latency-in", PARTITIONS)
+    spec = _spec(env, "latency", input_topic, BUDGET_MS)
+    log = env.workdir / "latency.log"
+    proc = start(spec, log)
+    phases: list[tuple[str, float, list[Item]]] = []
+    run = LatencyRun()
+    try:
+        run.failed = _warm_up(env, feed, spec, proc.poll, max_rate)
+        expected = 1 + int(max_rate * 0.25 * 2)
+        for f in fractions if run.failed is None else ():
+            offered = f * max_rate
+            items = feed.take(max(int(offered * seconds), 100))
+            phases.append((f"{f:.0%}", offered, items))
+            produce_paced(env.bootstrap, input_topic, items, offered)
+            expected += len(items)
+            _n, run.failed = wait_count(
+                env.bootstrap, spec.decisions, expected, 300, alive=lambda: proc.poll() is None
+            )
+            if run.failed is not None:
+                break
+            time.sleep(0.5)
+    finally:
+        stop(proc)
+    if run.failed is not None:
+        run.failed += f"; serve log tail: {tail(log, 600)!r}"
+        return run
+    inputs = read_all(env.bootstrap, input_topic)
+    out = read_all(env.bootstrap, spec.decisions)
+    _summarise(run, phases, inputs, out)
+    return run
+
+
+def _warm_up(env: Env, feed: Feed, spec: ServeSpec, poll: Any, max_rate: float) -> str | None:
+    """One probe (serve is up once it is decided), then 2 s at a quarter of the rate."""
+    produce_backlog(env.bootstrap, spec.input_topic, feed.take(1))
+    _n, why = wait_count(env.bootstrap, spec.decisions, 1, 120, alive=lambda: poll() is None)
+    if why is not None:
+        return f"serve did not decide a probe: {why}"
+    items = feed.take(int(max_rate * 0.25 * 2))
+    produce_paced(env.bootstrap, spec.input_topic, items, max_rate * 0.25)
+    _n, why = wait_count(
+        env.bootstrap, spec.decisions, 1 + len(items), 120, alive=lambda: poll() is None
+    )
+    return why
+
+
+def _summarise(
+    run: LatencyRun,
+    phases: list[tuple[str, float, list[Item]]],
+    inputs: list[Record],
+    out: list[Record],
+) -> None:
+    sent = {str(orjson.loads(r.value)["transaction_id"]): r.timestamp_ms for r in inputs}
+    decided: dict[str, tuple[int, dict[str, Any]]] = {}
+    for r in out:
+        d = orjson.loads(r.value)
+        decided[str(d["transaction_id"])] = (r.timestamp_ms, d)
+    for label, offered, items in phases:
+        ids = _ids(items)
+        got = [decided[i] for i in ids if i in decided and i in sent]
+        if len(got) != len(ids) or len(out) != len(inputs):
+            run.failed = f"{label}: {len(got)} decisions for {len(ids)} inputs"
+            return
+        lat = np.sort([ts - sent[i] for i, (ts, _d) in zip(ids, got, strict=True)])
+        decisions = [d for _ts, d in got]
+        total = np.asarray([d["latency_ms"]["total"] for d in decisions], dtype=float)
+        run.samples[label] = lat.astype(float)
+        run.rows.append(_row(label, offered, lat, total, decisions))
+
+
+def _row(
+    label: str,
+    offered: float,
+    lat: np.ndarray,
+    total: np.ndarray,
+    decisions: list[dict[str, Any]],
+) -> dict[str, Any]:
+    def pct(a: np.ndarray, q: float) -> float:
+        return round(float(np.percentile(a, q)), 2)
+
+    ladder = _ladder(decisions)
+    return {
+        "share_of_max": label,
+        "offered_rate": round(offered, 1),
+        "count": len(lat),
+        "p50_ms": pct(lat, 50),
+        "p95_ms": pct(lat, 95),
+        "p99_ms": pct(lat, 99),
+        "p999_ms": pct(lat, 99.9),
+        "max_ms": float(lat[-1]),
+        "deadline_met": ladder["deadline_met"],
+        "degraded": ladder["degraded"],
+        "serve_total_p99_ms": pct(total, 99),
+    }
+
+
+def scale(env: Env, feed: Feed, n_chunk: int, paced_rate: float, seconds: float) -> dict[str, Any]:
+    """One process drains a chunk; a second joins under paced load (the rebalance pause);
+    both drain a second chunk."""
+    input_topic = env.topics.create("scale-in", PARTITIONS)
+    spec = _spec(env, "scale", input_topic, BUDGET_MS)
+    logs = [env.workdir / "scale-a.log", env.workdir / "scale-b.log"]
+    procs = [start(spec, logs[0])]
+    expected = 0
+
+    def alive() -> bool:
+        return all(p.poll() is None for p in procs)
+
+    try:
+        if wait_assignment(env.topics.admin, spec.group, 1, PARTITIONS, 120) is None:
+            return {"failed": f"first process never held the partitions: {tail(logs[0], 600)!r}"}
+        chunk1 = feed.take(n_chunk)
+        produce_backlog(env.bootstrap, input_topic, chunk1)
+        expected += len(chunk1)
+        paced = feed.take(int(paced_rate * seconds))
+        join = _Join(env, spec, logs[1], procs, start_at=seconds * 0.25)
+        produce_paced(env.bootstrap, input_topic, paced, paced_rate, on_progress=join.maybe)
+        expected += len(paced)
+        joined_s = wait_assignment(env.topics.admin, spec.group, 2, PARTITIONS, 120)
+        if joined_s is None or join.started_ms is None:
+            return {"failed": f"second process never joined: {tail(logs[1], 600)!r}"}
+        chunk2 = feed.take(n_chunk)
+        produce_backlog(env.bootstrap, input_topic, chunk2)
+        expected += len(chunk2)
+        _n, why = wait_count(env.bootstrap, spec.decisions, expected, 600, alive=alive)
+    finally:
+        for p in procs:
+            stop(p)
+    if why is not None:
+        return {"failed": f"{why}; logs: {tail(logs[0], 300)!r} {tail(logs[1], 300)!r}"}
+    inputs = read_all(env.bootstrap, input_topic)
+    out = read_all(env.bootstrap, spec.decisions)
+    return _scale_figures(inputs, out, (chunk1, paced, chunk2), join.started_ms)
+
+
+class _Join:
+    """Starts the second process once the paced producer is ``start_at`` seconds in."""
+
+    def __init__(
+        self, env: Env, spec: ServeSpec, log: Path, procs: list[Any], start_at: float
+    ) -> None:
+        self.spec, self.log, self.procs, self.start_at = spec, log, procs, start_at
+        self.started_ms: int | None = None
+
+    def maybe(self, elapsed: float) -> None:
+        if self.started_ms is None and elapsed >= self.start_at:
+            self.started_ms = int(time.time() * 1000)
+            self.procs.append(start(self.spec, self.log))
+
+
+def _scale_figures(
+    inputs: list[Record], out: list[Record], chunks: tuple[list[Item], ...], join_ms: int
+) -> dict[str, Any]:
+    part = {str(orjson.loads(r.value)["transaction_id"]): r.partition for r in inputs}
+    ts: dict[str, int] = {}
+    for r in out:
+        ts[str(orjson.loads(r.value)["transaction_id"])] = r.timestamp_ms
+    n_in = sum(len(c) for c in chunks)
+    if len(out) != n_in or len(ts) != n_in or len(inputs) != n_in:
+        return {"failed": f"{len(out)} decisions ({len(ts)} distinct) for {n_in} inputs"}
+    one, paced, two = ([ts[i] for i in _ids(c)] for c in chunks)
+    one_rate = rate([Record(t, 0, b"") for t in one])
+    two_rate = rate([Record(t, 0, b"") for t in two])
+    return {
+        "partitions": PARTITIONS,
+        "chunk": len(chunks[0]),
+        "one_process_tx_per_s": one_rate,
+        "two_processes_tx_per_s": two_rate,
+        "ratio": round(two_rate / one_rate, 3) if one_rate and two_rate else None,
+        **_pauses(paced, [part[i] for i in _ids(chunks[1])], join_ms),
+    }
+
+
+def _pauses(paced_ts: list[int], partitions: list[int], join_ms: int) -> dict[str, Any]:
+    """Largest gap between consecutive decisions after the join, overall and per input
+    partition, against the largest gap before it."""
+    order = np.argsort(paced_ts, kind="stable")
+    t = np.asarray(paced_ts, dtype=np.int64)[order]
+    p = np.asarray(partitions)[order]
+    gaps, ends = np.diff(t), t[1:]
+    after = ends >= join_ms
+    per_partition = {}
+    for q in np.unique(p):
+        tq = t[p == q]
+        gq = np.diff(tq)
+        sel = tq[1:] >= join_ms
+        per_partition[int(q)] = int(gq[sel].max()) if sel.any() else 0
+    return {
+        "rebalance_pause_ms": int(gaps[after].max()) if after.any() else None,
+        "gap_before_join_ms": int(gaps[~after].max()) if (~after).any() else None,
+        "partition_pause_ms": max(per_partition.values()) if per_partition else None,
+        "partition_pause_by_partition_ms": per_partition,
+    }
