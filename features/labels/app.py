@@ -132,7 +132,14 @@ def _add_agents(
     async def join_kpis(stream: Any) -> None:
         async for event in stream.events():
             message = event.message
-            kpis.process(message.partition, message.offset, records.decode(message.value))
+            try:
+                found = records.decode(message.value)
+            except ValueError as exc:  # only this worker writes the topic: a bug, not data
+                logger.error(
+                    "skipped join message %d@%d: %s", message.partition, message.offset, exc
+                )
+                continue
+            kpis.process(message.partition, message.offset, found)
 
     # A crashed agent would leave its batch un-acked and its partitions stalled: stop the
     # whole worker instead, so a restart redelivers from the last commit.

@@ -33,19 +33,19 @@ def start_worker(
     ``settings`` become FRAUDSTREAM_* variables (e.g. kpi_partitions=2)."""
     workers: list[Worker] = []
 
-    def start(redis: str | None = None, **settings: object) -> Worker:
+    def start(redis: str | None = None, via_cli: bool = True, **settings: object) -> Worker:
         args = [
             *("--bootstrap-servers", kafka_bootstrap, "--redis-url", redis or redis_url),
             *("--redis-prefix", redis_prefix, "--group-id", group_id),
             *("--labels-topic", label_topics.labels, "--labels-dlq-topic", label_topics.dlq),
-            *("--decisions-topic", label_topics.decisions, "--log-level", "INFO"),
+            *("--decisions-topic", label_topics.decisions),
         ]
         defaults: dict[str, object] = {
             "kpi_partitions": 2,
             "session_timeout_s": 6,  # a killed worker's partitions come back quickly
             "data_dir": tmp_path / "faust",
         }
-        worker = Worker(args, worker_env(**(defaults | settings)), tmp_path)
+        worker = Worker(args, worker_env(**(defaults | settings)), tmp_path, via_cli)
         workers.append(worker)
         return worker.start()
 

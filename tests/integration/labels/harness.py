@@ -53,11 +53,13 @@ def wait_for(check: Callable[[], Any], timeout_s: float, what: str, every_s: flo
 
 @dataclass
 class Worker:
-    """``python -m features.labels.worker`` with its own port, log file and settings."""
+    """``fraudstream features run`` (or ``python -m features.labels.worker`` when not
+    ``via_cli``) with its own port, log file and settings."""
 
     args: list[str]
     env: dict[str, str]
     workdir: Path
+    via_cli: bool = True
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
@@ -68,8 +70,11 @@ class Worker:
 
     def start(self, timeout_s: float = 60) -> Worker:
         self.starts += 1
-        cmd = [sys.executable, "-m", "features.labels.worker", *self.args]
-        cmd += ["--web-port", str(self.port)]
+        if self.via_cli:
+            cmd = [sys.executable, "-m", "stream.cli", "--plain-logs", "features", "run"]
+        else:
+            cmd = [sys.executable, "-m", "features.labels.worker"]
+        cmd += [*self.args, "--web-port", str(self.port)]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 cmd, cwd=self.workdir, env=self.env, stdout=out, stderr=subprocess.STDOUT

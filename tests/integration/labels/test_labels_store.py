@@ -188,7 +188,7 @@ def test_malformed_labels_land_in_the_dead_letter_topic_byte_identical(
         messages.append((b"bad-%d" % i, value, [("origin", b"%d" % i), ("empty", b"")]))
         if i < len(good):
             messages.append(_message(good[i]))
-    worker = start_worker()
+    worker = start_worker(via_cli=False)  # the entry point that works without the CLI
     produce(kafka_bootstrap, label_topics.labels, messages)
     wait_for(_received(worker, len(good)), 60, "the valid labels")
     letters = {m.key(): m for m in consume(kafka_bootstrap, label_topics.dlq, len(BAD))}
