@@ -259,10 +259,23 @@ def _send(settings: ReplaySettings, conn: Any, plan: rp.ReplayPlan, pace: rp.Pac
     sender = rp.Sender(
         producer, settings.topic, settings.labels_topic, failures=lambda: failures.count
     )
-    with progress_bar("replay", plan.transactions) as advance:
-        stats = sender.send(plan, pace, advance)
+    try:
+        with progress_bar("replay", plan.transactions) as advance:
+            stats = sender.send(plan, pace, advance)
+    except KeyboardInterrupt:
+        _interrupted(producer, plan, sender.handed_over)
+        raise
     rp.raise_if_fatal(failures)
     return stats
+
+
+def _interrupted(producer: Any, plan: rp.ReplayPlan, handed_over: int) -> None:
+    """Deliver what was handed over, and say where to resume."""
+    left = producer.flush(30)
+    last = plan.last_transaction(handed_over)
+    print(f"interrupted after {handed_over:,} messages ({left} undelivered)", file=sys.stderr)
+    if last is not None and left == 0:
+        print(f"resume with --start-after {last}", file=sys.stderr)
 
 
 def summary_line(settings: ReplaySettings, stats: rp.SendStats, pace: rp.Pace) -> str:

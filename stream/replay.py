@@ -166,6 +166,11 @@ class ReplayPlan:
     def labels(self) -> int:
         return len(self) - self.transactions
 
+    def last_transaction(self, messages: int) -> str | None:
+        """Id of the last transaction among the first ``messages`` (where to resume)."""
+        hits = np.flatnonzero(self.kind[:messages] == TRANSACTION)
+        return str(self.columns.transaction_id[self.row[hits[-1]]]) if hits.size else None
+
     def after(self, transaction_id: str) -> ReplayPlan:
         """The messages after the transaction ``transaction_id`` (a resumed replay)."""
         ids = self.columns.transaction_id
@@ -314,12 +319,15 @@ class Sender:
     """Waits between due times."""
     flush_timeout_s: float = 120.0
     """Bound on the final flush."""
+    handed_over: int = 0
+    """Messages of the current plan handed to the producer so far (for resuming)."""
 
     def send(self, plan: ReplayPlan, pace: Pace, progress: Progress | None = None) -> SendStats:
         """Send every message when due (on a schedule fixed at the start, so waits never
         accumulate error), flush, and say what happened."""
         due = due_offsets(plan, pace)
         tx_done = np.cumsum(plan.kind == TRANSACTION)
+        self.handed_over = 0
         start = self.clock()
         first_tx: float | None = None
         last_tx = start
@@ -352,7 +360,7 @@ class Sender:
 
     def _produce(self, plan: ReplayPlan, lo: int, hi: int) -> None:
         produce = self.producer.produce
-        for kind, key, value in encode_chunk(plan, lo, hi):
+        for position, (kind, key, value) in enumerate(encode_chunk(plan, lo, hi), start=lo + 1):
             topic = self.topic if kind == TRANSACTION else self.labels_topic
             while True:
                 try:
@@ -360,6 +368,7 @@ class Sender:
                     break
                 except BufferError:  # the local queue is full: let deliveries drain it
                     self.producer.poll(0.05)
+            self.handed_over = position
         self.producer.poll(0)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 import pytest
 
 from features.exceptions import ConfigError
@@ -233,3 +234,32 @@ def test_optional_fields_are_sent_when_present() -> None:
     plan = build_plan(df, None)
     values = [v for _kind, _k, v in encode_chunk(plan, 0, 3)]
     assert b'"currency":"EUR"' in values[0] and b"currency" not in values[1]
+
+
+def test_an_interrupted_send_says_where_to_resume() -> None:
+    df = table(50, 10 * DAY_MS, fraud_every=5)
+    plan = build_plan(df, DAY_MS)
+    clock = FakeClock()
+
+    class Interrupting(FakeProducer):
+        def produce(self, topic: str, value: bytes, key: bytes) -> None:
+            if len(self.sent) == 30:
+                raise KeyboardInterrupt
+            super().produce(topic, value, key)
+
+    producer = Interrupting(clock)
+    sender = Sender(producer, "tx", "lab", clock=clock, sleep=clock.sleep)
+    with pytest.raises(KeyboardInterrupt):
+        sender.send(plan, Pace("max"))
+    assert sender.handed_over == 30
+    sent = [orjson.loads(v)["transaction_id"] for t, v, _k, _at in producer.sent if t == "tx"]
+    last = plan.last_transaction(30)
+    assert last == sent[-1]
+    rest = plan.after(last)
+    resumed = [
+        orjson.loads(v)["transaction_id"]
+        for k, _key, v in encode_chunk(rest, 0, len(rest))
+        if k == TRANSACTION
+    ]
+    assert sent + resumed == df["transaction_id"].tolist()
+    assert plan.last_transaction(0) is None
