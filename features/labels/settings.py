@@ -79,6 +79,8 @@ class LabelSettings(BaseSettings):
     """Event-time span of decisions kept for the join and of hours kept for /kpis."""
     kpi_metrics_hours: int = Field(default=48, ge=1, le=24 * 400)
     """Most recent hours (of event time) exported as Prometheus gauges."""
+    connect_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    """How long the start waits for a broker (wrong credentials fail at once)."""
     session_timeout_s: float = Field(default=30.0, ge=6, le=300)
     """Kafka group session timeout: how long a killed worker holds its partitions."""
     replication_factor: int = Field(default=1, ge=1, le=16)

@@ -21,9 +21,11 @@ def run(settings: LabelSettings) -> int:
     import faust
 
     from features.labels.app import build_app
+    from features.labels.preflight import check_kafka
     from features.redis_store import RedisStore
 
     logger.info("label worker settings: %s", settings.redacted())
+    check_kafka(settings)
     store = RedisStore.from_url(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
     try:
         built = build_app(settings, store)
