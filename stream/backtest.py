@@ -24,7 +24,7 @@ import pandas as pd
 
 from features.batch import TransactionBatch
 from features.definitions import DAY_S, FeatureConfig, IntArray, seconds
-from features.exceptions import ConfigError, DataFileError
+from features.exceptions import ConfigError, DataFileError, FeatureStoreUnavailable
 from features.replay import LabelFeed, fraud_labels
 from features.store import FeatureStore
 from models import metrics, protocol
@@ -300,7 +300,7 @@ class Backtest:
         if result.rung is not None:
             msg = f"a backtest batch took the {result.rung} rung (the feature store failed); "
             msg += "its scores would not be the model's: check the store and rerun"
-            raise DataFileError(msg)
+            raise FeatureStoreUnavailable(msg)
         other = None
         if self.challenger is not None:
             other = np.asarray(self.challenger.score(result.features), dtype=np.float64)

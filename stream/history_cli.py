@@ -33,10 +33,12 @@ from features.datafile import parse_column_map, read_transactions, read_transact
 from features.definitions import FeatureConfig
 from features.exceptions import ConfigError
 from models.protocol import day_start_ms, iso_ms
+from stream import backtest as bt
 from stream import replay as rp
 from stream.commands import add_kafka_flags, flags_of
 from stream.exceptions import StreamError
 from stream.kafka.connection import ensure_reachable
+from stream.report import ReportInputs, write_report
 from stream.settings import KafkaSecurity, load_settings
 
 if TYPE_CHECKING:
@@ -287,6 +289,8 @@ def summary_line(settings: ReplaySettings, stats: rp.SendStats, pace: rp.Pace) -
         f"sent {stats.sent:,}, failed {stats.failed:,}; elapsed {stats.elapsed_s:.2f} s; "
         f"achieved {stats.achieved_rate:,.0f} tx/s"
     )
+    if pace.mode == "max" and stats.elapsed_s > 0:
+        text += f" ({stats.sent / stats.elapsed_s:,.0f} messages/s acknowledged incl. flush)"
     if pace.mode == "speed":
         text += f" ({stats.achieved_speed:,.1f}x event time, requested {pace.value:g}x)"
     elif pace.mode == "rate":
@@ -296,9 +300,6 @@ def summary_line(settings: ReplaySettings, stats: rp.SendStats, pace: rp.Pace) -
 
 def run_backtest(args: argparse.Namespace) -> int:
     """``fraudstream backtest``: 0 unless ``--via-kafka`` found serve's scores different."""
-    from stream import backtest as bt
-    from stream.report import ReportInputs, write_report
-
     settings: BacktestSettings = load_settings(BacktestSettings, flags_of(args), None)
     _check_backtest(settings)
     window = bt.Window(
@@ -345,7 +346,7 @@ def _models(settings: BacktestSettings, config: FeatureConfig) -> tuple[Scorer, 
     return champion, challenger
 
 
-def _rows_to_replay(table: pd.DataFrame, window: Any, config: FeatureConfig) -> int:
+def _rows_to_replay(table: pd.DataFrame, window: bt.Window, config: FeatureConfig) -> int:
     ms = table["event_time_ms"].to_numpy()
     lo = np.searchsorted(ms, window.history_start_ms(config), side="left")
     return int(np.searchsorted(ms, window.test_end_ms, side="left") - lo)
@@ -376,12 +377,14 @@ def open_store(settings: BacktestSettings, config: FeatureConfig) -> Iterator[An
 
 
 def _live(
-    settings: BacktestSettings, table: pd.DataFrame, result: Any, config: FeatureConfig
-) -> Any:
+    settings: BacktestSettings,
+    table: pd.DataFrame,
+    result: bt.BacktestResult,
+    config: FeatureConfig,
+) -> bt.LiveRun:
     from confluent_kafka import Consumer, Producer
 
     from features.redis_store import RedisStore
-    from stream import backtest as bt
 
     conn = settings.kafka()
     ensure_reachable(conn, timeout_s=15.0)
@@ -427,7 +430,7 @@ def _live(
         serve_store.close()
 
 
-def _live_ok(live: Any) -> bool:
+def _live_ok(live: bt.LiveRun) -> bool:
     return bool(live.mismatched == 0 and live.received == live.sent)
 
 
@@ -442,7 +445,7 @@ def _run_facts(settings: BacktestSettings, champion: Scorer) -> dict[str, Any]:
     }
 
 
-def backtest_summary(result: Any, live: Any) -> list[str]:
+def backtest_summary(result: bt.BacktestResult, live: bt.LiveRun | None) -> list[str]:
     """The lines printed at the end of a backtest."""
     w, split = result.window, result.split
     lines = [
@@ -466,7 +469,7 @@ def backtest_summary(result: Any, live: Any) -> list[str]:
     return lines
 
 
-def settings_text(result: Any) -> str:
+def settings_text(result: bt.BacktestResult) -> str:
     start = iso_ms(result.split.test_start_ms)[:10]
     return f"model {result.champion.version}, test {start} + {result.window.test_days} days"
 

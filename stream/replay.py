@@ -410,7 +410,7 @@ def producer_config(
         "batch.size": 1_000_000,
         "compression.type": "lz4" if flat_out else "none",
         "queue.buffering.max.messages": 1_000_000,
-        "queue.buffering.max.kbytes": 1_048_576,
+        "queue.buffering.max.kbytes": 262_144,
         "delivery.report.only.error": True,
         "on_delivery": failures,
         "error_cb": failures.on_error,
