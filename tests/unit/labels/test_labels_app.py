@@ -53,3 +53,10 @@ def test_metric_names_and_kpi_gauges() -> None:
     assert 'decision="review",' + hour + "} " not in text.split("fraudstream_kpi_precision")[-1]
     assert f"fraudstream_kpi_confirmed_frauds{{{hour}}} 1.0" in text
     assert f'fraudstream_kpi_fraud_amount{{{hour},outcome="caught"}} 0.0' in text
+
+
+def test_last_hours_parameter() -> None:
+    from features.labels.web import _last_hours
+
+    assert _last_hours(None) is None and _last_hours("24") == 24
+    assert _last_hours("-1") == "last must be a whole number of hours, got '-1'"
