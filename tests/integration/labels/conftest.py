@@ -7,7 +7,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
+from features.redis_store import RedisStore
 from tests.integration.labels.harness import LabelTopics, Worker, worker_env
 
 
@@ -52,3 +54,16 @@ def start_worker(
     yield start
     for worker in workers:
         worker.stop()
+    _drop_internal_topics(kafka_bootstrap, group_id)
+    store = RedisStore.from_url(redis_url, prefix=redis_prefix)
+    store.drop()
+    store.close()
+
+
+def _drop_internal_topics(bootstrap: str, group_id: str) -> None:
+    """faust's topics of this test's app (join, changelog, assignor): named after the group."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [t for t in admin.list_topics(timeout=30).topics if t.startswith(f"{group_id}-")]
+    if names:
+        for fut in admin.delete_topics(names, operation_timeout=30).values():
+            fut.result(timeout=60)
