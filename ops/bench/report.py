@@ -100,15 +100,21 @@ def _latency(r: dict[str, Any]) -> list[str]:
     if not rows:
         return out
     out += [
-        "| offered | tx/s | count | p50 ms | p95 ms | p99 ms | p99.9 ms | deadline met | rungs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| offered | tx/s | count | p50 ms | p95 ms | p99 ms | p99.9 ms | deadline met | rungs"
+        " | median stage ms | mean batch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
     ]
     for x in rows:
+        stages = ", ".join(f"{k} {v:g}" for k, v in x.get("stage_p50_ms", {}).items())
         out.append(
             f"| {x['share_of_max']} of max | {x['offered_rate']:,.0f} | {x['count']:,} "
             f"| {x['p50_ms']} | {x['p95_ms']} | {x['p99_ms']} | {x['p999_ms']} "
-            f"| {x['deadline_met']:.2%} | {x['degraded']} |"
+            f"| {x['deadline_met']:.2%} | {x['degraded']} | {stages} "
+            f"| {x.get('mean_batch_approx', '—')} |"
         )
+    max_rate = r.get("latency_max_rate")
+    if max_rate:
+        out.append(f"\nmax = the fraudstream arm's backlog drain rate, {max_rate:,.0f} tx/s.")
     return out
 
 

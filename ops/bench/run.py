@@ -51,7 +51,6 @@ ALL_ARMS = (
 FULL_PATH_BUDGET_MS = 60_000.0
 """The headline serve arm's budget (serve's largest): no record of the backlog gets late, so
 every one takes the full path, the same work as the naive and faust arms."""
-FRACTIONS = (0.25, 0.5, 0.75)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,10 +82,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="about 20,000 transactions, < 3 min")
     p.add_argument("--n", type=int, help="backlog size (default 200,000; quick 20,000)")
     p.add_argument(
-        "--slow-n", type=int, help="backlog of naive and faust (default: --n; quick 4,000)"
+        "--slow-n", type=int, help="backlog of naive and faust (default: --n; quick 3,000)"
     )
     p.add_argument("--arms", default=",".join(ALL_ARMS), help="comma list of arms")
-    p.add_argument("--latency-s", type=float, help="seconds per offered rate (20; quick 6)")
+    p.add_argument("--latency-s", type=float, help="seconds per offered rate (20; quick 5)")
+    p.add_argument("--fractions", default="0.25,0.5,0.75", help="offered rates, share of max")
     p.add_argument("--max-rate", type=float, help="latency arm's 100%% when fraudstream is not run")
     p.add_argument("--profile", action="store_true", help="extra serve run under cProfile")
     p.add_argument("--note", default="", help="said under the machine line (e.g. the load)")
@@ -94,8 +94,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.out = args.out.resolve()
     args.n = args.n or (20_000 if args.quick else 200_000)
-    args.slow_n = min(args.n, args.slow_n or (4_000 if args.quick else args.n))
-    args.latency_s = args.latency_s or (6.0 if args.quick else 20.0)
+    args.slow_n = min(args.n, args.slow_n or (3_000 if args.quick else args.n))
+    args.latency_s = args.latency_s or (5.0 if args.quick else 20.0)
+    args.fractions = tuple(float(f) for f in args.fractions.split(","))
     args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     unknown = sorted(set(args.arms) - set(ALL_ARMS))
     if unknown:
@@ -173,7 +174,7 @@ def _run_arms(args: argparse.Namespace, env: arms.Env, feed: Feed, results: dict
         if name in args.arms:
             _step(name, steps[name], results)
     if args.profile:
-        _step("profile", lambda: _profile(env, feed, args.out, results), results)
+        _step("profile", lambda: _profile(args, env, feed, results), results)
 
 
 def _step(name: str, run: Callable[[], None], results: dict[str, Any]) -> None:
@@ -203,7 +204,7 @@ def _latency(args: argparse.Namespace, env: arms.Env, feed: Feed, results: dict[
     if not max_rate:
         results["failures"].append("latency: no maximum rate (run fraudstream or --max-rate)")
         return
-    run = serve_arms.latency(env, feed, max_rate, FRACTIONS, args.latency_s)
+    run = serve_arms.latency(env, feed, max_rate, args.fractions, args.latency_s)
     results["latency"] = run.rows
     results["latency_max_rate"] = max_rate
     if run.failed:
@@ -221,8 +222,9 @@ def _latency(args: argparse.Namespace, env: arms.Env, feed: Feed, results: dict[
 
 def _scale(args: argparse.Namespace, env: arms.Env, feed: Feed, results: dict[str, Any]) -> None:
     max_rate = results["throughput"].get("fraudstream") or args.max_rate or 2_000.0
-    seconds = 10.0 if args.quick else 20.0
-    figures = serve_arms.scale(env, feed, args.n, 0.4 * max_rate, seconds)
+    seconds = 8.0 if args.quick else 20.0
+    figures = serve_arms.scale(env, feed, args.n, 0.4 * max_rate, seconds, FULL_PATH_BUDGET_MS)
+    figures["budget_ms"] = FULL_PATH_BUDGET_MS
     figures["paced_rate"] = round(0.4 * max_rate, 1)
     figures["cores"] = results["machine"]["cores"]
     results["scale"] = figures
@@ -241,19 +243,24 @@ def _scoring(args: argparse.Namespace, env: arms.Env, results: dict[str, Any]) -
     results["scoring"] = scoring_arm.scoring(env.model, out, budget_s)
 
 
-def _profile(env: arms.Env, feed: Feed, out: Path, results: dict[str, Any]) -> None:
-    """serve under cProfile on the same backlog (its figure is not used): the top of the
-    profile goes to bench/profile.txt."""
-    prof = env.workdir / "serve.prof"
+def _profile(args: argparse.Namespace, env: arms.Env, feed: Feed, results: dict[str, Any]) -> None:
+    """serve under cProfile, draining the backlog and then at a quarter of the maximum
+    rate (figures kept apart from the headline ones): the tops go to bench/profile.txt."""
+    drain, paced = env.workdir / "serve-drain.prof", env.workdir / "serve-paced.prof"
     arm = serve_arms.fraudstream(
-        env, "fraudstream_profiled", FULL_PATH_BUDGET_MS, feed.backlog(), profile=prof
+        env, "fraudstream_profiled", FULL_PATH_BUDGET_MS, feed.backlog(), profile=drain
     )
-    results["arms"][arm.name] = arm.as_dict()
-    with (out / "profile.txt").open("w", encoding="utf-8") as sink:
-        sink.write(f"fraudstream serve under cProfile, {env.n:,} backlog, full path\n\n")
-        stats = pstats.Stats(str(prof), stream=sink)
-        stats.sort_stats("tottime").print_stats(30)
-        stats.sort_stats("cumulative").print_stats(40)
+    max_rate = results["throughput"].get("fraudstream") or args.max_rate or 2_000.0
+    run = serve_arms.latency(
+        env, feed, max_rate, (0.25,), args.latency_s, "latency_profiled", profile=paced
+    )
+    results["profile"] = {"drain": arm.as_dict(), "paced": run.rows, "failed": run.failed}
+    with (args.out / "profile.txt").open("w", encoding="utf-8") as sink:
+        for title, path in (("draining the backlog", drain), ("paced at 25% of max", paced)):
+            sink.write(f"\n===== fraudstream serve under cProfile, {title} =====\n")
+            stats = pstats.Stats(str(path), stream=sink)
+            stats.sort_stats("tottime").print_stats(25)
+            stats.sort_stats("cumulative").print_stats(35)
 
 
 def _clean(topics: Topics, env: arms.Env | None, args: argparse.Namespace) -> None:

@@ -114,13 +114,19 @@ class LatencyRun:
 
 
 def latency(
-    env: Env, feed: Feed, max_rate: float, fractions: tuple[float, ...], seconds: float
+    env: Env,
+    feed: Feed,
+    max_rate: float,
+    fractions: tuple[float, ...],
+    seconds: float,
+    name: str = "latency",
+    profile: Path | None = None,
 ) -> LatencyRun:
     """Serve (50 ms budget) under a paced producer at each fraction of ``max_rate``."""
-    input_topic = env.topics.create("latency-in", PARTITIONS)
-    spec = _spec(env, "latency", input_topic, BUDGET_MS)
-    log = env.workdir / "latency.log"
-    proc = start(spec, log)
+    input_topic = env.topics.create(f"{name}-in", PARTITIONS)
+    spec = _spec(env, name, input_topic, BUDGET_MS)
+    log = env.workdir / f"{name}.log"
+    proc = start(spec, log, profile)
     phases: list[tuple[str, float, list[Item]]] = []
     run = LatencyRun()
     try:
@@ -198,6 +204,17 @@ def _row(
         return round(float(np.percentile(a, q)), 2)
 
     ladder = _ladder(decisions)
+    stages = sorted({k for d in decisions for k in d["latency_ms"] if k != "total"})
+    # records of one micro-batch share scored_at and every per-batch stage time
+    batches = len(
+        {
+            (
+                d["scored_at"],
+                *(v for k, v in d["latency_ms"].items() if k not in ("total", "queue")),
+            )
+            for d in decisions
+        }
+    )
     return {
         "share_of_max": label,
         "offered_rate": round(offered, 1),
@@ -210,14 +227,20 @@ def _row(
         "deadline_met": ladder["deadline_met"],
         "degraded": ladder["degraded"],
         "serve_total_p99_ms": pct(total, 99),
+        "stage_p50_ms": {
+            k: pct(np.asarray([d["latency_ms"].get(k, 0.0) for d in decisions]), 50) for k in stages
+        },
+        "mean_batch_approx": round(len(decisions) / max(batches, 1), 1),
     }
 
 
-def scale(env: Env, feed: Feed, n_chunk: int, paced_rate: float, seconds: float) -> dict[str, Any]:
+def scale(
+    env: Env, feed: Feed, n_chunk: int, paced_rate: float, seconds: float, budget_ms: float
+) -> dict[str, Any]:
     """One process drains a chunk; a second joins under paced load (the rebalance pause);
     both drain a second chunk."""
     input_topic = env.topics.create("scale-in", PARTITIONS)
-    spec = _spec(env, "scale", input_topic, BUDGET_MS)
+    spec = _spec(env, "scale", input_topic, budget_ms)
     logs = [env.workdir / "scale-a.log", env.workdir / "scale-b.log"]
     procs = [start(spec, logs[0])]
     expected = 0
@@ -280,12 +303,14 @@ def _scale_figures(
     one, paced, two = ([ts[i] for i in _ids(c)] for c in chunks)
     one_rate = rate([Record(t, 0, b"") for t in one])
     two_rate = rate([Record(t, 0, b"") for t in two])
+    rungs = Counter(str(orjson.loads(r.value).get("degraded") or "full") for r in out)
     return {
         "partitions": PARTITIONS,
         "chunk": len(chunks[0]),
         "one_process_tx_per_s": one_rate,
         "two_processes_tx_per_s": two_rate,
         "ratio": round(two_rate / one_rate, 3) if one_rate and two_rate else None,
+        "degraded": dict(rungs),
         **_pauses(paced, [part[i] for i in _ids(chunks[1])], join_ms),
     }
 
