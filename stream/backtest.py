@@ -130,6 +130,8 @@ class LiveRun:
     """Decisions whose ``deadline_met`` was false."""
     duplicates: int
     """Decisions received more than once for one transaction (the first one is kept)."""
+    compared: int
+    """Full-path decisions compared with the backtest (degraded ones score differently)."""
     mismatched: int
     """Full-path decisions whose score differs from the backtest's."""
     max_abs_diff: float
@@ -491,6 +493,7 @@ def compare(
         degraded=rungs,
         deadline_missed=int(missed),
         duplicates=duplicates,
+        compared=int(diff.size),
         mismatched=int(np.count_nonzero(diff)),
         max_abs_diff=float(diff.max()) if diff.size else 0.0,
         metrics=_live_metrics(result, live),

@@ -462,9 +462,9 @@ def backtest_summary(result: bt.BacktestResult, live: bt.LiveRun | None) -> list
         verdict = "yes" if _live_ok(live) else "NO"
         p = np.quantile(live.latency_ms, [0.5, 0.99]) if live.latency_ms.size else [np.nan] * 2
         lines.append(
-            f"  live: {live.sent:,} sent, {live.received:,} decided, scores equal: {verdict} "
-            f"({live.mismatched} full-path mismatches); latency p50 {p[0]:.1f} ms, "
-            f"p99 {p[1]:.1f} ms; rungs {live.degraded}"
+            f"  live: {live.sent:,} sent, {live.received:,} decided; full-path scores equal the "
+            f"backtest's: {verdict} ({live.compared:,} compared, {live.mismatched} differ); "
+            f"latency p50 {p[0]:.1f} ms, p99 {p[1]:.1f} ms; rungs {live.degraded}"
         )
     return lines
 

@@ -152,6 +152,7 @@ def live_doc(live: LiveRun) -> dict[str, Any]:
         "degraded": live.degraded,
         "deadline_missed": live.deadline_missed,
         "scores_equal_backtest": live.mismatched == 0 and live.received == live.sent,
+        "compared_full_path": live.compared,
         "mismatched_full_path": live.mismatched,
         "max_abs_score_diff_full_path": live.max_abs_diff,
         "metrics": live.metrics,
@@ -362,10 +363,15 @@ def _card_section(result: BacktestResult) -> list[str]:
 
 def _live_section(live: dict[str, Any]) -> list[str]:
     verdict = "yes" if live["scores_equal_backtest"] else "NO"
+    degraded = live["received"] - live["compared_full_path"]
     rows = [
         ["transactions sent / decisions received", f"{live['sent']:,} / {live['received']:,}"],
         ["duplicate decisions", live["duplicates"]],
-        ["scores equal the backtest's (full path)", verdict],
+        [
+            "scores equal the backtest's on the full path",
+            f"{verdict} ({live['compared_full_path']:,} compared; {degraded:,} degraded "
+            "decisions are scored by another rung and not compared)",
+        ],
         [
             "full-path mismatches / max difference",
             f"{live['mismatched_full_path']} / {live['max_abs_score_diff_full_path']:.3g}",

@@ -95,6 +95,7 @@ def test_via_kafka_scores_equal_the_memory_backtest(
     window = history.loc[(ms >= start) & (ms < start + 6 * 86_400_000), "transaction_id"]
     assert doc["sent"] == doc["received"] == len(window)
     assert doc["scores_equal_backtest"] is True and doc["mismatched_full_path"] == 0
+    assert doc["compared_full_path"] == len(window)
     assert doc["degraded"] == {"full": len(window)} and doc["duplicates"] == 0
     assert set(doc["latency_ms"]) == {"p50", "p90", "p99", "p99.9", "max", "mean"}
     assert (tmp_path / "live" / "latency.png").stat().st_size > 10_000
