@@ -216,6 +216,8 @@ def run_replay(args: argparse.Namespace) -> int:
     pace = _pace(settings)
     table = load_table(settings.data, settings.column_map, settings.skip_bad)
     plan = _plan(settings, table)
+    if len(plan) == 0:
+        print("replay: nothing to send in the selected window", file=sys.stderr)
     conn = settings.kafka()
     ensure_reachable(conn, timeout_s=15.0)
     stats = _send(settings, conn, plan, pace)
@@ -256,7 +258,7 @@ def _send(settings: ReplaySettings, conn: Any, plan: rp.ReplayPlan, pace: rp.Pac
 
     failures = rp.DeliveryFailures()
     producer = Producer(rp.producer_config(conn, pace, failures))
-    topics = [settings.topic] + ([] if settings.no_labels else [settings.labels_topic])
+    topics = [settings.topic] + ([settings.labels_topic] if plan.labels else [])
     rp.check_topics(producer, topics)
     sender = rp.Sender(
         producer, settings.topic, settings.labels_topic, failures=lambda: failures.count
