@@ -132,13 +132,14 @@ def ceiling(env: Env) -> ArmResult:
     out = env.topics.create("ceiling-out", PARTITIONS, append_time=True)
     consumer = _consumer(env, f"bench-{env.topics.run_id}-ceiling")
     producer = Producer({"bootstrap.servers": env.bootstrap, "linger.ms": 5})
-    done, idle_since = 0, time.monotonic()
+    done, idle_since, first = 0, time.monotonic(), 0.0
     try:
         while done < env.n and time.monotonic() - idle_since < IDLE_STOP_S:
             msgs = consumer.consume(1000, timeout=0.5)
             if not msgs:
                 continue
             idle_since = time.monotonic()
+            first = first or idle_since
             for m in msgs:
                 if m.error() is None:
                     _send(producer, out, m.key(), b"1")
@@ -146,9 +147,18 @@ def ceiling(env: Env) -> ArmResult:
             producer.poll(0)
             consumer.commit(asynchronous=True)
         producer.flush(60)
+        wall_s = time.monotonic() - first
     finally:
         consumer.close()
-    return judge("ceiling", env.n, read_all(env.bootstrap, out))
+    result = judge("ceiling", env.n, read_all(env.bootstrap, out))
+    # On a small backlog the broker appends the whole output in a few batches, and the
+    # append-time span (1 ms resolution) flatters the ceiling: the figure is the lower of
+    # that and the wall clock from the first message consumed to the last one acknowledged.
+    if result.tx_per_s is not None and wall_s > 0:
+        result.detail["tx_per_s_append_time"] = result.tx_per_s
+        result.detail["tx_per_s_wall"] = round(env.n / wall_s, 1)
+        result.tx_per_s = min(result.tx_per_s, result.detail["tx_per_s_wall"])
+    return result
 
 
 def naive(env: Env) -> ArmResult:

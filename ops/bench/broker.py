@@ -206,7 +206,8 @@ def read_all(bootstrap: str, topic: str, timeout_s: float = 300) -> list[Record]
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{uuid.uuid4().hex}",
+            # named after the topic, so the run's cleanup deletes it with the topic
+            "group.id": f"{topic}-reader-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             "enable.partition.eof": False,
@@ -257,9 +258,13 @@ def delete_groups(admin: AdminClient, prefix: str) -> None:
     """Delete the consumer groups whose id starts with ``prefix`` (best effort)."""
     try:
         listed = admin.list_consumer_groups(request_timeout=10).result()
-        ids = [g.group_id for g in listed.valid if g.group_id.startswith(prefix)]
-        if ids:
-            for fut in admin.delete_consumer_groups(ids, request_timeout=10).values():
-                fut.result()
     except KafkaException:
         return
+    ids = [g.group_id for g in listed.valid if g.group_id.startswith(prefix)]
+    if not ids:
+        return
+    for fut in admin.delete_consumer_groups(ids, request_timeout=10).values():
+        try:
+            fut.result()
+        except KafkaException:
+            continue

@@ -177,9 +177,10 @@ def _summarise(
 ) -> None:
     sent = {str(orjson.loads(r.value)["transaction_id"]): r.timestamp_ms for r in inputs}
     decided: dict[str, tuple[int, dict[str, Any]]] = {}
+    keep = ("deadline_met", "degraded", "latency_ms", "scored_at")
     for r in out:
         d = orjson.loads(r.value)
-        decided[str(d["transaction_id"])] = (r.timestamp_ms, d)
+        decided[str(d["transaction_id"])] = (r.timestamp_ms, {k: d.get(k) for k in keep})
     for label, offered, items in phases:
         ids = _ids(items)
         got = [decided[i] for i in ids if i in decided and i in sent]
