@@ -27,8 +27,14 @@ def throughput(figures: Mapping[str, float | None], title: str, path: Path) -> N
     for bar, name, value in zip(bars, names, values, strict=True):
         label = f"{value:,.0f}/s"
         if ours and name != "fraudstream":
-            label += f"\nfraudstream = {ours / value:.2f}x"
-        ax.annotate(label, (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom")
+            label += f"\nfraudstream {ours / value:.2f}×"
+        ax.annotate(
+            label,
+            (bar.get_x() + bar.get_width() / 2, value),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     ax.margins(y=0.25)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

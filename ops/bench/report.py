@@ -1,9 +1,11 @@
 """``bench/results.json`` and ``bench/results.md`` from one run's figures, with the
-issue's targets checked."""
+issue's targets checked. ``python ops/bench/report.py [bench/results.json]`` renders the
+Markdown again from the JSON."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +170,9 @@ def _targets(r: dict[str, Any]) -> list[str]:
     ]
     for t in r.get("targets", []):
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
-        out.append(f"| {t['target']} | {t['goal']} | {_num(t['value'])} | {met} |")
+        value = t["value"]
+        shown = f"{value:.3g}" if isinstance(value, float) and value < 1000 else _num(value)
+        out.append(f"| {t['target']} | {t['goal']} | {shown} | {met} |")
     return out
 
 
@@ -187,3 +191,9 @@ def _num(v: Any) -> str:
 
 def _ratio(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}×"
+
+
+if __name__ == "__main__":
+    source = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results.json")
+    figures = json.loads(source.read_text(encoding="utf-8"))
+    source.with_suffix(".md").write_text(markdown(figures), encoding="utf-8")

@@ -286,7 +286,10 @@ def _finish(results: dict[str, Any], out: Path) -> None:
     results["targets"] = report.targets(results)
     results["notes"] += _notes(results)
     if any(results["throughput"].values()):
-        title = f"same {results['n']:,}-transaction backlog, {results['machine']['cores']} cores"
+        title = (
+            f"one run, {results['machine']['cores']} cores: backlog of {results['n']:,}"
+            f" (naive and faust: its first {results['slow_n']:,})"
+        )
         plots.throughput(results["throughput"], title, out / "throughput.png")
     report.write(results, out)
 
