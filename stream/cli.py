@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -28,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # XGBoost's OpenMP threads spin after each parallel region by default; on a small box
+    # shared with librdkafka and Redis that spinning steals the CPU the I/O needs. Must be
+    # set before xgboost loads (build_parser imports it).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     logs.configure(args.log_level, json_logs=not args.plain_logs)

@@ -134,11 +134,10 @@ class Planner:
             if size:
                 store_s = float(tightest[size - 1]) - self.path_cost(size, RUNG_PARTIAL)
                 return Plan(size, rung, max(store_s, self.min_store_timeout_s))
-        # The oldest records are late already: decide them without waiting on the store;
-        # the store still receives them right after (see the serve loop's pending queue).
-        floor = self.path_cost(1, RUNG_TRUNCATED)
-        late = int(np.argmax(slacks_s[:cap] >= floor)) if (slacks_s[:cap] >= floor).any() else cap
-        return Plan(max(late, 1), RUNG_PARTIAL, 0.0)
+        # The oldest records are late already: decide without waiting on the store (it still
+        # receives them right after, from the pending queue), and take the whole buffer:
+        # per-batch costs are fixed, so small late batches would fall further behind.
+        return Plan(cap, RUNG_PARTIAL, 0.0)
 
     def _largest_fitting(self, tightest: np.ndarray, rung: str | None) -> int:
         """Largest n with path_cost(n) <= tightest[n-1] (both sides monotone in n)."""
