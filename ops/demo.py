@@ -191,6 +191,8 @@ def run(demo: Demo) -> int:
         "--device",
         "auto",
         "--promote",
+        "--review-per-day",
+        str(max(1, demo.customers // 50)),
     )
     console.print(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "trained")
     console.rule("3. start serve and the label pipeline")
@@ -273,8 +275,8 @@ def run(demo: Demo) -> int:
             topics["fraud.labels"],
             "--label-delay-days",
             "7",
-            "--speed",
-            "max",
+            "--rate",
+            "1000",
             "--from",
             first_day,
             "--to",
@@ -323,7 +325,7 @@ def summary(expected: int, decided: float, text: str, replay_out: str, report: P
         f"replay: {replay_out.strip().splitlines()[-1] if replay_out.strip() else 'done'}"
     )
     console.print(f"backtest report: {report / 'report.md'}")
-    console.print(f"DEMO SUMMARY decisions={decided:.0f} transactions={expected} report={report}")
+    print(f"DEMO SUMMARY decisions={decided:.0f} transactions={expected} report={report}")
 
 
 def live_view(port: int, expected: int, replay: subprocess.Popen[bytes]) -> str:

@@ -1,0 +1,47 @@
+"""A short `make demo` run (the `--tiny` dataset) against the suite's broker and Redis."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.infra import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_tiny_demo_decides_every_replayed_transaction_and_writes_a_report(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "ops/demo.py",
+            "--tiny",
+            "--bootstrap",
+            kafka_bootstrap,
+            "--redis-url",
+            redis_url,
+            "--out",
+            str(tmp_path / "demo"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    match = re.search(r"DEMO SUMMARY decisions=(\d+) transactions=(\d+) report=(\S+)", done.stdout)
+    assert match, done.stdout[-3000:]
+    decisions, transactions = int(match.group(1)), int(match.group(2))
+    assert transactions > 5000
+    assert decisions == transactions
+    report = Path(match.group(3))
+    assert (report / "report.md").is_file()
+    assert (report / "metrics.json").is_file()
+    assert list(report.glob("*.png"))
