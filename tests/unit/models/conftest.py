@@ -9,27 +9,12 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
+from features.definitions import FEATURE_NAMES
 from features.simulator import SimulatorConfig, simulate
 from models.manifest import Thresholds, TrainWindow
 from models.registry import Registry
 
-NAMES = (
-    "tx_amount",
-    "tx_during_weekend",
-    "tx_during_night",
-    "customer_nb_tx_1d",
-    "customer_avg_amount_1d",
-    "customer_nb_tx_7d",
-    "customer_avg_amount_7d",
-    "customer_nb_tx_30d",
-    "customer_avg_amount_30d",
-    "terminal_nb_tx_1d",
-    "terminal_risk_1d",
-    "terminal_nb_tx_7d",
-    "terminal_risk_7d",
-    "terminal_nb_tx_30d",
-    "terminal_risk_30d",
-)
+NAMES = FEATURE_NAMES  # the running definitions: a registered model must match them
 SCHEMA = "schema-hash-for-tests"
 TREES = 20
 
