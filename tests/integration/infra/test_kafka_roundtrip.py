@@ -20,7 +20,7 @@ def _member(
     group: str,
     topic: str,
     out: list[tuple[int, int, bytes]],
-    assigned: list[int],
+    assigned: set[int],
     stop: threading.Event,
 ) -> None:
     consumer = Consumer(
@@ -33,10 +33,15 @@ def _member(
         }
     )
 
+    # cooperative-sticky hands out and takes back partitions incrementally: keep the
+    # member's current ownership, not its first assignment
     def on_assign(_c: Consumer, parts: list) -> None:  # type: ignore[type-arg]
-        assigned.extend(p.partition for p in parts)
+        assigned.update(p.partition for p in parts)
 
-    consumer.subscribe([topic], on_assign=on_assign)
+    def on_revoke(_c: Consumer, parts: list) -> None:  # type: ignore[type-arg]
+        assigned.difference_update(p.partition for p in parts)
+
+    consumer.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_revoke)
     try:
         while not stop.is_set():
             for msg in consumer.consume(500, timeout=0.2):
@@ -53,7 +58,7 @@ def test_two_member_group_reads_every_message_once_in_partition_order(
     topic = topic_factory("roundtrip", partitions=3)
     stop = threading.Event()
     outs: list[list[tuple[int, int, bytes]]] = [[], []]
-    assigned: list[list[int]] = [[], []]
+    assigned: list[set[int]] = [set(), set()]
     members = [
         threading.Thread(
             target=_member, args=(kafka_bootstrap, group_id, topic, outs[i], assigned[i], stop)
@@ -63,9 +68,12 @@ def test_two_member_group_reads_every_message_once_in_partition_order(
     for m in members:
         m.start()
     deadline = time.monotonic() + 60
-    while not (assigned[0] and assigned[1]) and time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (
+        assigned[0] and assigned[1] and len(assigned[0]) + len(assigned[1]) == 3
+    ):
         time.sleep(0.1)
     assert assigned[0] and assigned[1], "both members must own partitions"
+    assert assigned[0] | assigned[1] == {0, 1, 2}
 
     producer = Producer(
         {"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True, "linger.ms": 5}
