@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,7 +18,7 @@ import numpy as np
 from features.definitions import FEATURE_NAMES, FeatureConfig, transaction_level_features
 from features.exceptions import FeatureStoreUnavailable
 from features.schema import TransactionBatch
-from features.store import FeatureStore
+from features.store import FeatureStore, OffsetTrackingStore
 from stream.decision import DECISIONS, REVIEW, Decision, Rules
 from stream.planner import RUNG_PARTIAL, RUNG_RULES, RUNG_TRUNCATED, Plan, Planner
 
@@ -109,18 +109,26 @@ class Pipeline:
     """Feature definitions (for the transaction-level features of the partial rung)."""
     perf: Callable[[], float] = time.perf_counter
     """Monotonic clock for stage timings."""
-    pending: list[TransactionBatch] = field(default_factory=list)
-    """Transactions decided without the store, to apply once it answers (in order)."""
+    marks_topic: str | None = None
+    """Input topic whose per-partition offset marks ride with every store call (serve);
+    None: no marks (backtests, stores without ``OffsetTrackingStore``)."""
+    pending: list[tuple[TransactionBatch, dict[int, int]]] = field(default_factory=list)
+    """Transactions (and their offset marks) decided without the store, to apply once it
+    answers, in order."""
     _retry_at: float = 0.0
     _backoff_s: float = 0.05
 
     @property
     def pending_count(self) -> int:
-        return sum(len(b) for b in self.pending)
+        return sum(len(b) for b, _ in self.pending)
 
-    def run(self, batch: TransactionBatch, plan: Plan) -> ScoredBatch:
+    def run(
+        self, batch: TransactionBatch, plan: Plan, offsets: Mapping[int, int] | None = None
+    ) -> ScoredBatch:
+        """Score one batch. ``offsets`` (partition -> next offset) are the input marks the
+        store records with the batch: everything below them has been applied."""
         stage_ms: dict[str, float] = {}
-        x, rung = self._features(batch, plan, stage_ms)
+        x, rung = self._features(batch, plan, stage_ms, dict(offsets or {}))
         scorer = self.model()
         if scorer is None or plan.rung == RUNG_RULES:
             return self._rules(batch, x, stage_ms)
@@ -140,9 +148,13 @@ class Pipeline:
             return True
         if self.perf() < self._retry_at:
             return False
-        merged = _concat(self.pending)
+        merged = _concat([b for b, _ in self.pending])
+        marks: dict[int, int] = {}
+        for _, offsets in self.pending:
+            for partition, offset in offsets.items():
+                marks[partition] = max(offset, marks.get(partition, offset))
         try:
-            self.store.apply(merged, timeout_s=None)
+            self._apply(merged, None, marks)
         except FeatureStoreUnavailable as exc:
             self._fail(exc)
             return False
@@ -151,19 +163,39 @@ class Pipeline:
         self._backoff_s = 0.05
         return True
 
+    def mark(self, offsets: Mapping[int, int]) -> None:
+        """Record marks for consumed records that carried no valid transaction (all dead
+        letters): queued behind pending transactions, so marks never pass unapplied ones."""
+        if not offsets or self.marks_topic is None:
+            return
+        self.pending.append((_EMPTY, dict(offsets)))
+        self.flush_pending()
+
+    def _apply(
+        self, batch: TransactionBatch, timeout_s: float | None, offsets: dict[int, int]
+    ) -> np.ndarray:
+        if self.marks_topic is None or not offsets:
+            return self.store.apply(batch, timeout_s=timeout_s)
+        store: OffsetTrackingStore = self.store  # type: ignore[assignment]
+        return store.apply(batch, timeout_s=timeout_s, offsets=offsets, topic=self.marks_topic)
+
     def _features(
-        self, batch: TransactionBatch, plan: Plan, stage_ms: dict[str, float]
+        self,
+        batch: TransactionBatch,
+        plan: Plan,
+        stage_ms: dict[str, float],
+        offsets: dict[int, int],
     ) -> tuple[np.ndarray, str | None]:
         t0 = self.perf()
         want_store = plan.rung != RUNG_PARTIAL and plan.store_timeout_s > 0
         if want_store and self.flush_pending():
             try:
-                full = self.store.apply(batch, timeout_s=plan.store_timeout_s)
+                full = self._apply(batch, plan.store_timeout_s, offsets)
                 self._timed("features", len(batch), t0, stage_ms, "features")
                 return full.astype(np.float32, copy=False), None
             except FeatureStoreUnavailable as exc:
                 self._fail(exc)
-        self.pending.append(batch)
+        self.pending.append((batch, offsets))
         x = np.full((len(batch), len(FEATURE_NAMES)), np.nan, dtype=np.float32)
         x[:, :3] = transaction_level_features(batch.event_time_ms, batch.amount, self.config)
         stage_ms["features"] = (self.perf() - t0) * 1e3
@@ -201,7 +233,11 @@ class Pipeline:
         self._backoff_s = min(self._backoff_s * 2, 1.0)
 
 
+_EMPTY = TransactionBatch.from_columns([], [], [], np.empty(0, np.int64), np.empty(0))
+
+
 def _concat(batches: list[TransactionBatch]) -> TransactionBatch:
+    batches = [b for b in batches if len(b)] or batches[:1]
     if len(batches) == 1:
         return batches[0]
     return TransactionBatch.from_columns(

@@ -143,17 +143,21 @@ class Server:
             )
             self.metrics.dead_letters.labels(code=error.code).inc()
         scored = None
+        next_offsets = _next_offsets(msgs)
+        marks = {tp.partition: tp.offset for tp in next_offsets}
         if len(decoded.batch):
-            scored = self.pipeline.run(decoded.batch, plan)
+            scored = self.pipeline.run(decoded.batch, plan, marks)
             self._emit(
                 scored,
                 arrival[np.asarray(decoded.ok_index, dtype=np.int64)],
                 {"queue_start": float(started), "decode": decode_ms},
             )
+        else:
+            self.pipeline.mark(marks)
         if scored is not None and self.shadow is not None and self._slack_left(scored):
             self.shadow.score(scored, self.delivery, self.wall_ms())
         t1 = perf()
-        self.delivery.commit(_next_offsets(msgs))
+        self.delivery.commit(next_offsets)
         self.metrics.commit_seconds.observe(perf() - t1)
         self.pipeline.flush_pending()
         self.metrics.store_pending.set(self.pipeline.pending_count)

@@ -95,6 +95,7 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
         model=holder.get,
         planner=planner,
         config=config,
+        marks_topic=settings.input_topic,
         rules=Rules(settings.rules_review_amount, settings.rules_decline_amount),
     )
     consumer = Consumer(consumer_config(conn, settings.group_id))

@@ -12,6 +12,7 @@ import redis
 
 from features.definitions import FeatureConfig
 from features.offline import compute_features
+from features.redis_store import RedisStore
 from models.registry import Registry
 from models.scorer import Scorer
 from tests.infra import LocalRedis
@@ -52,7 +53,11 @@ def _items(df: pd.DataFrame) -> list[tuple[bytes | None, bytes | None]]:
 
 
 def test_every_valid_transaction_decided_once_and_every_bad_one_dead_lettered(
-    serve_factory: ServeFactory, registry: Registry, history: pd.DataFrame, kafka_bootstrap: str
+    serve_factory: ServeFactory,
+    registry: Registry,
+    history: pd.DataFrame,
+    kafka_bootstrap: str,
+    redis_url: str,
 ) -> None:
     df = history.iloc[:1500]
     items = _items(df)
@@ -86,6 +91,14 @@ def test_every_valid_transaction_decided_once_and_every_bad_one_dead_lettered(
     for d in out:
         if d["decision"] != "approve":
             assert 1 <= len(d["reasons"]) <= 3
+
+    # the store's applied-offset mark covers every consumed record, dead letters included
+    store = RedisStore.from_url(redis_url, prefix=serve.prefix)
+    deadline = time.monotonic() + 30
+    while store.applied_offsets(serve.input) != {0: len(items)} and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert store.applied_offsets(serve.input) == {0: len(items)}
+    store.close()
 
 
 @pytest.mark.parametrize("max_batch", ["1", "512"])

@@ -1,0 +1,114 @@
+"""The pipeline's store bookkeeping: offset marks ride with every store call, and
+transactions decided while the store is away are applied later, in order, marks included."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+
+from features.batch import TransactionBatch
+from features.exceptions import FeatureStoreUnavailable
+from features.memory_store import MemoryStore
+from features.store import DEFAULT_TOPIC
+from stream.pipeline import Pipeline
+from stream.planner import RUNG_PARTIAL, Plan, Planner
+
+TOPIC = "transactions-under-test"
+FULL = Plan(size=0, rung=None, store_timeout_s=1.0)
+
+
+class SwitchableStore(MemoryStore):
+    """The in-process store behind a switch: ``down`` makes every call fail as Redis would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.calls: list[tuple[list[str], dict[int, int]]] = []
+
+    def apply(
+        self,
+        batch: TransactionBatch,
+        timeout_s: float | None = None,
+        *,
+        offsets: Mapping[int, int] | None = None,
+        topic: str = DEFAULT_TOPIC,
+    ) -> np.ndarray:
+        if self.down:
+            raise FeatureStoreUnavailable("switched off")
+        self.calls.append((list(batch.transaction_id), dict(offsets or {})))
+        return super().apply(batch, timeout_s, offsets=offsets, topic=topic)
+
+
+def _batch(*ids: str) -> TransactionBatch:
+    n = len(ids)
+    return TransactionBatch.from_columns(
+        list(ids),
+        ["c1"] * n,
+        ["t1"] * n,
+        1_525_000_000_000 + 1000 * np.arange(n, dtype=np.int64),
+        np.full(n, 10.0),
+    )
+
+
+@pytest.fixture
+def store() -> SwitchableStore:
+    return SwitchableStore()
+
+
+@pytest.fixture
+def pipeline(store: SwitchableStore) -> Pipeline:
+    clock = iter(float(i) for i in range(1_000_000))
+    return Pipeline(
+        store=store,
+        model=lambda: None,
+        planner=Planner(64),
+        marks_topic=TOPIC,
+        perf=lambda: next(clock),
+    )
+
+
+def test_marks_are_recorded_with_the_batch(pipeline: Pipeline, store: SwitchableStore) -> None:
+    pipeline.run(_batch("a", "b"), FULL, {0: 12, 3: 5})
+    assert store.calls == [(["a", "b"], {0: 12, 3: 5})]
+    assert store.applied_offsets(TOPIC) == {0: 12, 3: 5}
+
+
+def test_no_marks_without_a_marks_topic(store: SwitchableStore) -> None:
+    pipeline = Pipeline(store=store, model=lambda: None, planner=Planner(64))
+    pipeline.run(_batch("a"), FULL, {0: 12})
+    pipeline.mark({0: 20})
+    assert store.applied_offsets(TOPIC) == {}
+
+
+def test_batches_decided_while_the_store_is_away_are_applied_in_order_with_their_marks(
+    pipeline: Pipeline, store: SwitchableStore
+) -> None:
+    store.down = True
+    pipeline.run(_batch("a"), FULL, {0: 1})
+    pipeline.mark({0: 3})  # a batch of dead letters only: queued behind "a"
+    pipeline.run(_batch("b"), Plan(0, RUNG_PARTIAL, 0.0), {0: 4, 1: 9})
+    assert store.applied_offsets(TOPIC) == {}
+    assert pipeline.pending_count == 2
+
+    store.down = False
+    assert pipeline.flush_pending()
+    assert store.calls == [(["a", "b"], {0: 4, 1: 9})]
+    assert store.applied_offsets(TOPIC) == {0: 4, 1: 9}
+    assert pipeline.pending_count == 0
+
+    pipeline.run(_batch("c"), FULL, {0: 5})
+    assert store.calls[-1] == (["c"], {0: 5})
+
+
+def test_dead_letter_only_marks_wait_for_pending_transactions(
+    pipeline: Pipeline, store: SwitchableStore
+) -> None:
+    store.down = True
+    pipeline.run(_batch("a"), FULL, {0: 1})
+    pipeline.mark({0: 2})
+    assert store.applied_offsets(TOPIC) == {}  # "a" is not in the store: no mark may pass it
+    store.down = False
+    assert pipeline.flush_pending()
+    assert store.applied_offsets(TOPIC) == {0: 2}
