@@ -45,6 +45,7 @@ def register(subparsers: SubParsers) -> None:
     commands.required = True
     _add_compute(commands)
     add_commands(commands)
+    _add_rebuild(commands)
 
 
 def _positive_int(text: str) -> int:
@@ -93,6 +94,68 @@ def _add_compute(commands: SubParsers) -> None:
     comp.add_argument("--column-map", default="", help="FIELD=COLUMN,... for other column names")
     comp.add_argument("--skip-bad", action="store_true", help="drop bad rows instead of failing")
     comp.set_defaults(func=run_compute)
+
+
+def _add_rebuild(commands: SubParsers) -> None:
+    rb = commands.add_parser(
+        "rebuild",
+        help="re-apply to Redis what it lost, from the transactions and labels topics",
+        description="Compares the store's offset marks with the scorer group's committed "
+        "offsets and re-reads what is missing (the whole feature horizon when the store was "
+        "emptied). Safe while serve runs. Security flags as for 'features run'; the SASL "
+        "password comes from FRAUDSTREAM_SASL_PASSWORD or --sasl-password-file only.",
+    )
+    a = rb.add_argument
+    a("--bootstrap-servers", metavar="HOST:PORT", help="Kafka bootstrap servers")
+    a("--redis-url", help="feature store, redis://, rediss:// or unix://")
+    a("--redis-prefix", help="feature key prefix (default fs)")
+    a("--input-topic", default="transactions", help="default transactions")
+    a("--group-id", default="fraudstream", help="serve's consumer group (default fraudstream)")
+    a("--labels-topic", help="default fraud.labels")
+    a("--labels-group-id", help="label worker group: read labels up to its committed offsets")
+    a("--no-labels", action="store_true", help="do not re-apply labels")
+    a("--security-protocol", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"])
+    a("--sasl-mechanism", choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+    a("--sasl-username")
+    a("--sasl-password-file", type=Path, help="file holding the SASL password")
+    a("--ssl-ca-location", type=Path, help="CA bundle for the brokers")
+    a("--ssl-certificate-location", type=Path, help="client certificate (mutual TLS)")
+    a("--ssl-key-location", type=Path, help="client key (mutual TLS)")
+    a("--dry-run", action="store_true", help="print the plan, apply nothing")
+    rb.set_defaults(func=run_rebuild)
+
+
+def run_rebuild(args: argparse.Namespace) -> int:
+    """``fraudstream features rebuild``."""
+    from features.labels.settings import load_settings
+    from features.rebuild import kafka_conf, rebuild
+
+    names: tuple[str, ...] = ("bootstrap_servers", "redis_url", "redis_prefix", "labels_topic")
+    names += ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password_file")
+    names += ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location")
+    settings = load_settings({k: getattr(args, k) for k in names})
+    store = RedisStore.from_url(
+        settings.redis_url.get_secret_value(),
+        prefix=settings.redis_prefix,
+        socket_timeout_s=60.0,
+        connect_timeout_s=5.0,
+    )
+    try:
+        report = rebuild(
+            store,
+            kafka_conf(settings),
+            args.input_topic,
+            args.group_id,
+            None if args.no_labels else settings.labels_topic,
+            args.labels_group_id,
+            dry_run=args.dry_run,
+            echo=lambda line: print(line, flush=True),
+        )
+    finally:
+        store.close()
+    lines = report.lines()
+    print("\n".join(lines if args.dry_run else lines[len(report.partitions) :]))
+    return 0
 
 
 def run_simulate(args: argparse.Namespace) -> int:
