@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -39,20 +40,40 @@ class Delivery(Protocol):
         timestamp: int = 0,
     ) -> None: ...
     def commit(self, offsets: list[TopicPartition]) -> None: ...
+    def drain(self, timeout_s: float | None = None) -> None: ...
     def close(self, timeout_s: float) -> None: ...
 
 
 class AtLeastOnce:
-    """Offsets are committed only after the decisions for them are acknowledged."""
+    """Offsets are committed only after the decisions for them are acknowledged.
 
-    def __init__(self, producer: Producer, consumer: Consumer, flush_timeout_s: float = 30.0):
+    The loop does not wait for acknowledgements: each batch's outputs stay in flight while
+    the next batch is scored, and a batch's input offsets are committed (asynchronously)
+    once its outputs and those of every batch before it are acknowledged. Before partitions
+    are revoked and at close, ``drain`` waits for what is in flight and commits
+    synchronously, so a rebalance hands over no uncommitted acknowledged work. A failed
+    delivery rewinds the consumer to the committed offsets: the batches after it are
+    scored again (at-least-once).
+    """
+
+    def __init__(
+        self,
+        producer: Producer,
+        consumer: Consumer,
+        flush_timeout_s: float = 30.0,
+        max_in_flight: int = 64,
+    ):
         self.producer = producer
         self.consumer = consumer
         self.flush_timeout_s = flush_timeout_s
-        self._errors: list[KafkaError] = []
+        self.max_in_flight = max_in_flight
+        """Batches allowed to wait for acknowledgements before the loop waits for them."""
+        self._in_flight: deque[_InFlight] = deque()
+        self._current = _InFlight(self)
+        self._error: KafkaError | None = None
 
     def begin(self) -> None:
-        self._errors.clear()
+        self._current = _InFlight(self)
 
     def produce(
         self,
@@ -62,24 +83,71 @@ class AtLeastOnce:
         headers: list[Header] | None = None,
         timestamp: int = 0,
     ) -> None:
-        _produce(self.producer, topic, key, value, headers, timestamp, self._on_delivery)
+        batch = self._current
+        batch.outstanding += 1
+        _produce(self.producer, topic, key, value, headers, timestamp, batch.on_delivery)
 
     def commit(self, offsets: list[TopicPartition]) -> None:
-        remaining = self.producer.flush(self.flush_timeout_s)
-        if remaining or self._errors:
-            first = self._errors[0].str() if self._errors else f"{remaining} unacknowledged"
-            rewind(self.consumer)
-            msg = f"decisions not acknowledged ({first}); offsets not committed, batch rewound"
-            raise BatchAborted(msg)
-        if offsets:
-            self.consumer.commit(offsets=offsets, asynchronous=True)
+        self._current.offsets = offsets
+        self._in_flight.append(self._current)
+        self._current = _InFlight(self)
+        self.producer.poll(0)
+        if len(self._in_flight) > self.max_in_flight:
+            self.producer.flush(self.flush_timeout_s)
+        self._settle(asynchronous=True)
+
+    def drain(self, timeout_s: float | None = None) -> None:
+        """Wait for every output in flight and commit the offsets they cover (synchronously)."""
+        remaining = self.producer.flush(self.flush_timeout_s if timeout_s is None else timeout_s)
+        if remaining and self._error is None:
+            logger.warning(
+                "%d outputs unacknowledged at drain; their offsets stay uncommitted", remaining
+            )
+        self._settle(asynchronous=False)
 
     def close(self, timeout_s: float) -> None:
-        self.producer.flush(timeout_s)
+        try:
+            self.drain(timeout_s)
+        except BatchAborted as exc:
+            logger.warning("%s", exc)
 
-    def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
-        if err is not None:
-            self._errors.append(err)
+    def _settle(self, asynchronous: bool) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            self._in_flight.clear()
+            rewind(self.consumer)
+            msg = f"decisions not acknowledged ({err.str()}); offsets not committed, rewound"
+            raise BatchAborted(msg)
+        done: dict[tuple[str, int], int] = {}
+        while self._in_flight and self._in_flight[0].outstanding == 0:
+            for tp in self._in_flight.popleft().offsets:
+                done[(tp.topic, tp.partition)] = tp.offset
+        if not done:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in done.items()]
+        try:
+            if asynchronous:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:  # e.g. partitions no longer owned: re-read, not lost
+            logger.warning("offset commit failed: %s", exc.args[0])
+
+
+class _InFlight:
+    """One batch's outputs awaiting acknowledgement, and the input offsets they cover."""
+
+    __slots__ = ("offsets", "outstanding", "owner")
+
+    def __init__(self, owner: AtLeastOnce) -> None:
+        self.owner = owner
+        self.outstanding = 0
+        self.offsets: list[TopicPartition] = []
+
+    def on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
+        self.outstanding -= 1
+        if err is not None and self.owner._error is None:
+            self.owner._error = err
 
 
 class ExactlyOnce:
@@ -124,6 +192,9 @@ class ExactlyOnce:
             self._abort(exc)
         finally:
             self._in_txn = False
+
+    def drain(self, timeout_s: float | None = None) -> None:
+        """Nothing to wait for: each batch's transaction is committed before the next."""
 
     def abort(self, reason: str) -> None:
         """Abort the open transaction on purpose (tests, shutdown) and rewind."""

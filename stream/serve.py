@@ -1,8 +1,11 @@
 """The ``serve`` loop: consume → decode → plan → score → produce → commit, batch after batch.
 
-The loop is synchronous on purpose: a batch's outputs are acknowledged (at-least-once) or its
-transaction committed (exactly-once) before the next ``consume`` call, so a rebalance never
-finds work in flight — revoked partitions only lose records still waiting in the buffer.
+One thread, one batch at a time. Exactly-once commits each batch's transaction before the
+next ``consume`` call; at-least-once leaves a batch's outputs in flight while the next one is
+scored and commits offsets as acknowledgements arrive. Before partitions are revoked the
+delivery is drained (everything in flight acknowledged, its offsets committed), so a
+rebalance hands over no acknowledged-but-uncommitted work; revoked partitions only lose
+records still waiting in the buffer, which their next owner reads again.
 """
 
 from __future__ import annotations
@@ -229,6 +232,10 @@ class Server:
         logger.info("partitions assigned", extra={"partitions": sorted(p.partition for p in parts)})
 
     def _on_revoke(self, _consumer: Consumer, parts: list[TopicPartition]) -> None:
+        try:  # hand over with every acknowledged decision's offset committed
+            self.delivery.drain()
+        except BatchAborted as exc:
+            logger.warning("%s", exc)
         gone = {(p.topic, p.partition) for p in parts}
         self.assigned -= gone
         self._buffer = deque(m for m in self._buffer if (m.topic(), m.partition()) not in gone)

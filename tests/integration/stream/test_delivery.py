@@ -1,0 +1,106 @@
+"""At-least-once delivery against the real broker: offsets are committed only once the outputs
+for them (and for every batch before them) are acknowledged; a failed delivery commits
+nothing more and rewinds the consumer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from stream.delivery import AtLeastOnce, BatchAborted
+
+pytestmark = pytest.mark.integration
+
+
+def _consumer(bootstrap: str, group: str, topic: str) -> Consumer:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.assign([TopicPartition(topic, 0)])
+    return consumer
+
+
+def _fill(bootstrap: str, topic: str, n: int) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for i in range(n):
+        producer.produce(topic, value=str(i).encode())
+    assert producer.flush(30) == 0
+
+
+def _take(consumer: Consumer, n: int) -> list:  # type: ignore[type-arg]
+    got: list = []  # type: ignore[type-arg]
+    deadline = time.monotonic() + 30
+    while len(got) < n and time.monotonic() < deadline:
+        got += [m for m in consumer.consume(n - len(got), timeout=0.5) if m.error() is None]
+    assert len(got) == n
+    return got
+
+
+def _committed(consumer: Consumer, topic: str) -> int:
+    return consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
+
+
+def test_offsets_follow_acknowledged_outputs(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], group_id: str
+) -> None:
+    source, sink = topic_factory("alo-in"), topic_factory("alo-out")
+    _fill(kafka_bootstrap, source, 300)
+    consumer = _consumer(kafka_bootstrap, group_id, source)
+    delivery = AtLeastOnce(Producer({"bootstrap.servers": kafka_bootstrap}), consumer)
+    for _ in range(30):
+        msgs = _take(consumer, 10)
+        delivery.begin()
+        for m in msgs:
+            delivery.produce(sink, None, m.value())
+        delivery.commit([TopicPartition(source, 0, msgs[-1].offset() + 1)])
+    delivery.drain()
+    assert _committed(consumer, source) == 300
+    out = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group_id + "-r"})
+    out.assign([TopicPartition(sink, 0, 0)])
+    assert len(_take(out, 300)) == 300
+    out.close()
+    consumer.close()
+
+
+def test_a_failed_delivery_commits_nothing_after_it_and_rewinds(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], group_id: str
+) -> None:
+    source, sink = topic_factory("alo-in"), topic_factory("alo-out")
+    _fill(kafka_bootstrap, source, 40)
+    consumer = _consumer(kafka_bootstrap, group_id, source)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "message.timeout.ms": 1500})
+    delivery = AtLeastOnce(producer, consumer)
+
+    first = _take(consumer, 10)  # acknowledged and committed
+    delivery.begin()
+    for m in first:
+        delivery.produce(sink, None, m.value())
+    delivery.commit([TopicPartition(source, 0, 10)])
+    delivery.drain()
+    assert _committed(consumer, source) == 10
+
+    second = _take(consumer, 10)  # one output goes to a topic that does not exist
+    delivery.begin()
+    for m in second:
+        delivery.produce(sink, None, m.value())
+    delivery.produce(f"{sink}-missing", None, b"lost")
+    delivery.commit([TopicPartition(source, 0, 20)])
+    third = _take(consumer, 10)  # fine on its own, but after the failed batch
+    delivery.begin()
+    for m in third:
+        delivery.produce(sink, None, m.value())
+    with pytest.raises(BatchAborted, match="not acknowledged"):
+        delivery.commit([TopicPartition(source, 0, 30)])
+        delivery.drain()
+    assert _committed(consumer, source) == 10
+    # the consumer was rewound to the committed offset: the failed batch is read again
+    assert _take(consumer, 1)[0].offset() == 10
+    consumer.close()
