@@ -343,17 +343,22 @@ class _Log:
         self._conf = conf
         self._errors = errors
 
-    def partitions(self, topic: str) -> list[int]:
-        try:
-            meta = self._consumer.list_topics(topic, timeout=15)
-        except KafkaException as exc:
-            self._raise_auth()
-            msg = (
-                f"no Kafka broker answered at {self._conf.get('bootstrap.servers')} "
-                f"({exc.args[0].str() if exc.args else exc}): check --bootstrap-servers"
-            )
-            raise RebuildError(msg) from None
-        self._raise_auth()
+    def partitions(self, topic: str, timeout_s: float = 15.0) -> list[int]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                meta = self._consumer.list_topics(topic, timeout=1.0)
+                break
+            except KafkaException as exc:
+                self._consumer.poll(0)  # error callbacks (a refused login) run in poll only
+                self._raise_auth()
+                if time.monotonic() >= deadline:
+                    msg = (
+                        f"no Kafka broker answered at {self._conf.get('bootstrap.servers')} "
+                        f"within {timeout_s:g} s ({exc.args[0].str() if exc.args else exc}): "
+                        "check --bootstrap-servers and --security-protocol"
+                    )
+                    raise RebuildError(msg) from None
         found = meta.topics.get(topic)
         if found is None or found.error is not None or not found.partitions:
             msg = f"topic {topic!r} does not exist (check --input-topic / --labels-topic)"
