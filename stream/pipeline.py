@@ -59,6 +59,58 @@ class ScoredBatch:
     stage_ms: dict[str, float]
     """Milliseconds spent per stage on the whole batch."""
 
+    def rows(
+        self,
+        arrival_ms: np.ndarray | None,
+        budget_ms: float | None,
+        scored_at_ms: int,
+        extra_ms: dict[str, float] | None = None,
+        queue_ms: np.ndarray | None = None,
+    ) -> tuple[list[dict[str, Any]], np.ndarray]:
+        """The decisions as ``fraud.decisions`` documents (the fields of ``Decision``, in
+        order), built column-wise, and their total latencies in ms. Latency counts from each
+        record's arrival (its Kafka timestamp); ``queue_ms`` is each record's wait before its
+        batch started."""
+        stages = dict(extra_ms or {}) | self.stage_ms
+        b = self.batch
+        n = len(b)
+        if arrival_ms is None:
+            total = np.zeros(n)
+        else:
+            total = (scored_at_ms - np.asarray(arrival_ms[:n], dtype=np.int64)).astype(np.float64)
+        met = np.ones(n, dtype=bool) if budget_ms is None else total <= budget_ms
+        totals, mets = total.tolist(), met.tolist()
+        queues = queue_ms.tolist() if queue_ms is not None else None
+        amounts, times = b.amount.tolist(), b.event_time_ms.tolist()
+        scores, labels = self.scores.tolist(), [DECISIONS[c] for c in self.codes.tolist()]
+        reasons = self.reasons
+        none: list[dict[str, Any]] = []  # shared by the rows without reasons; never mutated
+        version, rung = self.model_version, self.rung
+        out = []
+        for i in range(n):
+            latency = {"total": totals[i], **stages}
+            if queues is not None:
+                latency["queue"] = queues[i]
+            out.append(
+                {
+                    "transaction_id": b.transaction_id[i],
+                    "customer_id": b.customer_id[i],
+                    "terminal_id": b.terminal_id[i],
+                    "amount": amounts[i],
+                    "event_time": times[i],
+                    "score": scores[i],
+                    "decision": labels[i],
+                    "model_version": version,
+                    "reasons": reasons.get(i, none) if reasons else none,
+                    "latency_ms": latency,
+                    "budget_ms": budget_ms,
+                    "deadline_met": mets[i],
+                    "degraded": rung,
+                    "scored_at": scored_at_ms,
+                }
+            )
+        return out, total
+
     def decisions(
         self,
         arrival_ms: np.ndarray | None,
@@ -66,31 +118,9 @@ class ScoredBatch:
         scored_at_ms: int,
         extra_ms: dict[str, float] | None = None,
     ) -> list[Decision]:
-        """One Decision per row; latency counts from each record's arrival (Kafka timestamp)."""
-        stages = dict(extra_ms or {}) | self.stage_ms
-        b = self.batch
-        out = []
-        for i in range(len(b)):
-            total = float(scored_at_ms - arrival_ms[i]) if arrival_ms is not None else 0.0
-            out.append(
-                Decision(
-                    transaction_id=b.transaction_id[i],
-                    customer_id=b.customer_id[i],
-                    terminal_id=b.terminal_id[i],
-                    amount=float(b.amount[i]),
-                    event_time=int(b.event_time_ms[i]),
-                    score=float(self.scores[i]),
-                    decision=DECISIONS[self.codes[i]],
-                    model_version=self.model_version,
-                    reasons=self.reasons.get(i, []),
-                    latency_ms={"total": total} | stages,
-                    budget_ms=budget_ms,
-                    deadline_met=budget_ms is None or total <= budget_ms,
-                    degraded=self.rung,
-                    scored_at=scored_at_ms,
-                )
-            )
-        return out
+        """One Decision per row (see ``rows``)."""
+        rows, _ = self.rows(arrival_ms, budget_ms, scored_at_ms, extra_ms)
+        return [Decision(**row) for row in rows]
 
 
 @dataclass
