@@ -6,6 +6,7 @@ No password reaches serve's log or its /metrics."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -21,7 +22,9 @@ import redis
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from features import rebuild as rebuild_module
 from features.rebuild import rebuild
+from features.redis_scripts import APPLY_LABELS, APPLY_TRANSACTIONS
 from features.redis_store import RedisStore
 from models.registry import Registry
 from tests.infra import ROOT, LocalKafka, LocalRedis
@@ -32,15 +35,17 @@ pytestmark = pytest.mark.reliability
 USER, SECRET = "scorer-sasl", "Kafka-Secret-5e1b9"
 WRONG = "Wrong-Secret-0c47a"
 REDIS_SECRET = "Redis-Secret-8f2d1"
-STORE_COMMANDS = (
-    # called by the client: scripts by SHA (EVAL once on NOSCRIPT), the schema check, marks
-    "evalsha eval get set hgetall "
-    # called inside the transaction and label scripts
-    "hmget hget hset hdel zadd zrem zcount zrangebyscore zrevrangebyscore zremrangebyscore "
-    "pexpire "
-    # the rebuild record (features rebuild): its token is dropped inside a script
-    "del"
-).split()
+CLIENT_COMMANDS = ("evalsha", "eval", "get", "set", "hgetall")
+"""Sent by the store's client: scripts by SHA (EVAL once on NOSCRIPT), the schema check
+(SET NX, GET), the offset marks and the rebuild record (HGETALL)."""
+
+
+def store_commands() -> list[str]:
+    """Every command the store and ``features rebuild`` need: the client's, and those the
+    Lua scripts call (Redis checks a script's calls against the user's ACL too)."""
+    sources = APPLY_TRANSACTIONS + APPLY_LABELS + rebuild_module._SEAL
+    inner = {c.lower() for c in re.findall(r"redis\.call\('([A-Za-z]+)'", sources)}
+    return sorted(set(CLIENT_COMMANDS) | inner)
 
 
 def _sasl(bootstrap: str, password: str = SECRET) -> dict[str, str]:
@@ -201,7 +206,7 @@ def acl_redis(tmp_path: Path) -> Iterator[tuple[LocalRedis, redis.Redis]]:
 def _scorer(admin: redis.Redis, prefix: str) -> None:
     admin.execute_command(
         "ACL", "SETUSER", "scorer", "reset", "on", f">{REDIS_SECRET}", f"~{prefix}:*",
-        "resetchannels", "-@all", *(f"+{c}" for c in STORE_COMMANDS),
+        "resetchannels", "-@all", *(f"+{c}" for c in store_commands()),
     )  # fmt: skip
 
 
