@@ -79,12 +79,14 @@ def ensure_reachable(conn: KafkaConnection, timeout_s: float) -> int:
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
+        admin.poll(0.5)  # error_cb runs only from poll(): a refused login is queued there
         _raise_auth(errors)
         msg = (
             f"no Kafka broker answered at {conn.bootstrap_servers} within {timeout_s:g} s "
             f"({exc.args[0].str() if exc.args else exc}); check --bootstrap-servers"
         )
         raise BrokerUnavailable(msg) from None
+    admin.poll(0)
     _raise_auth(errors)
     return len(metadata.brokers)
 
