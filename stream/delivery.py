@@ -41,6 +41,7 @@ class Delivery(Protocol):
     ) -> None: ...
     def commit(self, offsets: list[TopicPartition]) -> None: ...
     def drain(self, timeout_s: float | None = None) -> None: ...
+    def settle(self) -> None: ...
     def close(self, timeout_s: float) -> None: ...
 
 
@@ -95,6 +96,13 @@ class AtLeastOnce:
         if len(self._in_flight) > self.max_in_flight:
             self.producer.flush(self.flush_timeout_s)
         self._settle(asynchronous=True)
+
+    def settle(self) -> None:
+        """Serve delivery reports and commit what they completed, without waiting (called
+        when the loop is idle, so the last batch before a pause is committed too)."""
+        if self._in_flight or self._error is not None:
+            self.producer.poll(0)
+            self._settle(asynchronous=True)
 
     def drain(self, timeout_s: float | None = None) -> None:
         """Wait for every output in flight and commit the offsets they cover (synchronously)."""
@@ -195,6 +203,9 @@ class ExactlyOnce:
 
     def drain(self, timeout_s: float | None = None) -> None:
         """Nothing to wait for: each batch's transaction is committed before the next."""
+
+    def settle(self) -> None:
+        """Nothing in flight between batches."""
 
     def abort(self, reason: str) -> None:
         """Abort the open transaction on purpose (tests, shutdown) and rewind."""

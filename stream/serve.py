@@ -96,6 +96,8 @@ class Server:
             self._fill()
             if self._buffer:
                 self._step()
+            else:
+                self._settle()
             self._report_lag()
         logger.info("stopping: last batch done")
 
@@ -167,6 +169,13 @@ class Server:
         self.metrics.store_pending.set(self.pipeline.pending_count)
         self.metrics.transactions.inc(len(msgs))
         self.metrics.batch_size.observe(len(msgs))
+
+    def _settle(self) -> None:
+        try:
+            self.delivery.settle()
+        except BatchAborted as exc:
+            logger.warning("%s", exc)
+            self._buffer.clear()
 
     def _slack_left(self, scored: ScoredBatch) -> bool:
         """The challenger runs only when the next waiting record can afford it."""

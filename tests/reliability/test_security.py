@@ -145,11 +145,6 @@ def test_sasl_scram_wrong_password_fails_fast_without_showing_it(
     assert WRONG not in log and SECRET not in log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stream bug (reported): ensure_reachable never sees the refused login, because "
-    "librdkafka runs error_cb only from poll(), and says 'no Kafka broker answered'",
-)
 def test_sasl_scram_wrong_password_error_names_authentication(
     sasl_serve: ServeFactory, registry: Registry, tmp_path: Path
 ) -> None:

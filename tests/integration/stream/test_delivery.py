@@ -104,3 +104,23 @@ def test_a_failed_delivery_commits_nothing_after_it_and_rewinds(
     # the consumer was rewound to the committed offset: the failed batch is read again
     assert _take(consumer, 1)[0].offset() == 10
     consumer.close()
+
+
+def test_an_idle_loop_commits_its_last_batch_without_draining(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], group_id: str
+) -> None:
+    source, sink = topic_factory("alo-in"), topic_factory("alo-out")
+    _fill(kafka_bootstrap, source, 5)
+    consumer = _consumer(kafka_bootstrap, group_id, source)
+    delivery = AtLeastOnce(Producer({"bootstrap.servers": kafka_bootstrap}), consumer)
+    msgs = _take(consumer, 5)
+    delivery.begin()
+    for m in msgs:
+        delivery.produce(sink, None, m.value())
+    delivery.commit([TopicPartition(source, 0, 5)])
+    deadline = time.monotonic() + 30
+    while _committed(consumer, source) != 5 and time.monotonic() < deadline:
+        delivery.settle()  # what serve does when no input is waiting
+        time.sleep(0.1)
+    assert _committed(consumer, source) == 5
+    consumer.close()
