@@ -32,6 +32,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s("--decisions-topic", help="default fraud.decisions")
     s("--alerts-topic", help="default fraud.alerts")
     s("--dlq-topic", help="default transactions.dlq")
+    s("--labels-topic", help="fraud labels, read by a store rebuild (default fraud.labels)")
+    s("--labels-group-id", help="label worker's group (default fraudstream-labels)")
+    s(
+        "--store-rebuild",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="rebuild the feature store from Kafka when it lost data (default on)",
+    )
     s("--budget-ms", type=float, help="per-message latency budget (default 50)")
     s("--max-batch", type=int, help="largest micro-batch (default 1024)")
     s("--guarantee", choices=["at-least-once", "exactly-once"])

@@ -145,8 +145,12 @@ class Pipeline:
     pending: list[tuple[TransactionBatch, dict[int, int]]] = field(default_factory=list)
     """Transactions (and their offset marks) decided without the store, to apply once it
     answers, in order."""
+    on_store_back: Callable[[], None] | None = None
+    """Called when the store answers again after a failed call (serve checks whether it
+    lost its data meanwhile)."""
     _retry_at: float = 0.0
     _backoff_s: float = 0.05
+    _down: bool = False
 
     @property
     def pending_count(self) -> int:
@@ -205,9 +209,15 @@ class Pipeline:
         self, batch: TransactionBatch, timeout_s: float | None, offsets: dict[int, int]
     ) -> np.ndarray:
         if self.marks_topic is None or not offsets:
-            return self.store.apply(batch, timeout_s=timeout_s)
-        store: OffsetTrackingStore = self.store  # type: ignore[assignment]
-        return store.apply(batch, timeout_s=timeout_s, offsets=offsets, topic=self.marks_topic)
+            out = self.store.apply(batch, timeout_s=timeout_s)
+        else:
+            store: OffsetTrackingStore = self.store  # type: ignore[assignment]
+            out = store.apply(batch, timeout_s=timeout_s, offsets=offsets, topic=self.marks_topic)
+        if self._down:
+            self._down = False
+            if self.on_store_back is not None:
+                self.on_store_back()
+        return out
 
     def _features(
         self,
@@ -258,6 +268,7 @@ class Pipeline:
         stage_ms[key] = seconds * 1e3
 
     def _fail(self, exc: FeatureStoreUnavailable) -> None:
+        self._down = True
         self._retry_at = self.perf() + self._backoff_s
         logger.warning("feature store unavailable (%s); retry in %.2f s", exc, self._backoff_s)
         self._backoff_s = min(self._backoff_s * 2, 1.0)

@@ -66,12 +66,15 @@ class Server:
     limits: DecodeLimits = field(default_factory=DecodeLimits)
     shadow: Any = None
     max_pending: int = 200_000
+    guard: Any = None
+    """``StoreGuard`` checking the store's completeness at assignment (None: off)."""
     wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
     stopping: threading.Event = field(default_factory=threading.Event)
     assigned: set[tuple[str, int]] = field(default_factory=set)
     batches: int = 0
     _buffer: deque[Any] = field(default_factory=deque)
     _lag_at: float = 0.0
+    _to_check: list[TopicPartition] = field(default_factory=list)
 
     def subscribe(self) -> None:
         self.consumer.subscribe(
@@ -94,6 +97,9 @@ class Server:
                 self._hold_back()
                 continue
             self._fill()
+            if self._to_check:  # outside the rebalance callback: it makes store calls
+                parts, self._to_check = self._to_check, []
+                self.guard.on_assigned(self.consumer, self.pipeline.store, parts)
             if self._buffer:
                 self._step()
             else:
@@ -243,6 +249,8 @@ class Server:
 
     def _on_assign(self, _consumer: Consumer, parts: list[TopicPartition]) -> None:
         self.assigned |= {(p.topic, p.partition) for p in parts}
+        if self.guard is not None:
+            self._to_check += [TopicPartition(p.topic, p.partition) for p in parts]
         logger.info("partitions assigned", extra={"partitions": sorted(p.partition for p in parts)})
 
     def _on_revoke(self, _consumer: Consumer, parts: list[TopicPartition]) -> None:

@@ -23,6 +23,7 @@ from stream.planner import Planner
 from stream.serve import Server, Topics, install_signal_handlers
 from stream.settings import ServeSettings, redact_url
 from stream.shadow import Shadow
+from stream.store_guard import StoreGuard
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +87,25 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
         on_error=lambda _v, _e: metrics.model_load_errors.inc(),
     )
     holder.start()
-    store = RedisStore.from_url(
-        settings.redis_url.get_secret_value(), prefix=settings.redis_prefix, config=config
-    )
+
+    def open_store() -> RedisStore:
+        return RedisStore.from_url(
+            settings.redis_url.get_secret_value(), prefix=settings.redis_prefix, config=config
+        )
+
+    store = open_store()
+    guard = None
+    if settings.store_rebuild:
+        guard = StoreGuard(
+            open_store,
+            conn.to_librdkafka(),
+            settings.input_topic,
+            settings.group_id,
+            settings.labels_topic,
+            settings.labels_group_id,
+            metrics.registry,
+        )
+        guard.claim_epoch(store)
     planner = Planner(max_batch=settings.max_batch)
     pipeline = Pipeline(
         store=store,
@@ -96,6 +113,7 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
         planner=planner,
         config=config,
         marks_topic=settings.input_topic,
+        on_store_back=(lambda: guard.on_store_back(store)) if guard else None,
         rules=Rules(settings.rules_review_amount, settings.rules_decline_amount),
     )
     consumer = Consumer(consumer_config(conn, settings.group_id))
@@ -120,6 +138,7 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
         metrics=metrics,
         shadow=shadow,
         max_pending=settings.max_pending,
+        guard=guard,
     )
     health = None
     if settings.metrics_port:

@@ -108,6 +108,12 @@ class ServeSettings(KafkaSecurity):
     """Topic of review and decline alerts."""
     dlq_topic: str = "transactions.dlq"
     """Dead-letter topic for bad input."""
+    labels_topic: str = "fraud.labels"
+    """Fraud labels (read by a store rebuild)."""
+    labels_group_id: str = "fraudstream-labels"
+    """Consumer group of the label worker (a store rebuild reads labels up to its offsets)."""
+    store_rebuild: bool = True
+    """Rebuild the feature store from Kafka when it lost data (see ``stream.store_guard``)."""
     budget_ms: float = Field(default=50.0, gt=0, le=60_000)
     """Per-message latency budget from the Kafka timestamp."""
     max_batch: int = Field(default=1024, ge=1, le=65_536)

@@ -1,6 +1,7 @@
 """Redis loses everything under a running serve (SIGKILL, restarted empty, no persistence):
-serve degrades and goes on, then ``fraudstream features rebuild`` restores the store to one
-application of the input, with no decision missing."""
+serve degrades and goes on, and the store is restored to one application of the input, with
+no decision missing: by serve itself (it notices the emptied store when Redis answers again
+and rebuilds in the background) or by an operator running ``fraudstream features rebuild``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -64,12 +66,22 @@ def _pending(serve: ServeHandle) -> float:
     return float(found.group(1)) if found else -1.0
 
 
-def test_rebuild_restores_a_store_emptied_under_a_running_serve(
+def _rebuilds_done(serve: ServeHandle) -> float:
+    found = re.search(
+        r'^fraudstream_store_rebuilds_total\{outcome="done"\} ([0-9.e+]+)$', serve.metrics(), re.M
+    )
+    return float(found.group(1)) if found else 0.0
+
+
+@pytest.mark.parametrize("rebuilder", ["serve", "command"])
+def test_a_store_emptied_under_a_running_serve_is_rebuilt(
     serve_factory: ServeFactory,
     registry: Registry,
     history: pd.DataFrame,
     kafka_bootstrap: str,
+    topic_factory: Callable[..., str],
     tmp_path: Path,
+    rebuilder: str,
 ) -> None:
     df = history.iloc[:3000]
     items = [(str(r.customer_id).encode(), tx_payload(r)) for r in df.itertuples()]
@@ -77,6 +89,9 @@ def test_rebuild_restores_a_store_emptied_under_a_running_serve(
     private.start()
     try:
         extra = ["--budget-ms", "60000", "--max-batch", "64"]
+        extra += ["--labels-topic", topic_factory("labels")]
+        if rebuilder == "command":  # only the operator's command rebuilds
+            extra.append("--no-store-rebuild")
         serve = serve_factory(registry.root, PARTITIONS, extra=extra, redis=private.url)
         group = serve.args[serve.args.index("--group-id") + 1]
         produce(kafka_bootstrap, serve.input, items[:1500])
@@ -96,8 +111,15 @@ def test_rebuild_restores_a_store_emptied_under_a_running_serve(
         ends = topic_end_offsets(kafka_bootstrap, serve.input, PARTITIONS)
         _wait(lambda: _committed(kafka_bootstrap, group, serve.input) == ends, "commits")
         committed = _committed(kafka_bootstrap, group, serve.input)
+        if rebuilder == "serve":
+            _wait(lambda: _rebuilds_done(serve) >= 1, "serve's own rebuild")
+            assert "the feature store lost its data" in serve.log_text()
+            assert _stored_transactions(private.url, serve.prefix) == len(df)
+            assert_store_equals_one_application(private.url, serve.prefix, df)
+            return
         lost = len(df) - _stored_transactions(private.url, serve.prefix)
         assert lost >= 1500, f"the restart should have lost the first 1500, lost {lost}"
+        assert _rebuilds_done(serve) == 0
 
         cmd = [sys.executable, "-m", "stream.cli", "--plain-logs", "features", "rebuild"]
         cmd += ["--bootstrap-servers", kafka_bootstrap, "--redis-url", private.url]
