@@ -17,6 +17,7 @@ import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
+from features.redis_store import RedisStore
 from models.registry import Registry
 from tests.infra import ROOT, LocalRedis
 from tests.serving import (
@@ -137,3 +138,34 @@ def test_a_store_emptied_under_a_running_serve_is_rebuilt(
     finally:
         serve_factory.stop_all()
         private.stop()
+
+
+def test_a_store_emptied_while_serve_was_down_is_rebuilt_at_start(
+    serve_factory: ServeFactory,
+    registry: Registry,
+    history: pd.DataFrame,
+    kafka_bootstrap: str,
+    redis_url: str,
+    topic_factory: Callable[..., str],
+) -> None:
+    df = history.iloc[:1200]
+    items = [(str(r.customer_id).encode(), tx_payload(r)) for r in df.itertuples()]
+    extra = ["--budget-ms", "60000", "--labels-topic", topic_factory("labels")]
+    serve = serve_factory(registry.root, PARTITIONS, extra=extra)
+    group = serve.args[serve.args.index("--group-id") + 1]
+    produce(kafka_bootstrap, serve.input, items[:800])
+    assert len(consume_all(kafka_bootstrap, serve.decisions, 800)) == 800
+    ends = topic_end_offsets(kafka_bootstrap, serve.input, PARTITIONS)
+    _wait(lambda: _committed(kafka_bootstrap, group, serve.input) == ends, "commits")
+    assert serve.stop() == 0
+    wiped = RedisStore.from_url(redis_url, prefix=serve.prefix)
+    assert wiped.drop() > 0  # as if Redis had restarted empty while no serve ran
+    wiped.close()
+
+    again = serve_factory(registry.root, PARTITIONS, extra=extra)
+    produce(kafka_bootstrap, again.input, items[800:])
+    _wait(lambda: _rebuilds_done(again) >= 1, "the rebuild at assignment")
+    assert "the feature store is behind the committed offsets" in again.log_text()
+    assert len(consume_all(kafka_bootstrap, again.decisions, len(df))) >= len(df)
+    _wait(lambda: _stored_transactions(redis_url, again.prefix) == len(df), "every transaction")
+    assert_store_equals_one_application(redis_url, again.prefix, df)
