@@ -172,6 +172,11 @@ def _print_training(result: train.TrainResult, version: str) -> None:
     )
     chosen = result.thresholds
     print(f"thresholds: review {chosen.review:.4f}, decline {chosen.decline:.4f}")
+    partial = result.partial_thresholds
+    print(
+        f"partial-features rung thresholds: review {partial.review:.4f}, "
+        f"decline {partial.decline:.4f}"
+    )
     print(f"registered {version}")
 
 

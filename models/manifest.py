@@ -83,6 +83,9 @@ class Manifest:
     """Device the model was trained on."""
     truncation_trees: int | None = None
     """Trees used by the truncated rung (set by ``models tradeoff``); None = not measured."""
+    partial_thresholds: Thresholds | None = None
+    """Thresholds for scores made with every store feature missing (the partial-features
+    rung), chosen on validation data scored that way; None = use ``thresholds``."""
     provenance: Mapping[str, Any] = field(default_factory=dict)
     """Free-form record of how the model was made (tuning table, threshold choice...)."""
 
@@ -197,6 +200,11 @@ class _Reader:
             sha256=self.text("sha256", _SHA_RE),
             device=self.text("device"),
             truncation_trees=self.truncation(num_trees),
+            partial_thresholds=(
+                self.thresholds("partial_thresholds")
+                if self.raw.get("partial_thresholds") is not None
+                else None
+            ),
             provenance=self.raw.get("provenance") or {},
         )
 
@@ -230,12 +238,12 @@ class _Reader:
             out[key] = None if value is None else float(value)
         return out
 
-    def thresholds(self) -> Thresholds:
-        raw = self.get("thresholds", dict)
-        review = self.probability("thresholds.review", raw)
-        decline = self.probability("thresholds.decline", raw)
+    def thresholds(self, key: str = "thresholds") -> Thresholds:
+        raw = self.get(key, dict)
+        review = self.probability(f"{key}.review", raw)
+        decline = self.probability(f"{key}.decline", raw)
         if decline < review:
-            self.fail("thresholds.decline", f"({decline}) is below review ({review})")
+            self.fail(f"{key}.decline", f"({decline}) is below review ({review})")
         return Thresholds(review, decline)
 
     def truncation(self, num_trees: int) -> int | None:

@@ -37,6 +37,11 @@ class Params:
     """Weight of the fraud class (class weighting)."""
     min_child_weight: float = 3.0
     """Minimum hessian sum in a leaf."""
+    store_outage_share: float = 0.1
+    """Share of training rows added once more with every store feature missing (NaN), so
+    the trees learn where missing store features go: the partial-features rung (store down
+    or too slow) then scores on the transaction-level features instead of sending every
+    transaction one way. Not an XGBoost parameter; 0 turns it off."""
 
     def __post_init__(self) -> None:
         _check_range("n_trees", self.n_trees, 1, 100_000)
@@ -46,6 +51,7 @@ class Params:
         _check_range("colsample_bytree", self.colsample_bytree, 0.05, 1.0)
         _check_range("scale_pos_weight", self.scale_pos_weight, 0.01, 1000.0)
         _check_range("min_child_weight", self.min_child_weight, 0.0, 1000.0)
+        _check_range("store_outage_share", self.store_outage_share, 0.0, 1.0)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (the manifest's ``params``)."""

@@ -148,6 +148,7 @@ class Registry:
         device: str,
         truncation_trees: int | None = None,
         provenance: Mapping[str, Any] | None = None,
+        partial_thresholds: Thresholds | None = None,
     ) -> str:
         """Store ``booster`` as a new version (UBJSON + manifest) and return the version."""
         raw = bytes(booster.save_raw(raw_format="ubj"))
@@ -165,6 +166,7 @@ class Registry:
             "sha256": hashlib.sha256(raw).hexdigest(),
             "device": device,
             "truncation_trees": truncation_trees,
+            "partial_thresholds": partial_thresholds,
             "provenance": dict(provenance or {}),
         }
         return self._store(raw, fields)

@@ -174,11 +174,16 @@ class Scorer:
             for row, row_values in zip(top.tolist(), top_values.tolist(), strict=True)
         ]
 
-    def decide(self, scores: npt.ArrayLike) -> npt.NDArray[np.int8]:
-        """Decision codes (index into ``DECISIONS``): 0 approve, 1 review, 2 decline."""
+    def decide(self, scores: npt.ArrayLike, partial: bool = False) -> npt.NDArray[np.int8]:
+        """Decision codes (index into ``DECISIONS``): 0 approve, 1 review, 2 decline.
+        ``partial``: the scores were made without store features (the manifest's partial
+        thresholds apply when it has them)."""
         values = np.asarray(scores, dtype=np.float64)
-        review = values >= self.thresholds.review
-        decline = values >= self.thresholds.decline
+        chosen = self.thresholds
+        if partial and self.manifest.partial_thresholds is not None:
+            chosen = self.manifest.partial_thresholds
+        review = values >= chosen.review
+        decline = values >= chosen.decline
         return (review.astype(np.int8) + decline.astype(np.int8)).astype(np.int8)
 
     def warm_up(self) -> None:

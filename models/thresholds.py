@@ -75,13 +75,19 @@ def choose_thresholds(
 
 
 def review_threshold(validation: EvalSet, scores: FloatArray, per_day: int) -> float:
-    """Median over days of the day's ``per_day``-th highest customer score."""
+    """Median over days of the day's ``per_day``-th highest customer score; when that score
+    is tied with customers beyond the ``per_day``-th, the next higher score, so that a tie
+    (coarse scores, e.g. without store features) never sends a whole block to review."""
     daily = []
     for day in np.unique(validation.day):
         rows = validation.day == day
         _, top, _ = per_customer(validation.customer[rows], scores[rows], validation.y[rows])
         ranked = np.sort(top)[::-1]
-        daily.append(ranked[min(per_day, ranked.size) - 1])
+        value = ranked[min(per_day, ranked.size) - 1]
+        if np.count_nonzero(ranked >= value) > per_day:
+            higher = ranked[ranked > value]
+            value = higher[-1] if higher.size else np.nextafter(value, np.inf)
+        daily.append(value)
     if not daily:
         msg = "cannot choose thresholds: the validation window has no transactions"
         raise ConfigError(msg)

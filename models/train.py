@@ -21,7 +21,7 @@ from models.params import DEFAULT_PARAMS, Params
 from models.protocol import DAY_MS, EvalSet
 from models.registry import Registry
 from models.thresholds import ThresholdChoice, ThresholdTargets, choose_thresholds
-from models.validation import FoldResult, fit, fold_splits, mean_of, run_fold
+from models.validation import FoldResult, fit, fold_splits, mean_of, run_fold, score_partial
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,9 @@ class TrainResult:
     """Parameters it was trained with."""
     thresholds: Thresholds
     """Thresholds chosen on validation data."""
+    partial_thresholds: Thresholds
+    """Thresholds for the partial-features rung, chosen the same way on the validation
+    data scored with every store feature missing."""
     metrics: dict[str, float | None]
     """Validation metrics (means over folds)."""
     train_window: TrainWindow
@@ -91,7 +94,9 @@ def train(
     params, folds, table = _choose_params(data, splits, request)
     x, y = data.x[train_rows], data.y[train_rows]
     booster = fit(x, y, params, request.device, request.seed, config.feature_names)
-    choice_source, threshold_choice = _thresholds(data, folds, booster, request, train_rows, start)
+    choice_source, threshold_choice, partial_choice = _thresholds(
+        data, folds, booster, request, train_rows, start
+    )
     logger.info(
         "trained %d trees on %d rows (%d frauds)",
         params.n_trees,
@@ -102,6 +107,7 @@ def train(
         booster=booster,
         params=params,
         thresholds=threshold_choice.thresholds,
+        partial_thresholds=partial_choice.thresholds,
         metrics=_metrics(folds, request.k),
         train_window=TrainWindow(protocol.iso_ms(start), protocol.iso_ms(end), request.delay_days),
         data_fingerprint=fingerprint(data.df, train_rows),
@@ -112,6 +118,7 @@ def train(
             "folds": [_fold_row(f) for f in folds],
             "tuning": table,
             "thresholds": {"source": choice_source, **threshold_choice.detail},
+            "partial_thresholds": partial_choice.detail,
             "seed": request.seed,
         },
     )
@@ -129,6 +136,7 @@ def register(registry: Registry, result: TrainResult, config: FeatureConfig | No
         data_fingerprint=result.data_fingerprint,
         metrics=result.metrics,
         thresholds=result.thresholds,
+        partial_thresholds=result.partial_thresholds,
         device=result.device,
         provenance=result.provenance,
     )
@@ -166,14 +174,12 @@ def _thresholds(
     request: TrainRequest,
     train_rows: npt.NDArray[np.int64],
     start: int,
-) -> tuple[str, ThresholdChoice]:
-    if folds:
-        latest = folds[0]
-        return f"validation fold starting {latest.train_start}", choose_thresholds(
-            latest.eval_set, latest.scores, request.targets
-        )
-    logger.warning("no validation fold fits before the training window: thresholds in-sample")
-    scores = np.asarray(booster.inplace_predict(data.x[train_rows]), dtype=np.float64)
+) -> tuple[str, ThresholdChoice, ThresholdChoice]:
+    """Full-path thresholds on the latest validation fold (in-sample without one); partial-
+    rung thresholds always from the final booster on its training window scored without
+    store features: where missing features land differs from one booster to the next, so a
+    fold booster's partial scores would not transfer (three features leave little to
+    overfit in-sample)."""
     rows = data.df.iloc[train_rows]
     in_sample = EvalSet(
         transaction_id=rows["transaction_id"].to_numpy(),
@@ -182,8 +188,22 @@ def _thresholds(
         y=data.y[train_rows].astype(bool),
         amount=rows["amount"].to_numpy(dtype=np.float64),
     )
-    return "training window (in-sample: no earlier data)", choose_thresholds(
-        in_sample, scores, request.targets
+    partial = choose_thresholds(
+        in_sample, score_partial(booster, data.x[train_rows]), request.targets
+    )
+    if folds:
+        latest = folds[0]
+        return (
+            f"validation fold starting {latest.train_start}",
+            choose_thresholds(latest.eval_set, latest.scores, request.targets),
+            partial,
+        )
+    logger.warning("no validation fold fits before the training window: thresholds in-sample")
+    scores = np.asarray(booster.inplace_predict(data.x[train_rows]), dtype=np.float64)
+    return (
+        "training window (in-sample: no earlier data)",
+        choose_thresholds(in_sample, scores, request.targets),
+        partial,
     )
 
 

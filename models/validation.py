@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
+from features.definitions import TRANSACTION_LEVEL_NAMES
 from models import metrics, protocol
 from models.dataset import Dataset
 from models.params import Params
@@ -75,10 +76,32 @@ def fit(
     seed: int,
     feature_names: tuple[str, ...] | None = None,
 ) -> xgb.Booster:
-    """Train one booster with ``params`` on ``device``."""
+    """Train one booster with ``params`` on ``device`` (rows with the store features
+    missing added as ``params.store_outage_share`` says, see ``with_store_outages``)."""
     names = list(feature_names) if feature_names else None
+    x, y = with_store_outages(x, y, params.store_outage_share, seed)
     matrix = xgb.QuantileDMatrix(x, label=y, feature_names=names)
     return xgb.train(params.booster_params(device, seed), matrix, num_boost_round=params.n_trees)
+
+
+def with_store_outages(
+    x: npt.NDArray[np.float32], y: npt.NDArray[np.int8], share: float, seed: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int8]]:
+    """``x`` and ``y`` plus a random ``share`` of their rows again, with every store feature
+    (all but the transaction-level ones) missing, as the partial-features rung scores them."""
+    if share <= 0 or not len(x):
+        return x, y
+    picked = np.flatnonzero(np.random.default_rng(seed).random(len(x)) < share)
+    outage = x[picked].copy()
+    outage[:, len(TRANSACTION_LEVEL_NAMES) :] = np.nan
+    return np.concatenate([x, outage]), np.concatenate([y, y[picked]])
+
+
+def score_partial(booster: xgb.Booster, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """Scores of ``x`` with every store feature missing, as the partial-features rung sees it."""
+    blind = x.copy()
+    blind[:, len(TRANSACTION_LEVEL_NAMES) :] = np.nan
+    return np.asarray(booster.inplace_predict(blind, missing=np.nan), dtype=np.float64)
 
 
 def run_fold(

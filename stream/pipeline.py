@@ -15,7 +15,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from features.definitions import FEATURE_NAMES, FeatureConfig, transaction_level_features
+from features.definitions import (
+    FEATURE_NAMES,
+    TRANSACTION_LEVEL_NAMES,
+    FeatureConfig,
+    transaction_level_features,
+)
 from features.exceptions import FeatureStoreUnavailable
 from features.schema import TransactionBatch
 from features.store import FeatureStore, OffsetTrackingStore
@@ -35,7 +40,7 @@ class ScorerLike(Protocol):
 
     def score(self, x: np.ndarray, trees: int | None = None) -> np.ndarray: ...
     def reasons(self, x: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]: ...
-    def decide(self, scores: np.ndarray) -> np.ndarray: ...
+    def decide(self, scores: np.ndarray, partial: bool = False) -> np.ndarray: ...
 
 
 @dataclass
@@ -169,7 +174,7 @@ class Pipeline:
         trees = scorer.truncation_trees if plan.rung == RUNG_TRUNCATED else None
         t0 = self.perf()
         scores = scorer.score(x, trees=trees)
-        codes = np.asarray(scorer.decide(scores), dtype=np.int8)
+        codes = np.asarray(scorer.decide(scores, partial=rung == RUNG_PARTIAL), dtype=np.int8)
         self._timed("score_truncated" if trees else "score_full", len(batch), t0, stage_ms, "score")
         reasons = self._reasons(scorer, x, codes, stage_ms)
         if rung is None and trees:
@@ -237,7 +242,9 @@ class Pipeline:
                 self._fail(exc)
         self.pending.append((batch, offsets))
         x = np.full((len(batch), len(FEATURE_NAMES)), np.nan, dtype=np.float32)
-        x[:, :3] = transaction_level_features(batch.event_time_ms, batch.amount, self.config)
+        x[:, : len(TRANSACTION_LEVEL_NAMES)] = transaction_level_features(
+            batch.event_time_ms, batch.amount, self.config
+        )
         stage_ms["features"] = (self.perf() - t0) * 1e3
         return x, RUNG_PARTIAL
 

@@ -117,3 +117,27 @@ def test_params_are_validated() -> None:
     with pytest.raises(ConfigError, match="--params is not valid JSON"):
         Params.from_json("{max_depth: 3}")
     assert json.loads(json.dumps(DEFAULT_PARAMS.to_dict()))["n_trees"] == DEFAULT_PARAMS.n_trees
+
+
+@pytest.mark.parametrize("share", [0.0, DEFAULT_PARAMS.store_outage_share])
+def test_the_partial_features_rung_flags_about_as_much_as_the_full_path(
+    simulated: pd.DataFrame, trained: train.TrainResult, registry: Registry, share: float
+) -> None:
+    """Scored as the partial-features rung scores them (every store feature NaN) and decided
+    with the partial thresholds of the manifest, transactions are flagged about as often as
+    on the full path, with or without the outage rows in training; with the full-path
+    thresholds instead, nearly all traffic would be flagged."""
+    result = trained
+    if share != DEFAULT_PARAMS.store_outage_share:
+        params = Params.from_mapping({"store_outage_share": share})
+        result = train.train(simulated, train.TrainRequest("2018-05-20", folds=2, params=params))
+    scorer = Scorer.load(registry, train.register(registry, result), "cpu")
+    assert scorer.manifest.partial_thresholds == result.partial_thresholds
+    window = evaluation.load_test_window(simulated, "2018-06-03")
+    partial = window.x.copy()
+    partial[:, 3:] = np.nan
+    flagged_full = np.mean(scorer.decide(scorer.score(window.x)) > 0)
+    partial_scores = scorer.score(partial)
+    flagged_partial = np.mean(scorer.decide(partial_scores, partial=True) > 0)
+    assert flagged_partial <= max(3 * flagged_full, 0.05), (flagged_partial, flagged_full)
+    assert np.mean(scorer.decide(partial_scores) > 0) > 0.5  # the full-path thresholds
