@@ -78,6 +78,7 @@ def _probes(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+@pytest.mark.reliability  # issue 9, item 9: the label pipeline killed and restarted
 def test_killed_mid_stream_every_label_is_applied_exactly_once(
     start_worker: Callable[..., Worker],
     label_topics: LabelTopics,

@@ -182,6 +182,7 @@ def test_exactly_once_reader_sees_each_decision_once(
     assert serve.stop() == 0
 
 
+@pytest.mark.reliability  # issue 9, item 3: redis-server killed mid-stream
 def test_redis_down_mid_run_degrades_then_recovers_and_store_catches_up(
     serve_factory: ServeFactory,
     registry: Registry,
