@@ -2,24 +2,199 @@
 
 Key layout under a prefix ``P`` (every key of an entity shares its hash tag):
 
-- ``P:{c:<customer>}:w`` sorted set, score = event second, member (binary)
-  ``<count before, u64 BE><whole units before, f64><remainder before, f64><amount, f64><tx id>``
 - ``P:{c:<customer>}:r`` hash, tx id -> raw row (little-endian f64s) returned the first
-  time (idempotency); field ``""`` holds the newest second, running totals, last TTL refresh
-- ``P:{t:<terminal>}:w`` sorted set, member tx id, score = event second (plus one
-  maintenance marker scored above every second, see ``terminal_part``)
-- ``P:{t:<terminal>}:f`` sorted set of fraud-labelled tx ids by event second
+  time (idempotency); field ``""`` holds the customer's state (see ``CUSTOMER STATE``)
+- ``P:{t:<terminal>}:w`` string, the terminal's state (see ``TERMINAL STATE``)
 - ``P:{t:<terminal>}:l`` sorted set of every labelled tx id (first label wins)
 - ``P:{o:<topic>}:offsets`` hash, partition -> highest applied offset mark
+
+An entity's whole window history is one binary value read and written once per batch,
+searched in Lua: two Redis calls per transaction instead of one per window boundary.
+
+Single node: ``APPLY_TRANSACTIONS`` does both halves per transaction. Redis Cluster
+(``features.redis_cluster``): ``APPLY_TERMINALS`` then ``APPLY_CUSTOMERS``, one call per
+node, each idempotent on its own (see that module for why the order makes retries safe).
 """
 
 from __future__ import annotations
 
-APPLY_TRANSACTIONS = r"""
--- KEYS: 4 per transaction (customer w, customer r, terminal w, terminal f) [, offsets hash]
+_FUNCTIONS = r"""
+local SCALE, REBASE_AT = 65536, 2 ^ 52
+local sub, pack, unpack_ = string.sub, struct.pack, struct.unpack
+
+-- amounts are summed as whole units of 2^-16 (exact integer arithmetic in doubles) plus
+-- float remainders: a window's sum is a difference of two running totals, with no
+-- cancellation error however long the history
+local function split(x)
+  local whole = math.floor(x * SCALE + 0.5)
+  return whole, x - whole / SCALE
+end
+
+-- first index in [lo, hi) (0-based) of the records of `size` bytes from byte `base`, each
+-- starting with its event second as a double, whose second is above s
+local function above(blob, base, size, lo, hi, s)
+  while lo < hi do
+    local mid = (lo + hi - (lo + hi) % 2) / 2 -- no math.floor call: a VM operation
+    if unpack_('<d', blob, base + mid * size) <= s then lo = mid + 1 else hi = mid end
+  end
+  return lo
+end
+
+-- A history string is a 24-byte header, then records starting with their event second,
+-- sorted by second then arrival. In order (the common case) a transaction is one APPEND:
+-- Lua copies every string it creates, so the whole string is rebuilt (and SET, which
+-- renews its idle TTL) only to trim it, to renew the TTL, or to insert a late record.
+local HEAD = 24
+local function trim_from(hist, size, n, cut, slack)
+  -- in bulk, once `slack` records are out of every window
+  if n <= slack or unpack_('<d', hist, HEAD + 1 + (slack - 1) * size) > cut then return 0 end
+  return above(hist, HEAD + 1, size, slack, n, cut)
+end
+
+-- CUSTOMER HISTORY P:{c:<customer>}:h: header '<ddd' (event second of the last TTL
+-- refresh, totals before the first record), records '<ddd' (second, totals through it);
+-- P:{c:<customer>}:i list of '<d' second .. tx id by arrival, to trim the rows hash
+local CREC = 24
+
+local function customer_totals(hist, i)
+  if i < 0 then
+    local _, w, r = unpack_('<ddd', hist, 1)
+    return w, r
+  end
+  local _, w, r = unpack_('<ddd', hist, HEAD + 1 + i * CREC)
+  return w, r
+end
+
+-- delete the fields of transactions at or before `cut` (every value starts with its ms)
+local function trim_rows(kr, cut)
+  local all = redis.call('HGETALL', kr)
+  local dead = {}
+  for h = 1, #all, 2 do
+    if math.floor(unpack_('<d', all[h + 1]) / 1000) <= cut then
+      dead[#dead + 1] = all[h]
+    end
+  end
+  for s = 1, #dead, 1000 do
+    redis.call('HDEL', kr, unpack(dead, s, math.min(s + 999, #dead)))
+  end
+end
+
+-- records [from, to) of a customer history, with (dw, dr) added to their totals
+local function shifted(hist, from, to, dw, dr)
+  local moved = {}
+  for i = from, to - 1 do
+    local s, w, r = unpack_('<ddd', hist, HEAD + 1 + i * CREC)
+    moved[#moved + 1] = pack('<ddd', s, w + dw, r + dr)
+  end
+  return table.concat(moved)
+end
+
+-- drop the rows of the oldest transactions once out of every window: the id list holds
+-- (second, tx id) by arrival; its leading entries at or before `cut` go
+local function forget(ki, kr, cut, k)
+  local first = redis.call('LRANGE', ki, 0, k - 1)
+  local dead = {}
+  for h = 1, #first do
+    if unpack_('<d', first[h]) > cut then break end
+    dead[h] = sub(first[h], 9)
+  end
+  if #dead > 0 then
+    redis.call('LTRIM', ki, #dead, -1)
+    redis.call('HDEL', kr, unpack(dead))
+  end
+end
+
+local function customer_apply(kh, ki, kr, sec, x, txid, parts)
+  local hist = redis.call('GET', kh)
+  if not hist then hist = pack('<ddd', -1 / 0, 0, 0) end
+  local n = (#hist - HEAD) / CREC
+  local pos = n
+  if n > 0 and unpack_('<d', hist, HEAD + 1 + (n - 1) * CREC) > sec then
+    pos = above(hist, HEAD + 1, CREC, 0, n, sec)
+  end
+  local w, r = customer_totals(hist, pos - 1)
+  local aw, ar = split(x)
+  local tw_, tr = w + aw, r + ar
+  for j = 1, ncw do
+    local lo = above(hist, HEAD + 1, CREC, 0, pos, sec - cw[j])
+    local bw, br = customer_totals(hist, lo - 1)
+    parts[#parts + 1] = pos + 1 - lo
+    parts[#parts + 1] = (tw_ - bw) / SCALE + (tr - br)
+  end
+  redis.call('RPUSH', ki, pack('<d', sec) .. txid)
+  local rec = pack('<ddd', sec, tw_, tr)
+  local refreshed = unpack_('<d', hist, 1)
+  local k = trim_from(hist, CREC, n, sec - ckeep, 16)
+  local refresh = sec - refreshed >= refresh_s
+  if pos == n and k == 0 and not refresh and tw_ <= REBASE_AT then
+    redis.call('APPEND', kh, rec)
+    return false
+  end
+  -- rebuilt: records k..pos-1 as they are, the new one, later ones shifted by its amount
+  local bw, br = customer_totals(hist, k - 1)
+  local body = sub(hist, HEAD + 1 + k * CREC, HEAD + pos * CREC) .. rec
+  if pos < n then body = body .. shifted(hist, pos, n, aw, ar) end
+  if tw_ > REBASE_AT then
+    body = shifted(pack('<ddd', 0, 0, 0) .. body, 0, n + 1 - k, -bw, 0)
+    bw = 0
+  end
+  if refresh then refreshed = sec end
+  redis.call('SET', kh, pack('<ddd', refreshed, bw, br) .. body, 'PX', cttl)
+  if k > 0 then forget(ki, kr, sec - ckeep, k) end
+  return refresh
+end
+
+-- TERMINAL HISTORY P:{t:<terminal>}:w: header '<ddd' (event second of the last TTL
+-- refresh, unused, unused), then the event second of each transaction ('<d');
+-- P:{t:<terminal>}:f: event seconds of its fraud-labelled transactions, sorted
+local function terminal_counts(hist, n, frauds, sec, parts)
+  local hi = sec - delay
+  local nf = #frauds / 8
+  local top, ftop = above(hist, HEAD + 1, 8, 0, n, hi), above(frauds, 1, 8, 0, nf, hi)
+  for j = 1, ntw do
+    parts[#parts + 1] = top - above(hist, HEAD + 1, 8, 0, top, hi - tw[j])
+    if ftop == 0 then
+      parts[#parts + 1] = 0
+    else
+      parts[#parts + 1] = ftop - above(frauds, 1, 8, 0, ftop, hi - tw[j])
+    end
+  end
+end
+
+-- add the transaction (unless already beyond the horizon), then its counts as of now.
+-- With `ki` (Redis Cluster, where this half runs on its own) the terminal deduplicates by
+-- itself: hash tx id -> ms of the transactions it holds.
+local function terminal_apply(kw, kf, ki, txid, sec, ms, parts)
+  local got = redis.call('MGET', kw, kf)
+  local hist, frauds = got[1] or pack('<ddd', -1 / 0, 0, 0), got[2] or ''
+  local n = (#hist - HEAD) / 8
+  local newest = sec
+  if n > 0 then newest = unpack_('<d', hist, HEAD + 1 + (n - 1) * 8) end
+  terminal_counts(hist, n, frauds, sec, parts)
+  if sec <= newest - tkeep then return end
+  if ki and redis.call('HSETNX', ki, txid, pack('<d', ms)) == 0 then return end
+  if newest < sec then newest = sec end
+  local refreshed = unpack_('<d', hist, 1)
+  local k = trim_from(hist, 8, n, newest - tkeep, 16)
+  local refresh = sec - refreshed >= refresh_s
+  if k == 0 and not refresh and (n == 0 or newest == sec) then
+    redis.call('APPEND', kw, pack('<d', sec))
+    return
+  end
+  local pos = above(hist, HEAD + 1, 8, k, n, sec)
+  if refresh then refreshed = sec end
+  local new = pack('<ddd', refreshed, 0, 0) .. sub(hist, HEAD + 1 + 8 * k, HEAD + 8 * pos)
+    .. pack('<d', sec) .. sub(hist, HEAD + 1 + 8 * pos)
+  redis.call('SET', kw, new, 'PX', tttl)
+  if ki and k > 0 then trim_rows(ki, newest - tkeep) end
+  if ki and refresh then redis.call('PEXPIRE', ki, tttl) end
+end
+"""
+
+_HEADER = r"""
 -- ARGV: n, ncw, ntw, delay_s, c_keep_s, t_keep_s, refresh_s, c_ttl_ms, t_ttl_ms, n_offsets,
 --       customer windows..., terminal windows..., (partition, offset)...,
---       numbers (second, amount, ms per transaction as little-endian doubles), tx ids...
+--       numbers (second, amount, ms per transaction as little-endian doubles), ...
 local n, ncw, ntw = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local delay, ckeep, tkeep = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local refresh_s, cttl, tttl, noff = tonumber(ARGV[7]), ARGV[8], ARGV[9], tonumber(ARGV[10])
@@ -30,167 +205,107 @@ for j = 1, ntw do tw[j] = tonumber(ARGV[a]); a = a + 1 end
 local off_at = a
 a = a + 2 * noff
 local numbers = ARGV[a]
-local ids_at = a + 1
+a = a + 1
 local row_format = '<' .. string.rep('d', 2 + 2 * ncw + 2 * ntw)
-local out, ttouch = {}, {}
+"""
 
--- A customer member is binary: the count of entries before it (8 bytes big-endian, so
--- members of one second sort by arrival), the whole amount units (of 2^-16, exact integer
--- arithmetic in doubles) and float remainders before it, its amount, then its tx id.
--- A window's count and sum are differences of two members' totals: no scan, and no
--- cancellation error however long the history.
-local SCALE, REBASE_AT, MEMBER = 65536, 2 ^ 52, '>I8<ddd'
-
-local function split(x)
-  local whole = math.floor(x * SCALE + 0.5)
-  return whole, x - whole / SCALE
-end
-
-local function member(c, w, r, x, id)
-  return struct.pack(MEMBER, c, w, r, x) .. id
-end
-
--- add (dc, dw) to the totals of every entry scored from `lo` (a ZRANGEBYSCORE bound)
-local function shift(kw, lo, dc, dw, dr)
-  local later = redis.call('ZRANGEBYSCORE', kw, lo, '+inf', 'WITHSCORES')
-  for h = 1, #later, 2 do
-    local c, w, r, x = struct.unpack(MEMBER, later[h])
-    redis.call('ZREM', kw, later[h])
-    local moved = member(c + dc, w + dw, r + dr, x, string.sub(later[h], 33))
-    redis.call('ZADD', kw, later[h + 1], moved)
-  end
-end
-
-local function totals_before(kw, sec)
-  local prev = redis.call('ZREVRANGEBYSCORE', kw, sec, '-inf', 'LIMIT', 0, 1)
-  if prev[1] then
-    local c, w, r, x = struct.unpack(MEMBER, prev[1])
-    local pw, pr = split(x)
-    return c + 1, w + pw, r + pr
-  end
-  local nxt = redis.call('ZRANGEBYSCORE', kw, '(' .. sec, '+inf', 'LIMIT', 0, 1)
-  if nxt[1] then
-    local c, w, r = struct.unpack(MEMBER, nxt[1])
-    return c, w, r
-  end
-  return 0, 0, 0
-end
-
-local function trim_customer(kw, kr, cut)
-  local dead = redis.call('ZRANGEBYSCORE', kw, '-inf', cut)
-  if #dead == 0 then return end
-  redis.call('ZREMRANGEBYSCORE', kw, '-inf', cut)
-  for s = 1, #dead, 1000 do
-    local ids = {}
-    for h = s, math.min(s + 999, #dead) do ids[#ids + 1] = string.sub(dead[h], 33) end
-    redis.call('HDEL', kr, unpack(ids))
-  end
-end
-
--- field '' of the customer hash: newest second, totals through every entry, and the event
--- second of the last TTL refresh
-local META = '<ddddd'
-
-local function customer_part(kw, kr, txid, sec, x, meta, parts)
-  local aw, ar = split(x)
-  local newest, mc, mw, mr, refreshed
-  if meta then newest, mc, mw, mr, refreshed = struct.unpack(META, meta) end
-  local c, w, r
-  if newest and sec >= newest then
-    c, w, r = mc, mw, mr
-  else
-    c, w, r = totals_before(kw, sec)
-    if newest then shift(kw, '(' .. sec, 1, aw, ar) end
-    mc, mw, mr = (mc or c), (mw or w), (mr or r)
-  end
-  redis.call('ZADD', kw, sec, member(c, w, r, x, txid))
-  if w + aw > REBASE_AT then
-    shift(kw, '-inf', 0, -w, 0)
-    mw = mw - w
-    w = 0
-  end
-  local tc, tw_, tr = c + 1, w + aw, r + ar
-  for j = 1, ncw do
-    local first = redis.call('ZRANGEBYSCORE', kw, '(' .. (sec - cw[j]), '+inf', 'LIMIT', 0, 1)
-    local bc, bw, br = struct.unpack(MEMBER, first[1])
-    parts[#parts + 1] = tc - bc
-    parts[#parts + 1] = (tw_ - bw) / SCALE + (tr - br)
-  end
-  if tc % 16 == 0 then trim_customer(kw, kr, sec - ckeep) end
-  local refresh = not refreshed or sec - refreshed >= refresh_s
-  if refresh then
-    redis.call('PEXPIRE', kw, cttl)
-    refreshed = sec
-  end
-  if not newest or sec > newest then newest = sec end
-  return struct.pack(META, newest, mc + 1, mw + aw, mr + ar, refreshed), refresh
-end
-
--- nested windows, largest first: once one is empty, the smaller ones are too
-local function nested_counts(key, hi, counts)
-  for j = ntw, 1, -1 do
-    local count = redis.call('ZCOUNT', key, '(' .. (hi - tw[j]), hi)
-    counts[j] = count
-    if count == 0 then
-      for m = j - 1, 1, -1 do counts[m] = 0 end
-      return
-    end
-  end
-end
-
--- The terminal set also holds one marker member (129 characters, so never a tx id) scored
--- far above any event second: MARKER_BASE + the week of the terminal's newest transaction.
--- Adding it with the transaction (GT CH) tells, in the same call, whether this is the
--- terminal's first transaction of a new week; only then is it trimmed and its TTL renewed.
-local MARKER, MARKER_BASE, WEEK = string.rep('~', 129), 1e15, 7 * 86400
-
-local function terminal_part(kw, kf, txid, sec, parts)
-  local mark = MARKER_BASE + math.floor(sec / WEEK)
-  if redis.call('ZADD', kw, 'GT', 'CH', sec, txid, mark, MARKER) == 2 then
-    if not ttouch[kw] or ttouch[kw] < sec then ttouch[kw] = sec end
-  end
-  local hi = sec - delay
-  local counts, frauds = {}, {}
-  nested_counts(kw, hi, counts)
-  nested_counts(kf, hi, frauds)
-  for j = 1, ntw do
-    parts[#parts + 1] = counts[j]
-    parts[#parts + 1] = frauds[j]
-  end
-end
-
-for i = 1, n do
-  local k = (i - 1) * 4
-  local kcw, kcr, ktw, ktf = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-  local txid = ARGV[ids_at + i - 1]
-  local known = redis.call('HMGET', kcr, txid, '')
-  local rec = known[1]
-  if not rec then
-    local sec, x, ms = struct.unpack('<ddd', numbers, 24 * (i - 1) + 1)
-    local parts = {ms, x}
-    local meta, refresh = customer_part(kcw, kcr, txid, sec, x, known[2], parts)
-    terminal_part(ktw, ktf, txid, sec, parts)
-    rec = struct.pack(row_format, unpack(parts))
-    redis.call('HSET', kcr, txid, rec, '', meta)
-    if refresh then redis.call('PEXPIRE', kcr, cttl) end
-  end
-  out[i] = rec
-end
-
-for kw, sec in pairs(ttouch) do
-  redis.call('ZREMRANGEBYSCORE', kw, '-inf', sec - tkeep)
-  redis.call('PEXPIRE', kw, tttl)
-end
+_MARKS = r"""
 if noff > 0 then
-  local ko = KEYS[4 * n + 1]
+  local ko = KEYS[#KEYS]
   for p = 0, noff - 1 do
     local part, off = ARGV[off_at + 2 * p], ARGV[off_at + 2 * p + 1]
     local cur = redis.call('HGET', ko, part)
     if not cur or tonumber(cur) < tonumber(off) then redis.call('HSET', ko, part, off) end
   end
 end
+"""
+
+APPLY_TRANSACTIONS = (
+    _HEADER
+    + _FUNCTIONS
+    + r"""
+-- KEYS: 5 per transaction (customer r, h, i, terminal w, f) [, offsets hash];
+-- ARGV as above, then the tx ids
+local out = {}
+for i = 1, n do
+  local k = 5 * (i - 1)
+  local kr, txid = KEYS[k + 1], ARGV[a + i - 1]
+  local rec = redis.call('HGET', kr, txid)
+  if not rec then
+    local sec, x, ms = unpack_('<ddd', numbers, 24 * (i - 1) + 1)
+    local parts = {ms, x}
+    local refresh = customer_apply(KEYS[k + 2], KEYS[k + 3], kr, sec, x, txid, parts)
+    terminal_apply(KEYS[k + 4], KEYS[k + 5], nil, txid, sec, ms, parts)
+    rec = pack(row_format, unpack(parts))
+    redis.call('HSET', kr, txid, rec)
+    if refresh then
+      redis.call('PEXPIRE', kr, cttl)
+      redis.call('PEXPIRE', KEYS[k + 3], cttl)
+    end
+  end
+  out[i] = rec
+end
+"""
+    + _MARKS
+    + "return out\n"
+)
+
+_CROSS_SLOT = "#!lua flags=allow-cross-slot-keys\n"
+"""Cluster scripts declare no keys and name them in ARGV: they run on the node that holds
+every key they touch, across that node's slots (a declared key list must be one slot)."""
+
+APPLY_TERMINALS = (
+    _CROSS_SLOT
+    + _HEADER
+    + _FUNCTIONS
+    + r"""
+-- ARGV as above (no offsets), then 3 keys per transaction (terminal w, f, i), then tx ids.
+-- Returns the terminal counts of every transaction, packed little-endian doubles.
+local out = {}
+local ids_at = a + 3 * n
+local counts = '<' .. string.rep('d', 2 * ntw)
+for i = 1, n do
+  local sec, _, ms = unpack_('<ddd', numbers, 24 * (i - 1) + 1)
+  local k, parts = a + 3 * (i - 1), {}
+  terminal_apply(ARGV[k], ARGV[k + 1], ARGV[k + 2], ARGV[ids_at + i - 1], sec, ms, parts)
+  out[i] = pack(counts, unpack(parts))
+end
+return table.concat(out)
+"""
+)
+
+APPLY_CUSTOMERS = (
+    _CROSS_SLOT
+    + _HEADER
+    + _FUNCTIONS
+    + r"""
+-- ARGV as above (no offsets), then the terminal counts of every transaction (packed as
+-- APPLY_TERMINALS returns them), 3 keys per transaction (customer r, h, i), then tx
+-- ids. A known transaction keeps its first row, whatever terminal counts came with it.
+local out = {}
+local tparts = ARGV[a]
+local ids_at = a + 1 + 3 * n
+local tsize = 16 * ntw
+for i = 1, n do
+  local k = a + 1 + 3 * (i - 1)
+  local kr, txid = ARGV[k], ARGV[ids_at + i - 1]
+  local rec = redis.call('HGET', kr, txid)
+  if not rec then
+    local sec, x, ms = unpack_('<ddd', numbers, 24 * (i - 1) + 1)
+    local parts = {ms, x}
+    local refresh = customer_apply(ARGV[k + 1], ARGV[k + 2], kr, sec, x, txid, parts)
+    rec = pack(row_format, unpack(parts)) .. sub(tparts, (i - 1) * tsize + 1, i * tsize)
+    redis.call('HSET', kr, txid, rec)
+    if refresh then
+      redis.call('PEXPIRE', kr, cttl)
+      redis.call('PEXPIRE', ARGV[k + 2], cttl)
+    end
+  end
+  out[i] = rec
+end
 return out
 """
+)
 
 APPLY_LABELS = r"""
 -- KEYS: 2 per label (terminal l, terminal f); ARGV: n, t_keep_s, t_ttl_ms,
@@ -203,16 +318,25 @@ for i = 1, n do
   a = a + 3
   if redis.call('ZADD', kl, 'NX', sec, txid) == 1 then
     new = new + 1
-    if fraud == '1' then redis.call('ZADD', kf, sec, txid) end
+    if fraud == '1' then
+      -- fraud seconds sorted, those beyond the horizon dropped (labels are few)
+      local frauds = redis.call('GET', kf) or ''
+      local keep = {}
+      for p = 1, #frauds, 8 do
+        local s = struct.unpack('<d', frauds, p)
+        if s > sec - tkeep then keep[#keep + 1] = s end
+      end
+      keep[#keep + 1] = sec
+      table.sort(keep)
+      for j = 1, #keep do keep[j] = struct.pack('<d', keep[j]) end
+      redis.call('SET', kf, table.concat(keep), 'PX', ttl)
+    end
   end
-  if not touch[kl] or touch[kl][2] < sec then touch[kl] = {kf, sec} end
+  if not touch[kl] or touch[kl] < sec then touch[kl] = sec end
 end
-for kl, v in pairs(touch) do
-  local cut = v[2] - tkeep
-  redis.call('ZREMRANGEBYSCORE', kl, '-inf', cut)
-  redis.call('ZREMRANGEBYSCORE', v[1], '-inf', cut)
+for kl, sec in pairs(touch) do
+  redis.call('ZREMRANGEBYSCORE', kl, '-inf', sec - tkeep)
   redis.call('PEXPIRE', kl, ttl)
-  redis.call('PEXPIRE', v[1], ttl)
 end
 return new
 """

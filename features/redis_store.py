@@ -186,10 +186,17 @@ class RedisStore:
         numbers[:, 0] = seconds(batch.event_time_ms)
         numbers[:, 1] = batch.amount
         numbers[:, 2] = batch.event_time_ms
-        keys: list[str] = []
-        for cust, term in zip(batch.customer_id, batch.terminal_id, strict=True):
-            c, t = f"{p}:{{c:{cust}}}", f"{p}:{{t:{term}}}"
-            keys += [f"{c}:w", f"{c}:r", f"{t}:w", f"{t}:f"]
+        keys = [
+            key
+            for cust, term in zip(batch.customer_id, batch.terminal_id, strict=True)
+            for key in (
+                f"{p}:{{c:{cust}}}:r",
+                f"{p}:{{c:{cust}}}:h",
+                f"{p}:{{c:{cust}}}:i",
+                f"{p}:{{t:{term}}}:w",
+                f"{p}:{{t:{term}}}:f",
+            )
+        ]
         if offsets:
             keys.append(self._offsets_key(topic))
         args: list[Any] = [len(batch), *self._header, len(offsets), *self._windows]
