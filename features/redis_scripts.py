@@ -3,13 +3,16 @@
 Key layout under a prefix ``P`` (every key of an entity shares its hash tag):
 
 - ``P:{c:<customer>}:r`` hash, tx id -> raw row (little-endian f64s) returned the first
-  time (idempotency); field ``""`` holds the customer's state (see ``CUSTOMER STATE``)
-- ``P:{t:<terminal>}:w`` string, the terminal's state (see ``TERMINAL STATE``)
+  time (idempotency)
+- ``P:{t:<terminal>}:w`` string, the terminal's history (see ``TERMINAL HISTORY``)
 - ``P:{t:<terminal>}:l`` sorted set of every labelled tx id (first label wins)
+- ``P:{t:<terminal>}:f`` sorted set of fraud-labelled tx ids by event second
+- ``P:{t:<terminal>}:fs`` string, their event seconds (what windows count, see below)
+- ``P:{c:<customer>}:h``, ``P:{c:<customer>}:i``, ``P:{t:<terminal>}:i``: see below
 - ``P:{o:<topic>}:offsets`` hash, partition -> highest applied offset mark
 
-An entity's whole window history is one binary value read and written once per batch,
-searched in Lua: two Redis calls per transaction instead of one per window boundary.
+An entity's window history is one binary string, appended to in order (one APPEND) and
+binary-searched in Lua: no call per window boundary, no sorted-set insert.
 
 Single node: ``APPLY_TRANSACTIONS`` does both halves per transaction. Redis Cluster
 (``features.redis_cluster``): ``APPLY_TERMINALS`` then ``APPLY_CUSTOMERS``, one call per
@@ -146,7 +149,7 @@ end
 
 -- TERMINAL HISTORY P:{t:<terminal>}:w: header '<ddd' (event second of the last TTL
 -- refresh, unused, unused), then the event second of each transaction ('<d');
--- P:{t:<terminal>}:f: event seconds of its fraud-labelled transactions, sorted
+-- P:{t:<terminal>}:fs: event seconds of its fraud-labelled transactions, sorted
 local function terminal_counts(hist, n, frauds, sec, parts)
   local hi = sec - delay
   local nf = #frauds / 8
@@ -224,7 +227,7 @@ APPLY_TRANSACTIONS = (
     _HEADER
     + _FUNCTIONS
     + r"""
--- KEYS: 5 per transaction (customer r, h, i, terminal w, f) [, offsets hash];
+-- KEYS: 5 per transaction (customer r, h, i, terminal w, fs) [, offsets hash];
 -- ARGV as above, then the tx ids
 local out = {}
 for i = 1, n do
@@ -259,7 +262,7 @@ APPLY_TERMINALS = (
     + _HEADER
     + _FUNCTIONS
     + r"""
--- ARGV as above (no offsets), then 3 keys per transaction (terminal w, f, i), then tx ids.
+-- ARGV as above (no offsets), then 3 keys per transaction (terminal w, fs, i), then ids.
 -- Returns the terminal counts of every transaction, packed little-endian doubles.
 local out = {}
 local ids_at = a + 3 * n
@@ -286,6 +289,7 @@ local out = {}
 local tparts = ARGV[a]
 local ids_at = a + 1 + 3 * n
 local tsize = 16 * ntw
+local customer_format = '<' .. string.rep('d', 2 + 2 * ncw)
 for i = 1, n do
   local k = a + 1 + 3 * (i - 1)
   local kr, txid = ARGV[k], ARGV[ids_at + i - 1]
@@ -294,7 +298,7 @@ for i = 1, n do
     local sec, x, ms = unpack_('<ddd', numbers, 24 * (i - 1) + 1)
     local parts = {ms, x}
     local refresh = customer_apply(ARGV[k + 1], ARGV[k + 2], kr, sec, x, txid, parts)
-    rec = pack(row_format, unpack(parts)) .. sub(tparts, (i - 1) * tsize + 1, i * tsize)
+    rec = pack(customer_format, unpack(parts)) .. sub(tparts, (i - 1) * tsize + 1, i * tsize)
     redis.call('HSET', kr, txid, rec)
     if refresh then
       redis.call('PEXPIRE', kr, cttl)
@@ -307,20 +311,18 @@ return out
 """
 )
 
-APPLY_LABELS = r"""
--- KEYS: 2 per label (terminal l, terminal f); ARGV: n, t_keep_s, t_ttl_ms,
---       then per label: tx id, event second, 1|0 (fraud)
-local n, tkeep, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local new, touch, a = 0, {}, 4
+_LABELS = r"""
+local new, touch = 0, {}
 for i = 1, n do
-  local kl, kf = KEYS[2 * i - 1], KEYS[2 * i]
+  local kl, kf, ks = key(3 * i - 2), key(3 * i - 1), key(3 * i)
   local txid, sec, fraud = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2]
   a = a + 3
   if redis.call('ZADD', kl, 'NX', sec, txid) == 1 then
     new = new + 1
     if fraud == '1' then
+      redis.call('ZADD', kf, sec, txid)
       -- fraud seconds sorted, those beyond the horizon dropped (labels are few)
-      local frauds = redis.call('GET', kf) or ''
+      local frauds = redis.call('GET', ks) or ''
       local keep = {}
       for p = 1, #frauds, 8 do
         local s = struct.unpack('<d', frauds, p)
@@ -329,14 +331,40 @@ for i = 1, n do
       keep[#keep + 1] = sec
       table.sort(keep)
       for j = 1, #keep do keep[j] = struct.pack('<d', keep[j]) end
-      redis.call('SET', kf, table.concat(keep), 'PX', ttl)
+      redis.call('SET', ks, table.concat(keep), 'PX', ttl)
     end
   end
-  if not touch[kl] or touch[kl] < sec then touch[kl] = sec end
+  if not touch[kl] or touch[kl][2] < sec then touch[kl] = {kf, sec} end
 end
-for kl, sec in pairs(touch) do
-  redis.call('ZREMRANGEBYSCORE', kl, '-inf', sec - tkeep)
+for kl, v in pairs(touch) do
+  local cut = v[2] - tkeep
+  redis.call('ZREMRANGEBYSCORE', kl, '-inf', cut)
+  redis.call('ZREMRANGEBYSCORE', v[1], '-inf', cut)
   redis.call('PEXPIRE', kl, ttl)
+  redis.call('PEXPIRE', v[1], ttl)
 end
 return new
 """
+
+APPLY_LABELS = (
+    r"""
+-- KEYS: 3 per label (terminal l, f, fs); ARGV: n, t_keep_s, t_ttl_ms,
+--       then per label: tx id, event second, 1|0 (fraud)
+local n, tkeep, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local a = 4
+local function key(i) return KEYS[i] end
+"""
+    + _LABELS
+)
+
+APPLY_LABELS_CROSS_SLOT = (
+    _CROSS_SLOT
+    + r"""
+-- ARGV: n, t_keep_s, t_ttl_ms, 3 keys per label (terminal l, f, fs),
+--       then per label: tx id, event second, 1|0 (fraud)
+local n, tkeep, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local a = 4 + 3 * n
+local function key(i) return ARGV[3 + i] end
+"""
+    + _LABELS
+)

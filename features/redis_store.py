@@ -20,13 +20,16 @@ import hiredis
 import numpy as np
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.connection import SSLConnection
 from redis.driver_info import DriverInfo
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.retry import Retry
 
 from features.batch import TransactionBatch
 from features.definitions import FeatureConfig, FloatArray, seconds
 from features.exceptions import ConfigError, FeatureStoreUnavailable
+from features.redis_cluster import ClusterBatches, offsets_args
 from features.redis_scripts import APPLY_LABELS, APPLY_TRANSACTIONS
 from features.schema import Label
 from features.store import DEFAULT_TOPIC, SLACK_S, features_from_raw, raw_width
@@ -48,7 +51,8 @@ class _Script:
 
 
 class RedisStore:
-    """``FeatureStore`` (and ``OffsetTrackingStore``) over one Redis server."""
+    """``FeatureStore`` (and ``OffsetTrackingStore``) over one Redis server or a Redis
+    Cluster: the first call asks the server (``INFO cluster``) which one it is."""
 
     def __init__(
         self,
@@ -69,6 +73,8 @@ class RedisStore:
         self._tx_script = _Script(APPLY_TRANSACTIONS)
         self._label_script = _Script(APPLY_LABELS)
         self._schema_checked = False
+        self._mode_known = False
+        self._cluster: ClusterBatches | None = None
         c_keep = max(self.config.customer_windows_s) + SLACK_S
         t_keep = self.config.delay_s + max(self.config.terminal_windows_s) + SLACK_S
         self._header = [
@@ -95,7 +101,8 @@ class RedisStore:
         connect_timeout_s: float = 1.0,
     ) -> RedisStore:
         """Connect lazily to ``redis://``, ``rediss://`` (TLS) or ``unix://`` with optional
-        ``user:password@``; no call is made until the first apply."""
+        ``user:password@``; no call is made until the first apply. A URL naming any node
+        of a Redis Cluster runs the store on the whole cluster."""
         parts = urlsplit(url)
         if parts.scheme not in _SCHEMES:
             msg = f"Redis URL must start with redis://, rediss:// or unix://, got {parts.scheme!r}"
@@ -132,10 +139,14 @@ class RedisStore:
             raise ValueError(msg)
         if n == 0 and not offsets:
             return np.empty((0, self.config.n_features), dtype=np.float64)
-        keys, args = self._transaction_call(batch, offsets or {}, topic)
         with self._guard():
+            self._detect()
             self._check_schema()
-            reply = self._run(self._tx_script, keys, args, timeout_s)
+            if self._cluster is not None:
+                reply = self._apply_cluster(self._cluster, batch, offsets or {}, topic, timeout_s)
+            else:
+                keys, args = self._transaction_call(batch, offsets or {}, topic)
+                reply = self._run(self._tx_script, keys, args, timeout_s)
         raw = _parse_rows(reply, raw_width(self.config))
         return features_from_raw(raw, self.config)
 
@@ -143,11 +154,17 @@ class RedisStore:
         """See ``FeatureStore.apply_labels``: the first label of a transaction wins."""
         if not labels:
             return 0
+        ttl_ms = (self._t_keep + SLACK_S) * 1000
+        with self._guard():
+            self._detect()
+            if self._cluster is not None:
+                return self._cluster.apply_labels(labels, self._t_keep, ttl_ms)
         p = self.prefix
         keys: list[str] = []
-        args: list[Any] = [len(labels), self._t_keep, (self._t_keep + SLACK_S) * 1000]
+        args: list[Any] = [len(labels), self._t_keep, ttl_ms]
         for label in labels:
-            keys += [f"{p}:{{t:{label.terminal_id}}}:l", f"{p}:{{t:{label.terminal_id}}}:f"]
+            t = f"{p}:{{t:{label.terminal_id}}}"
+            keys += [f"{t}:l", f"{t}:f", f"{t}:fs"]
             args += [label.transaction_id, label.event_time_ms // 1000, int(label.is_fraud)]
         with self._guard():
             return int(self._run(self._label_script, keys, args, None))
@@ -155,13 +172,18 @@ class RedisStore:
     def applied_offsets(self, topic: str = DEFAULT_TOPIC) -> dict[int, int]:
         """Partition -> highest offset mark recorded for ``topic``."""
         with self._guard():
-            marks = self._client.hgetall(self._offsets_key(topic))
+            self._detect()
+            client = self._client if self._cluster is None else self._cluster.cluster
+            marks = client.hgetall(self._offsets_key(topic))
         return {int(k): int(v) for k, v in marks.items()}
 
     def drop(self) -> int:
         """Delete every key under this store's prefix; returns how many (for tests, replays)."""
         deleted = 0
         with self._guard():
+            self._detect()
+            if self._cluster is not None:
+                return self._cluster.drop(self.prefix)
             batch: list[bytes] = []
             for key in self._client.scan_iter(match=f"{self.prefix}:*", count=1000):
                 batch.append(key)
@@ -174,6 +196,8 @@ class RedisStore:
 
     def close(self) -> None:
         self._client.close()
+        if self._cluster is not None:
+            self._cluster.cluster.close()
 
     def _offsets_key(self, topic: str) -> str:
         return f"{self.prefix}:{{o:{topic}}}:offsets"
@@ -182,10 +206,7 @@ class RedisStore:
         self, batch: TransactionBatch, offsets: Mapping[int, int], topic: str
     ) -> tuple[list[str], list[Any]]:
         p = self.prefix
-        numbers = np.empty((len(batch), 3), dtype="<f8")
-        numbers[:, 0] = seconds(batch.event_time_ms)
-        numbers[:, 1] = batch.amount
-        numbers[:, 2] = batch.event_time_ms
+        numbers = _numbers(batch)
         keys = [
             key
             for cust, term in zip(batch.customer_id, batch.terminal_id, strict=True)
@@ -194,7 +215,7 @@ class RedisStore:
                 f"{p}:{{c:{cust}}}:h",
                 f"{p}:{{c:{cust}}}:i",
                 f"{p}:{{t:{term}}}:w",
-                f"{p}:{{t:{term}}}:f",
+                f"{p}:{{t:{term}}}:fs",
             )
         ]
         if offsets:
@@ -205,6 +226,34 @@ class RedisStore:
         args.append(numbers.tobytes())
         args += batch.transaction_id
         return keys, args
+
+    def _apply_cluster(
+        self,
+        cluster: ClusterBatches,
+        batch: TransactionBatch,
+        offsets: Mapping[int, int],
+        topic: str,
+        timeout_s: float | None,
+    ) -> list[bytes]:
+        """Both halves per node, then the marks (see ``features.redis_cluster``)."""
+        rows: list[bytes] = []
+        if len(batch):
+            head = [*self._header, 0, *self._windows]
+            ntw = len(self.config.terminal_windows_s)
+            rows = cluster.apply(batch, _numbers(batch), head, ntw, timeout_s)
+        if offsets:
+            key = self._offsets_key(topic)
+            args = [0, *self._header, len(offsets), *self._windows, *offsets_args(offsets), b""]
+            cluster.run_one(key, self._tx_script, [key], args)
+        return rows
+
+    def _detect(self) -> None:
+        """Single server or cluster, asked once per store."""
+        if self._mode_known:
+            return
+        if int(self._client.info("cluster").get("cluster_enabled", 0)) == 1:
+            self._cluster = ClusterBatches(_cluster_client(self._pool), self.prefix, _Script, _pack)
+        self._mode_known = True
 
     def _run(
         self, script: _Script, keys: list[str], args: list[Any], timeout_s: float | None
@@ -231,8 +280,9 @@ class RedisStore:
             return
         key = f"{self.prefix}:schema"
         mine = self.config.schema_hash()
-        self._client.set(key, mine, nx=True)
-        stored = self._client.get(key)
+        client = self._client if self._cluster is None else self._cluster.cluster
+        client.set(key, mine, nx=True)
+        stored = client.get(key)
         theirs = stored.decode() if isinstance(stored, bytes) else stored
         if theirs is not None and theirs != mine:
             msg = (
@@ -246,12 +296,37 @@ class RedisStore:
     def _guard(self) -> Iterator[None]:
         try:
             yield
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             detail = f"{type(exc).__name__}: {exc}"
             if self._password:
                 detail = detail.replace(self._password, "***")
             msg = f"feature store {self._display_url} unavailable ({detail})"
             raise FeatureStoreUnavailable(msg) from exc
+
+
+def _numbers(batch: TransactionBatch) -> np.ndarray:
+    """(second, amount, ms) per transaction, little-endian doubles."""
+    numbers = np.empty((len(batch), 3), dtype="<f8")
+    numbers[:, 0] = seconds(batch.event_time_ms)
+    numbers[:, 1] = batch.amount
+    numbers[:, 2] = batch.event_time_ms
+    return numbers
+
+
+def _cluster_client(pool: redis.ConnectionPool) -> RedisCluster:
+    """A cluster client with the seed connection's address, credentials and timeouts."""
+    kw = pool.connection_kwargs
+    return RedisCluster(
+        host=kw["host"],
+        port=kw["port"],
+        username=kw.get("username"),
+        password=kw.get("password"),
+        socket_timeout=kw.get("socket_timeout"),
+        socket_connect_timeout=kw.get("socket_connect_timeout"),
+        ssl=pool.connection_class is SSLConnection,
+        protocol=2,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 def _pack(command: str, script: str, keys: list[str], args: list[Any]) -> list[bytes]:

@@ -85,6 +85,7 @@ def test_a_server_that_never_answers_times_out(silent_server: int) -> None:
 def test_per_call_timeout_overrides_the_socket_timeout(silent_server: int) -> None:
     store = RedisStore.from_url(f"redis://127.0.0.1:{silent_server}/0", socket_timeout_s=10.0)
     store._schema_checked = True  # the once-per-store check would use the socket timeout
+    store._mode_known = True  # so would the once-per-store INFO cluster
     started = time.monotonic()
     with pytest.raises(FeatureStoreUnavailable):
         store.apply(_one(), timeout_s=0.2)

@@ -1,0 +1,118 @@
+"""The Redis store on a real 3-master Redis Cluster: same features as offline, idempotent
+halves (a crash between them included), labels, offsets marks, keys on several nodes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+
+from features.batch import TransactionBatch
+from features.definitions import DAY_S, FEATURE_NAMES
+from features.memory_store import MemoryStore
+from features.offline import compute_features
+from features.redis_store import RedisStore
+from features.replay import replay
+from features.schema import Label
+from features.simulator import SimulatorConfig, simulate
+from tests.cluster_infra import LocalCluster, redis_cluster  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_522_540_800_000
+COUNTS = [i for i, name in enumerate(FEATURE_NAMES) if "_nb_tx_" in name]
+RATIOS = [i for i, name in enumerate(FEATURE_NAMES) if "_avg_" in name or "_risk_" in name]
+
+
+@pytest.fixture
+def cluster_store(redis_cluster: LocalCluster) -> Iterator[RedisStore]:  # noqa: F811
+    store = RedisStore.from_url(redis_cluster.url, prefix=f"t{uuid.uuid4().hex[:12]}")
+    yield store
+    store.drop()
+    store.close()
+
+
+def _batch(df: pd.DataFrame) -> TransactionBatch:
+    return TransactionBatch.from_columns(
+        df["transaction_id"].tolist(),
+        df["customer_id"].tolist(),
+        df["terminal_id"].tolist(),
+        df["event_time_ms"].to_numpy(),
+        df["amount"].to_numpy(),
+    )
+
+
+def test_cluster_store_equals_offline_on_every_feature(cluster_store: RedisStore) -> None:
+    df = simulate(SimulatorConfig(n_customers=300, n_terminals=600, n_days=40, seed=3))
+    offline = compute_features(df)
+    assert len(df) > 15_000
+    assert int(df["is_fraud"].sum()) > 100
+    online = replay(cluster_store, df, batch_size=512)
+    assert cluster_store._cluster is not None  # it did run as a cluster
+    assert np.array_equal(online[:, COUNTS], offline[:, COUNTS])
+    assert np.array_equal(online[:, :3], offline[:, :3])
+    np.testing.assert_allclose(online[:, RATIOS], offline[:, RATIOS], rtol=1e-9, atol=0)
+    assert (online[:, FEATURE_NAMES.index("terminal_risk_30d")] > 0).sum() > 100
+
+
+def test_keys_of_one_batch_land_on_several_nodes(
+    cluster_store: RedisStore,
+    redis_cluster: LocalCluster,  # noqa: F811
+) -> None:
+    df = simulate(SimulatorConfig(n_customers=50, n_terminals=100, n_days=5, seed=4)).head(512)
+    cluster_store.apply(_batch(df))
+    per_node = []
+    for port in redis_cluster.ports:
+        node = redis.Redis(host="127.0.0.1", port=port)
+        keys = list(node.scan_iter(match=f"{cluster_store.prefix}:*", count=1000))
+        per_node.append(sum(1 for k in keys if b":{c:" in k or b":{t:" in k))
+        node.close()
+    assert sum(1 for n in per_node if n > 0) == 3
+    customers, terminals = df["customer_id"].nunique(), df["terminal_id"].nunique()
+    # per customer: rows hash, history, id list; per terminal: history, own tx id set
+    assert sum(per_node) == 3 * customers + 2 * terminals
+
+
+def test_redelivery_and_a_crash_between_the_halves_count_once(cluster_store: RedisStore) -> None:
+    df = simulate(SimulatorConfig(n_customers=40, n_terminals=20, n_days=60, seed=6))
+    batches = [_batch(df.iloc[i : i + 300]) for i in range(0, 3000, 300)]
+    memory = MemoryStore()
+    cluster_store.applied_offsets()  # first use: asks the server, a cluster
+    half = cluster_store._cluster
+    assert half is not None
+    for k, batch in enumerate(batches):
+        want = memory.apply(batch)
+        if k % 3 == 1:  # the terminal half applied, then the process died
+            head = [*cluster_store._header, 0, *cluster_store._windows]
+            numbers = np.empty((len(batch), 3), dtype="<f8")
+            numbers[:, 0] = batch.event_time_ms // 1000
+            numbers[:, 1] = batch.amount
+            numbers[:, 2] = batch.event_time_ms
+            half.apply_terminals(batch, numbers, head, 3, None)
+        got = cluster_store.apply(batch)
+        assert np.array_equal(got, want)
+        # a lost reply: the same batch again gets the same vectors
+        assert np.array_equal(cluster_store.apply(batch), got)
+
+
+def test_labels_and_offsets_on_the_cluster(cluster_store: RedisStore) -> None:
+    d = 7 * DAY_S * 1000
+    first = TransactionBatch.from_columns(
+        ["f1", "f2"], ["c1", "c2"], ["T", "T"], [T0, T0 + 1000], [1.0, 1.0]
+    )
+    cluster_store.apply(first, offsets={0: 10, 1: 5})
+    fraud = Label("f1", "c1", "T", T0, T0 + d, True)
+    legit = Label("f2", "c2", "T", T0 + 1000, T0 + d, False)
+    assert cluster_store.apply_labels([fraud, fraud, legit]) == 2
+    assert cluster_store.apply_labels([fraud]) == 0
+    later = TransactionBatch.from_columns(["q"], ["c3"], ["T"], [T0 + d + 5000], [1.0])
+    out = cluster_store.apply(later, offsets={0: 7, 1: 9})
+    assert out[0, FEATURE_NAMES.index("terminal_nb_tx_1d")] == 2
+    assert out[0, FEATURE_NAMES.index("terminal_risk_1d")] == 0.5
+    assert cluster_store.applied_offsets() == {0: 10, 1: 9}
+    cluster_store.apply(later.take([]), offsets={3: 4}, topic="other")
+    assert cluster_store.applied_offsets("other") == {3: 4}
