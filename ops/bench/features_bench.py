@@ -1,12 +1,14 @@
 """Benchmark of the features package: simulator, offline features, online Redis store.
 
-    .venv/bin/python ops/bench/features_bench.py [--redis-url URL] [--quick] [--json FILE]
+    .venv/bin/python ops/bench/features_bench.py [--redis-url URL] [--cluster-url URL]
+        [--quick] [--json FILE]
 
 Without --redis-url a private redis-server is started on a free port and stopped after.
 Online throughput is measured in steady state: the store is first loaded with 35 days of
 the default simulated dataset (untimed, batches of 512, labels at event time + 7 days), then
 the following transactions are applied in event-time order at each batch size, timing only
-the store calls (one Lua call per batch).
+the store calls (one Lua call per batch). With --cluster-url (any node of a Redis Cluster)
+the same steady state is measured there at batch 512 (two rounds of one call per node).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ WARM_DAYS = 35
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis-url", help="use this Redis instead of a private one")
+    parser.add_argument("--cluster-url", help="also measure batch 512 on this Redis Cluster")
     parser.add_argument("--quick", action="store_true", help="smaller dataset (60 days)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -55,6 +58,8 @@ def main() -> int:
     results["offline"] = _offline(df)
     with _redis(args.redis_url) as url:
         results["online_redis"] = _online_all(url, df)
+    if args.cluster_url:
+        results["online_redis_cluster"] = _online_all(args.cluster_url, df, {512: 150_000})
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
@@ -73,7 +78,9 @@ def _offline(df: pd.DataFrame) -> dict[str, float]:
     return _figure("offline compute_features", len(df), time.perf_counter() - started)
 
 
-def _online_all(url: str, df: pd.DataFrame) -> list[dict[str, float]]:
+def _online_all(
+    url: str, df: pd.DataFrame, sizes: dict[int, int] = ONLINE_SIZES
+) -> list[dict[str, float]]:
     store = RedisStore.from_url(url, prefix=f"bench-{uuid.uuid4().hex[:8]}")
     warm_end = int(
         np.searchsorted(df["event_time_ms"], df["event_time_ms"].iloc[0] + WARM_DAYS * MS_PER_DAY)
@@ -84,9 +91,10 @@ def _online_all(url: str, df: pd.DataFrame) -> list[dict[str, float]]:
     print(f"{'(warm-up: 35 days, untimed)':<28} {warm_end:>10,} tx  {took:8.2f} s")
     figures = []
     start = warm_end
-    probe = redis.Redis.from_url(url)
-    for size, n in ONLINE_SIZES.items():
-        figures.append(_online(store, probe, df.iloc[start : start + n], size))
+    probe = redis.Redis.from_url(url)  # on a cluster: one node's CPU, not all of them
+    label = "online redis cluster" if store._cluster is not None else "online redis"
+    for size, n in sizes.items():
+        figures.append(_online(store, probe, df.iloc[start : start + n], size, label))
         start += n
     probe.close()
     store.drop()
@@ -100,7 +108,7 @@ def _server_cpu_s(probe: redis.Redis) -> float:
 
 
 def _online(
-    store: RedisStore, probe: redis.Redis, part: pd.DataFrame, batch_size: int
+    store: RedisStore, probe: redis.Redis, part: pd.DataFrame, batch_size: int, label: str
 ) -> dict[str, float]:
     ids = part["transaction_id"].tolist()
     customers = part["customer_id"].tolist()
@@ -128,7 +136,7 @@ def _online(
     elapsed = time.perf_counter() - started
     server_cpu = _server_cpu_s(probe) - server_cpu
     client_cpu = time.process_time() - client_cpu
-    figure = _figure(f"online redis, batch {batch_size}", n, elapsed)
+    figure = _figure(f"{label}, batch {batch_size}", n, elapsed)
     # CPU per transaction is what contention on a shared machine does not change; with a
     # core each for client and server, the busier of the two bounds the throughput
     figure["redis_cpu_us_per_tx"] = round(server_cpu / n * 1e6, 1)
