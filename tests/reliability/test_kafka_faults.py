@@ -8,6 +8,8 @@ the feature store holds one application of the input.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 import uuid
@@ -19,8 +21,8 @@ from typing import Any
 import orjson
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from models.registry import Registry
 from stream.delivery import BatchAborted, ExactlyOnce
@@ -327,3 +329,92 @@ def test_transactions_aborted_before_commit_stay_invisible_and_are_redone(
         Counter(d["transaction_id"] for d in committed) + fault.aborted
     )
     assert_store_equals_one_application(redis_url, settings.redis_prefix, df)
+
+
+# --- 3. serve frozen (SIGSTOP) past its transaction timeout, then SIGCONT ---------------
+
+
+def _ends(admin: AdminClient, topic: str, committed: bool) -> int:
+    """End offset of a one-partition topic: the last stable offset for read_committed (it
+    stops at the first open transaction), the high watermark otherwise."""
+    level = IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
+    tp = TopicPartition(topic, 0)
+    done = admin.list_offsets({tp: OffsetSpec.latest()}, isolation_level=level)
+    return int(done[tp].result(timeout=30).offset)
+
+
+def _open_transaction(admin: AdminClient, topic: str) -> bool:
+    return _ends(admin, topic, committed=True) < _ends(admin, topic, committed=False)
+
+
+def _freeze_mid_transaction(serve: ServeHandle, admin: AdminClient, attempts: int = 300) -> None:
+    """SIGSTOP serve at a moment its transaction holds decisions already in the log."""
+    for _ in range(attempts):
+        os.kill(serve.proc.pid, signal.SIGSTOP)
+        time.sleep(0.1)  # requests already on the wire land
+        if _open_transaction(admin, serve.decisions):
+            return
+        os.kill(serve.proc.pid, signal.SIGCONT)
+        time.sleep(0.03)
+    raise AssertionError("never caught serve inside a transaction")
+
+
+class UncleanExit(Exception):  # noqa: N818 - what the test saw, not an error of the code
+    """Serve exited without its one-line error (a traceback instead)."""
+
+
+FROZEN = (
+    "stream bug (reported): after the broker aborted the timed-out transaction, abort_transaction "
+    "is refused as fenced (fatal) and ExactlyOnce.close() then raises the fatal KafkaException "
+    "from producer.flush(): serve dies with a traceback (exit 1) instead of its error line"
+)
+
+
+@pytest.mark.xfail(strict=True, raises=UncleanExit, reason=FROZEN)
+def test_serve_frozen_past_its_transaction_timeout_then_resumed(
+    serve_factory: ServeFactory,
+    registry: Registry,
+    history: pd.DataFrame,
+    kafka_bootstrap: str,
+    redis_url: str,
+    unique: str,
+) -> None:
+    df = history.iloc[:4000]
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    extra = ["--guarantee", "exactly-once", "--budget-ms", "60000", "--max-batch", "32"]
+    extra += ["--transactional-id", f"frozen-{unique}"]
+    env = {"FRAUDSTREAM_TRANSACTION_TIMEOUT_MS": "5000"}  # no flag; the setting reads it
+    serve = serve_factory(registry.root, partitions=3, extra=extra, env=env)
+    feeder = Feeder(kafka_bootstrap, serve.input, _items(df), rate=400)  # 10 s of input
+    feeder.start()
+    _wait_for(200, kafka_bootstrap, serve.decisions)
+
+    _freeze_mid_transaction(serve, admin)
+    frozen_at = time.monotonic()
+    # the broker aborts the transaction once it is older than 5 s, at its next check
+    # (transaction.abort.timed.out.transaction.cleanup.interval.ms, 10 s by default): the
+    # decisions topic's last stable offset then passes the open transaction
+    deadline = frozen_at + 90
+    while _open_transaction(admin, serve.decisions):
+        assert time.monotonic() < deadline, "the broker never aborted the frozen transaction"
+        time.sleep(0.5)
+    os.kill(serve.proc.pid, signal.SIGCONT)
+    feeder.finish()
+
+    # either serve goes on (a new producer epoch) or it exits non-zero with its error line,
+    # and a supervisor starts it again; both must end with every decision exactly once
+    deadline = time.monotonic() + 120
+    while serve.proc.poll() is None:
+        if len(consume_all(kafka_bootstrap, serve.decisions, len(df), 2, 0)) >= len(df):
+            break
+        assert time.monotonic() < deadline, f"serve neither went on nor exited\n{serve.log_text()}"
+    exited = serve.proc.poll()
+    log = serve.log_text()
+    if exited is not None:
+        assert exited != 0, log
+        serve = serve_factory(registry.root, partitions=3, extra=extra, env=env)
+    out = decisions_of(consume_all(kafka_bootstrap, serve.decisions, len(df), 120, settle_s=3))
+    _assert_exactly_once(out, df)
+    assert_store_equals_one_application(redis_url, serve.prefix, df)
+    if exited is not None and (exited != 2 or "Traceback" in log or "error: " not in log):
+        raise UncleanExit(f"serve exited {exited}:\n{log}")
