@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -23,7 +24,12 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.connection import SSLConnection
 from redis.driver_info import DriverInfo
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import (
+    NoPermissionError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+)
 from redis.retry import Retry
 
 from features.batch import TransactionBatch
@@ -177,6 +183,20 @@ class RedisStore:
             marks = client.hgetall(self._offsets_key(topic))
         return {int(k): int(v) for k, v in marks.items()}
 
+    def epoch(self, topic: str = DEFAULT_TOPIC) -> str:
+        """The token of this store's current life for ``topic``'s marks, created (a random
+        token) when absent: a token that changed, or vanished and was created again, means
+        the data behind the marks was lost (a flushed or restarted-empty Redis)."""
+        key = f"{self.prefix}:{{o:{topic}}}:epoch"
+        with self._guard():
+            self._detect()
+            client = self._client if self._cluster is None else self._cluster.cluster
+            client.set(key, uuid.uuid4().hex, nx=True)
+            value = client.get(key)
+        if value is None:  # flushed between the two calls: the next check sees a new one
+            return ""
+        return value.decode() if isinstance(value, bytes) else str(value)
+
     def drop(self) -> int:
         """Delete every key under this store's prefix; returns how many (for tests, replays)."""
         deleted = 0
@@ -251,7 +271,17 @@ class RedisStore:
         """Single server or cluster, asked once per store."""
         if self._mode_known:
             return
-        if int(self._client.info("cluster").get("cluster_enabled", 0)) == 1:
+        try:
+            enabled = int(self._client.info("cluster").get("cluster_enabled", 0)) == 1
+        except NoPermissionError:
+            # an ACL user without +info: a single server (on a cluster, every call would
+            # then fail with MOVED, which names the cause)
+            logger.warning(
+                "the Redis user may not run INFO: %s taken for a single server, not a cluster",
+                self._display_url,
+            )
+            enabled = False
+        if enabled:
             self._cluster = ClusterBatches(_cluster_client(self._pool), self.prefix, _Script, _pack)
         self._mode_known = True
 

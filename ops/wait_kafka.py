@@ -1,6 +1,9 @@
-"""Block until a Kafka broker answers an admin request (metadata), or fail after a timeout.
+"""Block until a Kafka broker answers admin requests, or fail after a timeout.
 
-Readiness is a real protocol round trip, never a fixed sleep.
+Ready means: metadata lists a broker, and a group coordinator answers (the first
+FindCoordinator creates ``__consumer_offsets``; on a fresh broker that takes seconds, which
+would otherwise land on the first consumer group to commit). Real protocol round trips,
+never a fixed sleep.
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ def _alive(pid: int | None) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    return True
+
+
+def _coordinator_answers(admin: AdminClient) -> bool:
+    probe = "fraudstream-ready-probe"
+    admin.describe_consumer_groups([probe], request_timeout=2.0)[probe].result()
     return True
 
 
@@ -45,8 +54,7 @@ def main() -> int:
             print(f"error: the broker process {args.pid} exited during start-up", file=sys.stderr)
             return 1
         try:
-            md = admin.list_topics(timeout=2.0)
-            if md.brokers:
+            if admin.list_topics(timeout=2.0).brokers and _coordinator_answers(admin):
                 return 0
         except Exception:  # noqa: S110 - any failure here just means "not ready yet"
             pass

@@ -48,6 +48,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s("--shadow", metavar="VERSION", help="challenger model scored beside the champion")
     s("--shadow-topic", help="default fraud.shadow")
     s("--transactional-id", help="exactly-once transactional id (default: group-host-pid)")
+    s(
+        "--transaction-timeout-ms",
+        type=int,
+        help="exactly-once: the broker aborts a transaction open longer (default 60000)",
+    )
     s("--shutdown-timeout-s", type=float, help="bound on a graceful stop (default 30)")
     s("--model-poll-s", type=float, help="seconds between checks of CURRENT (default 2)")
     s("--rules-review-amount", type=float, help="rule fallback review amount (default 220)")

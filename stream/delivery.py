@@ -9,9 +9,13 @@ abort and rewind to the committed position, fatal → exit non-zero).
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -159,14 +163,37 @@ class _InFlight:
 
 
 class ExactlyOnce:
-    """Consume–score–produce in one transaction per batch, offsets included."""
+    """Consume–score–produce in one transaction per batch, offsets included.
 
-    def __init__(self, producer: Producer, consumer: Consumer, timeout_s: float = 30.0):
+    Every transactional call runs on a helper thread under its own bound (the call's timeout
+    plus ``STALL_MARGIN_S``): librdkafka can block in ``send_offsets_to_transaction``
+    forever after a broker restart, whatever the timeout given (librdkafka#5456, #5511). A
+    call past its bound means the producer is stuck: a new producer with the same
+    transactional id is initialised (which fences the stuck one and aborts its open
+    transaction), the consumer is rewound and the batch is redone. Without a
+    ``make_producer`` factory a stuck call is fatal instead (exit, supervisor restart).
+    """
+
+    STALL_MARGIN_S = 5.0
+
+    def __init__(
+        self,
+        producer: Producer,
+        consumer: Consumer,
+        timeout_s: float = 30.0,
+        make_producer: Callable[[], Producer] | None = None,
+    ):
         self.producer = producer
         self.consumer = consumer
         self.timeout_s = timeout_s
+        self.replacements = 0
+        self._make_producer = make_producer
         self._in_txn = False
-        self._call(lambda: producer.init_transactions(timeout_s), "init_transactions")
+        self._caller = _Caller()
+        try:
+            self._init()
+        except _Stalled as stall:
+            raise FatalKafkaError(stall.text) from None
 
     def begin(self) -> None:
         if not self._in_txn:
@@ -184,20 +211,20 @@ class ExactlyOnce:
         _produce(self.producer, topic, key, value, headers, timestamp, None)
 
     def commit(self, offsets: list[TopicPartition]) -> None:
+        producer, timeout = self.producer, self.timeout_s
         try:
-            if offsets:
-                meta = self.consumer.consumer_group_metadata()
-                self._retry(
-                    lambda: self.producer.send_offsets_to_transaction(
-                        offsets, meta, self.timeout_s
-                    ),
-                    "send_offsets_to_transaction",
-                )
-            self._retry(
-                lambda: self.producer.commit_transaction(self.timeout_s), "commit_transaction"
-            )
-        except KafkaException as exc:
-            self._abort(exc)
+            try:
+                if offsets:
+                    meta = self.consumer.consumer_group_metadata()
+                    self._retry(
+                        lambda: producer.send_offsets_to_transaction(offsets, meta, timeout),
+                        "send_offsets_to_transaction",
+                    )
+                self._retry(lambda: producer.commit_transaction(timeout), "commit_transaction")
+            except KafkaException as exc:
+                self._abort(exc)
+        except _Stalled as stall:
+            self._replace(stall)
         finally:
             self._in_txn = False
 
@@ -210,25 +237,41 @@ class ExactlyOnce:
     def abort(self, reason: str) -> None:
         """Abort the open transaction on purpose (tests, shutdown) and rewind."""
         if self._in_txn:
-            self._call(lambda: self.producer.abort_transaction(self.timeout_s), "abort")
+            producer = self.producer
+            try:
+                self._call(lambda: producer.abort_transaction(self.timeout_s), "abort")
+            except _Stalled as stall:
+                self._in_txn = False
+                self._replace(stall)
             self._in_txn = False
         rewind(self.consumer)
         logger.warning("transaction aborted: %s", reason)
 
     def close(self, timeout_s: float) -> None:
-        if self._in_txn:
-            try:
-                self.producer.abort_transaction(timeout_s)
-            except KafkaException as exc:
-                logger.warning("abort at close failed: %s", exc.args[0])
-            self._in_txn = False
-        self.producer.flush(timeout_s)
+        """Abort what is open and flush, bounded; a producer already fenced or stuck (the
+        reason serve is stopping) is reported, not raised again."""
+        producer = self.producer
+        try:
+            if self._in_txn:
+                self._in_txn = False
+                self._caller.run(lambda: producer.abort_transaction(timeout_s), timeout_s, "abort")
+            self._caller.run(lambda: producer.flush(timeout_s), timeout_s, "flush")
+        except KafkaException as exc:
+            logger.warning("producer not closed cleanly: %s", exc.args[0].str())
+        except _Stalled as stall:
+            logger.warning("producer not closed cleanly: %s", stall.text)
+        finally:
+            self._caller.stop()
+
+    def _init(self) -> None:
+        producer = self.producer
+        self._call(lambda: producer.init_transactions(self.timeout_s), "init_transactions")
 
     def _retry(self, call: Callable[[], object], what: str) -> None:
         deadline = time.monotonic() + self.timeout_s
         while True:
             try:
-                call()
+                self._caller.run(call, self.timeout_s + self.STALL_MARGIN_S, what)
                 return
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
@@ -248,9 +291,29 @@ class ExactlyOnce:
         if err.fatal():
             raise FatalKafkaError(_fatal_text("transaction", err)) from None
         logger.warning("transaction failed (%s); aborting and rewinding", err.str())
-        self._call(lambda: self.producer.abort_transaction(self.timeout_s), "abort_transaction")
+        producer = self.producer
+        self._call(lambda: producer.abort_transaction(self.timeout_s), "abort_transaction")
         rewind(self.consumer)
         msg = f"transaction aborted: {err.str()}"
+        raise BatchAborted(msg)
+
+    def _replace(self, stall: _Stalled) -> None:
+        """The producer is stuck: fence it with a fresh one, rewind, redo the batch."""
+        if self._make_producer is None:
+            msg = f"{stall.text}; exiting"
+            raise FatalKafkaError(msg) from None
+        logger.error("%s; replacing the producer (the same transactional id fences it)", stall.text)
+        self._caller.abandon()  # its thread stays blocked in the stuck producer
+        self._caller = _Caller()
+        self.producer = self._make_producer()
+        try:
+            self._init()
+        except _Stalled as again:
+            msg = f"{again.text}; exiting"
+            raise FatalKafkaError(msg) from None
+        self.replacements += 1
+        rewind(self.consumer)
+        msg = f"transaction abandoned: {stall.text}"
         raise BatchAborted(msg)
 
     def _call(self, call: Callable[[], object], what: str) -> None:
@@ -261,11 +324,56 @@ class ExactlyOnce:
             raise FatalKafkaError(_fatal_text(what, err)) from None
 
 
+class _Stalled(Exception):  # noqa: N818 - a condition, handled inside ExactlyOnce
+    def __init__(self, what: str, limit_s: float) -> None:
+        self.text = f"{what} did not return within {limit_s:.0f} s: the Kafka producer is stuck"
+        super().__init__(self.text)
+
+
+class _Caller:
+    """Runs calls one at a time on a daemon thread, each waited for at most ``limit_s``.
+
+    A daemon thread, not an executor: one blocked forever must not hold up the process's
+    exit (executors join their threads at interpreter shutdown).
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], object], Future[object]] | None]
+        self._jobs = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="kafka-txn", daemon=True)
+        self._thread.start()
+
+    def run(self, call: Callable[[], object], limit_s: float, what: str) -> object:
+        future: Future[object] = Future()
+        self._jobs.put((call, future))
+        try:
+            return future.result(timeout=limit_s)
+        except FutureTimeout:
+            raise _Stalled(what, limit_s) from None
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+    def abandon(self) -> None:
+        """Leave the thread to its blocked call; it exits if the call ever returns."""
+        self.stop()
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            call, future = job
+            try:
+                future.set_result(call())
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                future.set_exception(exc)
+
+
 def _fatal_text(what: str, err: KafkaError) -> str:
     if err.code() == KafkaError._FENCED or "fenced" in err.str().lower():
         return (
-            f"{what}: this producer was fenced by a newer instance with the same "
-            f"transactional id ({err.str()}); exiting"
+            f"{what}: this producer was fenced ({err.str()}): either a newer instance took "
+            "the same transactional id, or the broker aborted a transaction that outlived "
+            "transaction.timeout.ms (a process paused or starved that long); exiting so that "
+            "a fresh start takes over"
         )
     return f"{what}: fatal Kafka error {err.name()}: {err.str()}"
 

@@ -162,5 +162,5 @@ def _delivery(settings: ServeSettings, consumer: Consumer) -> Delivery:
             settings.effective_transactional_id(),
             **{"transaction.timeout.ms": settings.transaction_timeout_ms},
         )
-        return ExactlyOnce(Producer(conf), consumer)
+        return ExactlyOnce(Producer(conf), consumer, make_producer=lambda: Producer(conf))
     return AtLeastOnce(Producer(producer_config(conn)), consumer)

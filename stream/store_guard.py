@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,12 +25,6 @@ from features.rebuild import RebuildReport, behind, rebuild
 from features.redis_store import RedisStore
 
 logger = logging.getLogger(__name__)
-
-_EPOCH_SCRIPT = """
-local v = redis.call('GET', KEYS[1])
-if not v then redis.call('SET', KEYS[1], ARGV[1]); return ARGV[1] end
-return v
-"""
 
 
 class StoreGuard:
@@ -144,7 +137,4 @@ class StoreGuard:
             self.running.set(0)
 
     def _read_epoch(self, store: RedisStore) -> str:
-        key = f"{store.prefix}:{{o:{self._topic}}}:epoch"
-        with store._guard():  # noqa: SLF001 - the store's error mapping and connection pool
-            value = store._client.eval(_EPOCH_SCRIPT, 1, key, uuid.uuid4().hex)  # noqa: SLF001
-        return value.decode() if isinstance(value, bytes) else str(value)
+        return store.epoch(self._topic)

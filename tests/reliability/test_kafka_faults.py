@@ -144,14 +144,6 @@ def own_serve(
     factory.stop_all()
 
 
-HANG = (
-    "stream bug (reported): after a broker restart ExactlyOnce.commit can block forever in "
-    "send_offsets_to_transaction (librdkafka 2.16 ignores the call's timeout when the group "
-    "coordinator it cached was decommissioned, librdkafka#5456/#5511); serve stops deciding. "
-    "Not strict: the hang needs the restart to land in a window (3 of 4 outages here)"
-)
-
-
 def _progress(serve: ServeHandle, count: int, bootstrap: str, timeout_s: float = 60) -> None:
     """``count`` decisions out within ``timeout_s``; otherwise serve is stuck: SIGKILL it
     (a stuck serve would also ignore SIGTERM for its whole shutdown bound) and fail."""
@@ -164,7 +156,7 @@ def _progress(serve: ServeHandle, count: int, bootstrap: str, timeout_s: float =
 
 @pytest.mark.parametrize(
     "guarantee",
-    [pytest.param("exactly-once", marks=pytest.mark.xfail(reason=HANG)), "at-least-once"],
+    ["exactly-once", "at-least-once"],
 )
 def test_broker_stopped_then_killed_mid_stream_serve_recovers_by_itself(
     own_kafka: LocalKafka,
@@ -359,18 +351,6 @@ def _freeze_mid_transaction(serve: ServeHandle, admin: AdminClient, attempts: in
     raise AssertionError("never caught serve inside a transaction")
 
 
-class UncleanExit(Exception):  # noqa: N818 - what the test saw, not an error of the code
-    """Serve exited without its one-line error (a traceback instead)."""
-
-
-FROZEN = (
-    "stream bug (reported): after the broker aborted the timed-out transaction, abort_transaction "
-    "is refused as fenced (fatal) and ExactlyOnce.close() then raises the fatal KafkaException "
-    "from producer.flush(): serve dies with a traceback (exit 1) instead of its error line"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=UncleanExit, reason=FROZEN)
 def test_serve_frozen_past_its_transaction_timeout_then_resumed(
     serve_factory: ServeFactory,
     registry: Registry,
@@ -382,9 +362,8 @@ def test_serve_frozen_past_its_transaction_timeout_then_resumed(
     df = history.iloc[:4000]
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     extra = ["--guarantee", "exactly-once", "--budget-ms", "60000", "--max-batch", "32"]
-    extra += ["--transactional-id", f"frozen-{unique}"]
-    env = {"FRAUDSTREAM_TRANSACTION_TIMEOUT_MS": "5000"}  # no flag; the setting reads it
-    serve = serve_factory(registry.root, partitions=3, extra=extra, env=env)
+    extra += ["--transactional-id", f"frozen-{unique}", "--transaction-timeout-ms", "5000"]
+    serve = serve_factory(registry.root, partitions=3, extra=extra)
     feeder = Feeder(kafka_bootstrap, serve.input, _items(df), rate=400)  # 10 s of input
     feeder.start()
     _wait_for(200, kafka_bootstrap, serve.decisions)
@@ -412,9 +391,11 @@ def test_serve_frozen_past_its_transaction_timeout_then_resumed(
     log = serve.log_text()
     if exited is not None:
         assert exited != 0, log
-        serve = serve_factory(registry.root, partitions=3, extra=extra, env=env)
+        serve = serve_factory(registry.root, partitions=3, extra=extra)
     out = decisions_of(consume_all(kafka_bootstrap, serve.decisions, len(df), 120, settle_s=3))
     _assert_exactly_once(out, df)
     assert_store_equals_one_application(redis_url, serve.prefix, df)
-    if exited is not None and (exited != 2 or "Traceback" in log or "error: " not in log):
-        raise UncleanExit(f"serve exited {exited}:\n{log}")
+    if exited is not None:  # the one-line error of a clean fatal exit, no traceback
+        assert exited == 2, log
+        assert "Traceback" not in log, log
+        assert "error: " in log, log

@@ -36,8 +36,10 @@ USER, SECRET = "scorer-sasl", "Kafka-Secret-5e1b9"
 WRONG = "Wrong-Secret-0c47a"
 REDIS_SECRET = "Redis-Secret-8f2d1"
 CLIENT_COMMANDS = ("evalsha", "eval", "get", "set", "hgetall")
-"""Sent by the store's client: scripts by SHA (EVAL once on NOSCRIPT), the schema check
-(SET NX, GET), the offset marks and the rebuild record (HGETALL)."""
+"""Sent by the store's client: scripts by SHA (EVAL once on NOSCRIPT), the schema check and
+the store epoch (SET NX, GET), the offset marks and the rebuild record (HGETALL). Not INFO:
+without it the store takes the server for a single node (``+info`` lets it detect a
+cluster)."""
 
 
 def store_commands() -> list[str]:

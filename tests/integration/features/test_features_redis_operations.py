@@ -118,6 +118,7 @@ def test_acl_user_and_password_from_the_url_and_never_in_errors(
     bad.close()
 
 
+@pytest.mark.reliability
 def test_a_lost_reply_is_safe_to_retry(redis_store: RedisStore, raw_redis: redis.Redis) -> None:
     df = simulate(SimulatorConfig(n_customers=50, n_terminals=100, n_days=10, seed=5)).head(512)
     batch = TransactionBatch.from_columns(

@@ -1,16 +1,19 @@
-"""At-least-once delivery against the real broker: offsets are committed only once the outputs
-for them (and for every batch before them) are acknowledged; a failed delivery commits
-nothing more and rewinds the consumer."""
+"""Delivery against the real broker. At-least-once: offsets are committed only once the
+outputs for them (and for every batch before them) are acknowledged; a failed delivery
+commits nothing more and rewinds the consumer. Exactly-once: a producer stuck in a
+transactional call is replaced and fenced, and the batch is redone once."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from stream.delivery import AtLeastOnce, BatchAborted
+from stream.delivery import AtLeastOnce, BatchAborted, ExactlyOnce
 
 pytestmark = pytest.mark.integration
 
@@ -123,4 +126,63 @@ def test_an_idle_loop_commits_its_last_batch_without_draining(
         delivery.settle()  # what serve does when no input is waiting
         time.sleep(0.1)
     assert _committed(consumer, source) == 5
+    consumer.close()
+
+
+class _StuckOnce(Producer):
+    """A real transactional producer whose ``send_offsets_to_transaction`` blocks until
+    released, whatever its timeout: what librdkafka#5456 does after a broker restart."""
+
+    def __init__(self, conf: dict[str, Any], release: threading.Event) -> None:
+        super().__init__(conf)
+        self.release = release
+
+    def send_offsets_to_transaction(self, *args: Any) -> None:
+        self.release.wait()
+        super().send_offsets_to_transaction(*args)
+
+
+def test_a_stuck_transactional_call_fences_the_producer_and_redoes_the_batch(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], group_id: str
+) -> None:
+    source, sink = topic_factory("eos-in"), topic_factory("eos-out")
+    _fill(kafka_bootstrap, source, 40)
+    consumer = _consumer(kafka_bootstrap, group_id, source)
+    conf = {"bootstrap.servers": kafka_bootstrap, "transactional.id": f"{group_id}-txn"}
+    release = threading.Event()
+    delivery = ExactlyOnce(
+        _StuckOnce(conf, release), consumer, timeout_s=2.0, make_producer=lambda: Producer(conf)
+    )
+    delivery.STALL_MARGIN_S = 0.5
+
+    def batch(n: int) -> None:
+        msgs = _take(consumer, n)
+        delivery.begin()
+        for m in msgs:
+            delivery.produce(sink, None, m.value())
+        delivery.commit([TopicPartition(source, 0, msgs[-1].offset() + 1)])
+
+    started = time.monotonic()
+    with pytest.raises(BatchAborted, match="send_offsets_to_transaction did not return"):
+        batch(20)
+    assert time.monotonic() - started < 10
+    assert delivery.replacements == 1
+    release.set()  # the stuck call now runs on a fenced producer: its error goes nowhere
+    batch(20)  # the consumer was rewound: the same 20 again, then the rest
+    batch(20)
+    delivery.close(10)
+    assert _committed(consumer, source) == 40
+
+    out = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": group_id + "-r",
+            "isolation.level": "read_committed",
+        }
+    )
+    out.assign([TopicPartition(sink, 0, 0)])
+    values = sorted(int(m.value()) for m in _take(out, 40))
+    assert values == list(range(40))  # the stuck producer's 20 outputs were aborted
+    assert out.consume(10, timeout=2) == []
+    out.close()
     consumer.close()
