@@ -71,11 +71,13 @@ class ScoredBatch:
         scored_at_ms: int,
         extra_ms: dict[str, float] | None = None,
         queue_ms: np.ndarray | None = None,
+        kafka_ms: np.ndarray | None = None,
     ) -> tuple[list[dict[str, Any]], np.ndarray]:
         """The decisions as ``fraud.decisions`` documents (the fields of ``Decision``, in
         order), built column-wise, and their total latencies in ms. Latency counts from each
         record's arrival (its Kafka timestamp); ``queue_ms`` is each record's wait before its
-        batch started."""
+        batch started, ``kafka_ms`` the part of it until the consumer handed the record over
+        (producer, broker and fetch)."""
         stages = dict(extra_ms or {}) | self.stage_ms
         b = self.batch
         n = len(b)
@@ -86,6 +88,7 @@ class ScoredBatch:
         met = np.ones(n, dtype=bool) if budget_ms is None else total <= budget_ms
         totals, mets = total.tolist(), met.tolist()
         queues = queue_ms.tolist() if queue_ms is not None else None
+        kafkas = kafka_ms.tolist() if kafka_ms is not None else None
         amounts, times = b.amount.tolist(), b.event_time_ms.tolist()
         scores, labels = self.scores.tolist(), [DECISIONS[c] for c in self.codes.tolist()]
         reasons = self.reasons
@@ -96,6 +99,8 @@ class ScoredBatch:
             latency = {"total": totals[i], **stages}
             if queues is not None:
                 latency["queue"] = queues[i]
+            if kafkas is not None:
+                latency["kafka"] = kafkas[i]
             out.append(
                 {
                     "transaction_id": b.transaction_id[i],

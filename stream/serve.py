@@ -73,6 +73,8 @@ class Server:
     assigned: set[tuple[str, int]] = field(default_factory=set)
     batches: int = 0
     _buffer: deque[Any] = field(default_factory=deque)
+    _fetched: deque[int] = field(default_factory=deque)
+    """Wall ms at which each buffered record was handed over by the consumer."""
     _lag_at: float = 0.0
     _to_check: list[TopicPartition] = field(default_factory=list)
 
@@ -117,10 +119,12 @@ class Server:
         if not msgs and not self._buffer:
             first = self.consumer.poll(0.1)
             msgs = [first, *self.consumer.consume(room - 1, timeout=0)] if first else []
+        fetched = self.wall_ms()
         for msg in msgs:
             err = msg.error()
             if err is None:
                 self._buffer.append(msg)
+                self._fetched.append(fetched)
             elif err.code() != KafkaError._PARTITION_EOF:
                 if err.fatal():
                     raise RuntimeError(err.str())
@@ -134,14 +138,21 @@ class Server:
         slacks = (arrival + self.budget_ms - now) / 1e3
         plan = self.planner.plan(slacks, len(self._buffer), self.models.get() is not None)
         msgs = [self._buffer.popleft() for _ in range(plan.size)]
+        fetched = np.fromiter((self._fetched.popleft() for _ in range(plan.size)), np.int64)
         try:
-            self._process(msgs, arrival[: plan.size], plan, now)
+            self._process(msgs, arrival[: plan.size], fetched, plan, now)
         except BatchAborted as exc:
             logger.warning("%s", exc)
-            self._buffer.clear()
+            self._clear()
         self.batches += 1
 
-    def _process(self, msgs: list[Any], arrival: np.ndarray, plan: Any, started: int) -> None:
+    def _clear(self) -> None:
+        self._buffer.clear()
+        self._fetched.clear()
+
+    def _process(
+        self, msgs: list[Any], arrival: np.ndarray, fetched: np.ndarray, plan: Any, started: int
+    ) -> None:
         perf = time.perf_counter
         t0 = perf()
         decoded = decode_transactions([m.value() for m in msgs], self.limits, now_ms=started)
@@ -159,9 +170,11 @@ class Server:
         marks = {tp.partition: tp.offset for tp in next_offsets}
         if len(decoded.batch):
             scored = self.pipeline.run(decoded.batch, plan, marks)
+            ok = np.asarray(decoded.ok_index, dtype=np.int64)
             self._emit(
                 scored,
-                arrival[np.asarray(decoded.ok_index, dtype=np.int64)],
+                arrival[ok],
+                fetched[ok],
                 {"queue_start": float(started), "decode": decode_ms},
             )
         else:
@@ -181,7 +194,7 @@ class Server:
             self.delivery.settle()
         except BatchAborted as exc:
             logger.warning("%s", exc)
-            self._buffer.clear()
+            self._clear()
 
     def _slack_left(self, scored: ScoredBatch) -> bool:
         """The challenger runs only when the next waiting record can afford it."""
@@ -190,12 +203,19 @@ class Server:
         slack_ms = _arrival_ms(self._buffer[0], 0) + self.budget_ms - self.wall_ms()
         return slack_ms / 1e3 > 2 * self.planner.costs["score_full"].predict(len(scored.codes))
 
-    def _emit(self, scored: ScoredBatch, arrival: np.ndarray, extra: dict[str, float]) -> None:
+    def _emit(
+        self,
+        scored: ScoredBatch,
+        arrival: np.ndarray,
+        fetched: np.ndarray,
+        extra: dict[str, float],
+    ) -> None:
         t0 = time.perf_counter()
         scored_at = self.wall_ms()
         queue_start = int(extra.pop("queue_start"))
         queue = np.maximum(queue_start - arrival, 0).astype(np.float64)
-        rows, total = scored.rows(arrival, self.budget_ms, scored_at, extra, queue)
+        kafka = np.clip(fetched - arrival, 0, queue).astype(np.float64)
+        rows, total = scored.rows(arrival, self.budget_ms, scored_at, extra, queue, kafka)
         produce, dumps = self.delivery.produce, orjson.dumps
         decisions, alerts = self.topics.decisions, self.topics.alerts
         alert = (scored.codes >= REVIEW).tolist()
@@ -260,7 +280,13 @@ class Server:
             logger.warning("%s", exc)
         gone = {(p.topic, p.partition) for p in parts}
         self.assigned -= gone
-        self._buffer = deque(m for m in self._buffer if (m.topic(), m.partition()) not in gone)
+        kept = [
+            (m, f)
+            for m, f in zip(self._buffer, self._fetched, strict=True)
+            if (m.topic(), m.partition()) not in gone
+        ]
+        self._buffer = deque(m for m, _ in kept)
+        self._fetched = deque(f for _, f in kept)
         self.metrics.lag.clear()  # refilled for the partitions still owned within 5 s
         logger.info("partitions revoked", extra={"partitions": sorted(p for _, p in gone)})
 

@@ -294,18 +294,31 @@ def _finish(results: dict[str, Any], out: Path) -> None:
     report.write(results, out)
 
 
+PER_RECORD = ("queue", "kafka")
+"""Per-record parts of a decision's latency_ms (the other stages are per batch)."""
+
+
 def _latency_notes(results: dict[str, Any]) -> list[str]:
     """Where the paced latency goes, from the decisions' own per-stage times."""
     notes = []
     for row in results.get("latency") or []:
         stages = row.get("stage_p50_ms") or {}
-        work = sum(v for k, v in stages.items() if k != "queue")
+        work = sum(v for k, v in stages.items() if k not in PER_RECORD)
         notes.append(
             f"At {row['share_of_max']} of max: median {stages.get('queue', 0):g} ms waiting"
-            f" before the batch starts against {work:.2f} ms in the stages, micro-batches of"
+            f" before the batch starts (of which {stages.get('kafka', 0):g} ms until the"
+            f" consumer had the record) against {work:.2f} ms in the stages, micro-batches of"
             f" about {row.get('mean_batch_approx')} records,"
             f" {1 - (row['deadline_met'] or 0):.1%} of deadlines missed."
         )
+        tail = row.get("tail_p50_ms") or {}
+        if tail:
+            tail_work = sum(v for k, v in tail.items() if k not in (*PER_RECORD, "total"))
+            notes.append(
+                f"  its slowest 1% (total {tail.get('total', 0):g} ms, median): kafka"
+                f" {tail.get('kafka', 0):g} ms, waiting in serve"
+                f" {tail.get('queue', 0) - tail.get('kafka', 0):g} ms, stages {tail_work:.2f} ms"
+            )
     if notes and (ROOT / "bench" / "profile.txt").exists():
         notes.append("bench/profile.txt: serve under cProfile (ops/bench/run.py --profile).")
     return notes

@@ -211,7 +211,7 @@ def _row(
         {
             (
                 d["scored_at"],
-                *(v for k, v in d["latency_ms"].items() if k not in ("total", "queue")),
+                *(v for k, v in d["latency_ms"].items() if k not in ("total", "queue", "kafka")),
             )
             for d in decisions
         }
@@ -232,6 +232,19 @@ def _row(
             k: pct(np.asarray([d["latency_ms"].get(k, 0.0) for d in decisions]), 50) for k in stages
         },
         "mean_batch_approx": round(len(decisions) / max(batches, 1), 1),
+        "tail_p50_ms": _tail(lat, decisions, stages),
+    }
+
+
+def _tail(lat: np.ndarray, decisions: list[dict[str, Any]], stages: list[str]) -> dict[str, float]:
+    """Median of each latency part over the slowest 1% of decisions (where the tail goes).
+    ``lat`` is sorted; the decisions are matched by their own total."""
+    cut = float(np.percentile(lat, 99))
+    slow = [d["latency_ms"] for d in decisions if d["latency_ms"]["total"] >= cut]
+    if not slow:
+        return {}
+    return {
+        k: round(float(np.median([s.get(k, 0.0) for s in slow])), 2) for k in ["total", *stages]
     }
 
 
