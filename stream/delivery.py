@@ -9,17 +9,14 @@ abort and rewind to the committed position, fatal → exit non-zero).
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from stream.bounded_call import BoundedCaller, Stalled
 from stream.exceptions import FatalKafkaError, StreamError
 
 logger = logging.getLogger(__name__)
@@ -189,10 +186,10 @@ class ExactlyOnce:
         self.replacements = 0
         self._make_producer = make_producer
         self._in_txn = False
-        self._caller = _Caller()
+        self._caller = BoundedCaller()
         try:
             self._init()
-        except _Stalled as stall:
+        except Stalled as stall:
             raise FatalKafkaError(stall.text) from None
 
     def begin(self) -> None:
@@ -223,7 +220,7 @@ class ExactlyOnce:
                 self._retry(lambda: producer.commit_transaction(timeout), "commit_transaction")
             except KafkaException as exc:
                 self._abort(exc)
-        except _Stalled as stall:
+        except Stalled as stall:
             self._replace(stall)
         finally:
             self._in_txn = False
@@ -240,7 +237,7 @@ class ExactlyOnce:
             producer = self.producer
             try:
                 self._call(lambda: producer.abort_transaction(self.timeout_s), "abort")
-            except _Stalled as stall:
+            except Stalled as stall:
                 self._in_txn = False
                 self._replace(stall)
             self._in_txn = False
@@ -258,7 +255,7 @@ class ExactlyOnce:
             self._caller.run(lambda: producer.flush(timeout_s), timeout_s, "flush")
         except KafkaException as exc:
             logger.warning("producer not closed cleanly: %s", exc.args[0].str())
-        except _Stalled as stall:
+        except Stalled as stall:
             logger.warning("producer not closed cleanly: %s", stall.text)
         finally:
             self._caller.stop()
@@ -297,18 +294,18 @@ class ExactlyOnce:
         msg = f"transaction aborted: {err.str()}"
         raise BatchAborted(msg)
 
-    def _replace(self, stall: _Stalled) -> None:
+    def _replace(self, stall: Stalled) -> None:
         """The producer is stuck: fence it with a fresh one, rewind, redo the batch."""
         if self._make_producer is None:
             msg = f"{stall.text}; exiting"
             raise FatalKafkaError(msg) from None
         logger.error("%s; replacing the producer (the same transactional id fences it)", stall.text)
         self._caller.abandon()  # its thread stays blocked in the stuck producer
-        self._caller = _Caller()
+        self._caller = BoundedCaller()
         self.producer = self._make_producer()
         try:
             self._init()
-        except _Stalled as again:
+        except Stalled as again:
             msg = f"{again.text}; exiting"
             raise FatalKafkaError(msg) from None
         self.replacements += 1
@@ -322,49 +319,6 @@ class ExactlyOnce:
         except KafkaException as exc:
             err: KafkaError = exc.args[0]
             raise FatalKafkaError(_fatal_text(what, err)) from None
-
-
-class _Stalled(Exception):  # noqa: N818 - a condition, handled inside ExactlyOnce
-    def __init__(self, what: str, limit_s: float) -> None:
-        self.text = f"{what} did not return within {limit_s:.0f} s: the Kafka producer is stuck"
-        super().__init__(self.text)
-
-
-class _Caller:
-    """Runs calls one at a time on a daemon thread, each waited for at most ``limit_s``.
-
-    A daemon thread, not an executor: one blocked forever must not hold up the process's
-    exit (executors join their threads at interpreter shutdown).
-    """
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], object], Future[object]] | None]
-        self._jobs = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="kafka-txn", daemon=True)
-        self._thread.start()
-
-    def run(self, call: Callable[[], object], limit_s: float, what: str) -> object:
-        future: Future[object] = Future()
-        self._jobs.put((call, future))
-        try:
-            return future.result(timeout=limit_s)
-        except FutureTimeout:
-            raise _Stalled(what, limit_s) from None
-
-    def stop(self) -> None:
-        self._jobs.put(None)
-
-    def abandon(self) -> None:
-        """Leave the thread to its blocked call; it exits if the call ever returns."""
-        self.stop()
-
-    def _loop(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            call, future = job
-            try:
-                future.set_result(call())
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
-                future.set_exception(exc)
 
 
 def _fatal_text(what: str, err: KafkaError) -> str:
