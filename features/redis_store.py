@@ -179,7 +179,7 @@ class RedisStore:
         """Partition -> highest offset mark recorded for ``topic``."""
         with self._guard():
             self._detect()
-            client = self._client if self._cluster is None else self._cluster.cluster
+            client = self._single_key_client()
             marks = client.hgetall(self._offsets_key(topic))
         return {int(k): int(v) for k, v in marks.items()}
 
@@ -190,7 +190,7 @@ class RedisStore:
         key = f"{self.prefix}:{{o:{topic}}}:epoch"
         with self._guard():
             self._detect()
-            client = self._client if self._cluster is None else self._cluster.cluster
+            client = self._single_key_client()
             client.set(key, uuid.uuid4().hex, nx=True)
             value = client.get(key)
         if value is None:  # flushed between the two calls: the next check sees a new one
@@ -218,6 +218,11 @@ class RedisStore:
         self._client.close()
         if self._cluster is not None:
             self._cluster.cluster.close()
+
+    def _single_key_client(self) -> Any:
+        """For calls on one key: the server, or the cluster client that routes by key
+        (``_detect`` first)."""
+        return self._client if self._cluster is None else self._cluster.cluster
 
     def _offsets_key(self, topic: str) -> str:
         return f"{self.prefix}:{{o:{topic}}}:offsets"
@@ -310,7 +315,7 @@ class RedisStore:
             return
         key = f"{self.prefix}:schema"
         mine = self.config.schema_hash()
-        client = self._client if self._cluster is None else self._cluster.cluster
+        client = self._single_key_client()
         client.set(key, mine, nx=True)
         stored = client.get(key)
         theirs = stored.decode() if isinstance(stored, bytes) else stored

@@ -27,6 +27,7 @@ def _alive(pid: int | None) -> bool:
 
 
 def _coordinator_answers(admin: AdminClient) -> bool:
+    """Describing an unknown group needs its coordinator: raises until one answers."""
     probe = "fraudstream-ready-probe"
     admin.describe_consumer_groups([probe], request_timeout=2.0)[probe].result()
     return True

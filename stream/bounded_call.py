@@ -18,7 +18,7 @@ class Stalled(Exception):  # noqa: N818 - a condition its caller handles, not a 
     """A call did not return within its bound."""
 
     def __init__(self, what: str, limit_s: float) -> None:
-        self.text = f"{what} did not return within {limit_s:g} s: the Kafka producer is stuck"
+        self.text = f"{what} did not return within {limit_s:g} s"
         super().__init__(self.text)
 
 

@@ -187,10 +187,7 @@ class ExactlyOnce:
         self._make_producer = make_producer
         self._in_txn = False
         self._caller = BoundedCaller()
-        try:
-            self._init()
-        except Stalled as stall:
-            raise FatalKafkaError(stall.text) from None
+        self._init()
 
     def begin(self) -> None:
         if not self._in_txn:
@@ -238,9 +235,9 @@ class ExactlyOnce:
             try:
                 self._call(lambda: producer.abort_transaction(self.timeout_s), "abort")
             except Stalled as stall:
-                self._in_txn = False
                 self._replace(stall)
-            self._in_txn = False
+            finally:
+                self._in_txn = False
         rewind(self.consumer)
         logger.warning("transaction aborted: %s", reason)
 
@@ -261,8 +258,13 @@ class ExactlyOnce:
             self._caller.stop()
 
     def _init(self) -> None:
+        """init_transactions; a stuck one is fatal (nothing left to fence it with)."""
         producer = self.producer
-        self._call(lambda: producer.init_transactions(self.timeout_s), "init_transactions")
+        try:
+            self._call(lambda: producer.init_transactions(self.timeout_s), "init_transactions")
+        except Stalled as stall:
+            msg = f"{stall.text}: the Kafka producer is stuck; exiting"
+            raise FatalKafkaError(msg) from None
 
     def _retry(self, call: Callable[[], object], what: str) -> None:
         deadline = time.monotonic() + self.timeout_s
@@ -297,17 +299,16 @@ class ExactlyOnce:
     def _replace(self, stall: Stalled) -> None:
         """The producer is stuck: fence it with a fresh one, rewind, redo the batch."""
         if self._make_producer is None:
-            msg = f"{stall.text}; exiting"
+            msg = f"{stall.text}: the Kafka producer is stuck; exiting"
             raise FatalKafkaError(msg) from None
-        logger.error("%s; replacing the producer (the same transactional id fences it)", stall.text)
+        logger.error(
+            "%s: the Kafka producer is stuck; replacing it (the same transactional id fences it)",
+            stall.text,
+        )
         self._caller.abandon()  # its thread stays blocked in the stuck producer
         self._caller = BoundedCaller()
         self.producer = self._make_producer()
-        try:
-            self._init()
-        except Stalled as again:
-            msg = f"{again.text}; exiting"
-            raise FatalKafkaError(msg) from None
+        self._init()
         self.replacements += 1
         rewind(self.consumer)
         msg = f"transaction abandoned: {stall.text}"

@@ -72,9 +72,8 @@ class Server:
     stopping: threading.Event = field(default_factory=threading.Event)
     assigned: set[tuple[str, int]] = field(default_factory=set)
     batches: int = 0
-    _buffer: deque[Any] = field(default_factory=deque)
-    _fetched: deque[int] = field(default_factory=deque)
-    """Wall ms at which each buffered record was handed over by the consumer."""
+    _buffer: deque[tuple[Any, int]] = field(default_factory=deque)
+    """Consumed records, each with the wall ms at which the consumer handed it over."""
     _lag_at: float = 0.0
     _to_check: list[TopicPartition] = field(default_factory=list)
 
@@ -123,8 +122,7 @@ class Server:
         for msg in msgs:
             err = msg.error()
             if err is None:
-                self._buffer.append(msg)
-                self._fetched.append(fetched)
+                self._buffer.append((msg, fetched))
             elif err.code() != KafkaError._PARTITION_EOF:
                 if err.fatal():
                     raise RuntimeError(err.str())
@@ -133,22 +131,19 @@ class Server:
     def _step(self) -> None:
         now = self.wall_ms()
         arrival = np.fromiter(
-            (_arrival_ms(m, now) for m in self._buffer), np.int64, len(self._buffer)
+            (_arrival_ms(m, now) for m, _ in self._buffer), np.int64, len(self._buffer)
         )
         slacks = (arrival + self.budget_ms - now) / 1e3
         plan = self.planner.plan(slacks, len(self._buffer), self.models.get() is not None)
-        msgs = [self._buffer.popleft() for _ in range(plan.size)]
-        fetched = np.fromiter((self._fetched.popleft() for _ in range(plan.size)), np.int64)
+        taken = [self._buffer.popleft() for _ in range(plan.size)]
+        msgs = [m for m, _ in taken]
+        fetched = np.fromiter((f for _, f in taken), np.int64, len(taken))
         try:
             self._process(msgs, arrival[: plan.size], fetched, plan, now)
         except BatchAborted as exc:
             logger.warning("%s", exc)
-            self._clear()
+            self._buffer.clear()
         self.batches += 1
-
-    def _clear(self) -> None:
-        self._buffer.clear()
-        self._fetched.clear()
 
     def _process(
         self, msgs: list[Any], arrival: np.ndarray, fetched: np.ndarray, plan: Any, started: int
@@ -194,13 +189,13 @@ class Server:
             self.delivery.settle()
         except BatchAborted as exc:
             logger.warning("%s", exc)
-            self._clear()
+            self._buffer.clear()
 
     def _slack_left(self, scored: ScoredBatch) -> bool:
         """The challenger runs only when the next waiting record can afford it."""
         if not self._buffer:
             return True
-        slack_ms = _arrival_ms(self._buffer[0], 0) + self.budget_ms - self.wall_ms()
+        slack_ms = _arrival_ms(self._buffer[0][0], 0) + self.budget_ms - self.wall_ms()
         return slack_ms / 1e3 > 2 * self.planner.costs["score_full"].predict(len(scored.codes))
 
     def _emit(
@@ -280,13 +275,9 @@ class Server:
             logger.warning("%s", exc)
         gone = {(p.topic, p.partition) for p in parts}
         self.assigned -= gone
-        kept = [
-            (m, f)
-            for m, f in zip(self._buffer, self._fetched, strict=True)
-            if (m.topic(), m.partition()) not in gone
-        ]
-        self._buffer = deque(m for m, _ in kept)
-        self._fetched = deque(f for _, f in kept)
+        self._buffer = deque(
+            (m, f) for m, f in self._buffer if (m.topic(), m.partition()) not in gone
+        )
         self.metrics.lag.clear()  # refilled for the partitions still owned within 5 s
         logger.info("partitions revoked", extra={"partitions": sorted(p for _, p in gone)})
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from stream.delivery import AtLeastOnce, BatchAborted, ExactlyOnce
+from stream.delivery import AtLeastOnce, BatchAborted, Delivery, ExactlyOnce
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +51,24 @@ def _committed(consumer: Consumer, topic: str) -> int:
     return consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
 
 
+def _copy_batch(delivery: Delivery, consumer: Consumer, sink: str, n: int) -> None:
+    """One loop step: take ``n`` records, produce each to ``sink``, commit past them."""
+    msgs = _take(consumer, n)
+    delivery.begin()
+    for m in msgs:
+        delivery.produce(sink, None, m.value())
+    delivery.commit([TopicPartition(msgs[0].topic(), 0, msgs[-1].offset() + 1)])
+
+
+def _reader(bootstrap: str, group: str, topic: str) -> Consumer:
+    """A read_committed consumer of partition 0 from its start."""
+    out = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "isolation.level": "read_committed"}
+    )
+    out.assign([TopicPartition(topic, 0, 0)])
+    return out
+
+
 def test_offsets_follow_acknowledged_outputs(
     kafka_bootstrap: str, topic_factory: Callable[..., str], group_id: str
 ) -> None:
@@ -59,15 +77,10 @@ def test_offsets_follow_acknowledged_outputs(
     consumer = _consumer(kafka_bootstrap, group_id, source)
     delivery = AtLeastOnce(Producer({"bootstrap.servers": kafka_bootstrap}), consumer)
     for _ in range(30):
-        msgs = _take(consumer, 10)
-        delivery.begin()
-        for m in msgs:
-            delivery.produce(sink, None, m.value())
-        delivery.commit([TopicPartition(source, 0, msgs[-1].offset() + 1)])
+        _copy_batch(delivery, consumer, sink, 10)
     delivery.drain()
     assert _committed(consumer, source) == 300
-    out = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group_id + "-r"})
-    out.assign([TopicPartition(sink, 0, 0)])
+    out = _reader(kafka_bootstrap, group_id + "-r", sink)
     assert len(_take(out, 300)) == 300
     out.close()
     consumer.close()
@@ -82,11 +95,7 @@ def test_a_failed_delivery_commits_nothing_after_it_and_rewinds(
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "message.timeout.ms": 1500})
     delivery = AtLeastOnce(producer, consumer)
 
-    first = _take(consumer, 10)  # acknowledged and committed
-    delivery.begin()
-    for m in first:
-        delivery.produce(sink, None, m.value())
-    delivery.commit([TopicPartition(source, 0, 10)])
+    _copy_batch(delivery, consumer, sink, 10)  # acknowledged and committed
     delivery.drain()
     assert _committed(consumer, source) == 10
 
@@ -116,11 +125,7 @@ def test_an_idle_loop_commits_its_last_batch_without_draining(
     _fill(kafka_bootstrap, source, 5)
     consumer = _consumer(kafka_bootstrap, group_id, source)
     delivery = AtLeastOnce(Producer({"bootstrap.servers": kafka_bootstrap}), consumer)
-    msgs = _take(consumer, 5)
-    delivery.begin()
-    for m in msgs:
-        delivery.produce(sink, None, m.value())
-    delivery.commit([TopicPartition(source, 0, 5)])
+    _copy_batch(delivery, consumer, sink, 5)
     deadline = time.monotonic() + 30
     while _committed(consumer, source) != 5 and time.monotonic() < deadline:
         delivery.settle()  # what serve does when no input is waiting
@@ -155,32 +160,18 @@ def test_a_stuck_transactional_call_fences_the_producer_and_redoes_the_batch(
     )
     delivery.STALL_MARGIN_S = 0.5
 
-    def batch(n: int) -> None:
-        msgs = _take(consumer, n)
-        delivery.begin()
-        for m in msgs:
-            delivery.produce(sink, None, m.value())
-        delivery.commit([TopicPartition(source, 0, msgs[-1].offset() + 1)])
-
     started = time.monotonic()
     with pytest.raises(BatchAborted, match="send_offsets_to_transaction did not return"):
-        batch(20)
+        _copy_batch(delivery, consumer, sink, 20)
     assert time.monotonic() - started < 10
     assert delivery.replacements == 1
     release.set()  # the stuck call now runs on a fenced producer: its error goes nowhere
-    batch(20)  # the consumer was rewound: the same 20 again, then the rest
-    batch(20)
+    _copy_batch(delivery, consumer, sink, 20)  # rewound: the same 20 again, then the rest
+    _copy_batch(delivery, consumer, sink, 20)
     delivery.close(10)
     assert _committed(consumer, source) == 40
 
-    out = Consumer(
-        {
-            "bootstrap.servers": kafka_bootstrap,
-            "group.id": group_id + "-r",
-            "isolation.level": "read_committed",
-        }
-    )
-    out.assign([TopicPartition(sink, 0, 0)])
+    out = _reader(kafka_bootstrap, group_id + "-r", sink)
     values = sorted(int(m.value()) for m in _take(out, 40))
     assert values == list(range(40))  # the stuck producer's 20 outputs were aborted
     assert out.consume(10, timeout=2) == []
