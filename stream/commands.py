@@ -42,6 +42,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     s("--budget-ms", type=float, help="per-message latency budget (default 50)")
     s("--max-batch", type=int, help="largest micro-batch (default 1024)")
+    s(
+        "--fetch-wait-ms",
+        type=int,
+        help="the broker gathers a fetch this long at most (default budget/5, 1 to 10)",
+    )
+    s("--fetch-min-bytes", type=int, help="bytes a fetch gathers (default 8192)")
     s("--guarantee", choices=["at-least-once", "exactly-once"])
     s("--device", choices=["auto", "cpu", "cuda"])
     s("--metrics-port", type=int, help="/metrics, /healthz, /readyz (default 9108; 0 = off)")

@@ -122,7 +122,14 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
         on_store_back=(lambda: guard.on_store_back(store)) if guard else None,
         rules=Rules(settings.rules_review_amount, settings.rules_decline_amount),
     )
-    consumer = Consumer(consumer_config(conn, settings.group_id))
+    consumer = Consumer(
+        consumer_config(
+            conn,
+            settings.group_id,
+            fetch_wait_ms=settings.effective_fetch_wait_ms(),
+            fetch_min_bytes=settings.fetch_min_bytes,
+        )
+    )
     delivery = _delivery(settings, consumer)
     shadow = None
     if settings.shadow:

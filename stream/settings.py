@@ -118,6 +118,12 @@ class ServeSettings(KafkaSecurity):
     """Per-message latency budget from the Kafka timestamp."""
     max_batch: int = Field(default=1024, ge=1, le=65_536)
     """Largest micro-batch."""
+    fetch_wait_ms: int | None = Field(default=None, ge=0, le=1_000)
+    """How long the broker may hold a fetch until ``fetch_min_bytes`` are there (default:
+    a fifth of the budget, 1 to 10 ms). Gathering there instead of fetching every few
+    records cuts broker and serve CPU by about a third at 5,000 tx/s (README)."""
+    fetch_min_bytes: int = Field(default=8_192, ge=1, le=16_777_216)
+    """Bytes a fetch waits for (up to ``fetch_wait_ms``); 8 KiB is about 40 transactions."""
     guarantee: Literal["at-least-once", "exactly-once"] = "at-least-once"
     """Delivery guarantee."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -142,6 +148,11 @@ class ServeSettings(KafkaSecurity):
     """Most transactions kept for an unavailable store; beyond it, consumption pauses."""
     transaction_timeout_ms: int = Field(default=60_000, ge=1_000)
     """Kafka transaction timeout (exactly-once)."""
+
+    def effective_fetch_wait_ms(self) -> int:
+        if self.fetch_wait_ms is not None:
+            return self.fetch_wait_ms
+        return int(min(10.0, max(1.0, self.budget_ms / 5)))
 
     def effective_transactional_id(self) -> str:
         if self.transactional_id:

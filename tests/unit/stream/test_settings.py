@@ -9,6 +9,8 @@ import pytest
 from features.exceptions import ConfigError
 from stream.cli import build_parser
 from stream.commands import flags_of
+from stream.kafka.clients import consumer_config
+from stream.kafka.connection import KafkaConnection
 from stream.settings import ServeSettings, load_settings, redact_url
 
 
@@ -99,3 +101,22 @@ def test_sasl_without_mechanism_is_refused() -> None:
             },
             None,
         )
+
+
+@pytest.mark.parametrize(
+    ("budget", "given", "expected"), [(50, None, 10), (20, None, 4), (2, None, 1), (50, 0, 0)]
+)
+def test_the_fetch_wait_follows_the_budget_unless_given(
+    budget: float, given: int | None, expected: int
+) -> None:
+    flags = ["--bootstrap-servers", "b:1", "--registry", "/r", "--budget-ms", str(budget)]
+    if given is not None:
+        flags += ["--fetch-wait-ms", str(given)]
+    settings = load_settings(ServeSettings, {**_flags(*flags), "redis_url": "redis://x"}, None)
+    assert settings.effective_fetch_wait_ms() == expected
+
+
+def test_the_consumer_gathers_fetches_as_configured() -> None:
+    conf = consumer_config(KafkaConnection(bootstrap_servers="b:1"), "g", 7, 4096)
+    assert (conf["fetch.wait.max.ms"], conf["fetch.min.bytes"]) == (7, 4096)
+    assert conf["isolation.level"] == "read_committed"
