@@ -172,12 +172,14 @@ class ExactlyOnce:
     """
 
     STALL_MARGIN_S = 5.0
+    TIMEOUT_S = 30.0
+    """Default timeout of each transactional call."""
 
     def __init__(
         self,
         producer: Producer,
         consumer: Consumer,
-        timeout_s: float = 30.0,
+        timeout_s: float = TIMEOUT_S,
         make_producer: Callable[[], Producer] | None = None,
     ):
         self.producer = producer
@@ -188,6 +190,11 @@ class ExactlyOnce:
         self._in_txn = False
         self._caller = BoundedCaller()
         self._init()
+
+    @property
+    def stuck_after_s(self) -> float:
+        """How long a transactional call may take before the producer counts as stuck."""
+        return self.timeout_s + self.STALL_MARGIN_S
 
     def begin(self) -> None:
         if not self._in_txn:
@@ -270,7 +277,7 @@ class ExactlyOnce:
         deadline = time.monotonic() + self.timeout_s
         while True:
             try:
-                self._caller.run(call, self.timeout_s + self.STALL_MARGIN_S, what)
+                self._caller.run(call, self.stuck_after_s, what)
                 return
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]

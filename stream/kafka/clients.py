@@ -10,8 +10,9 @@ from stream.kafka.connection import KafkaConnection
 def consumer_config(
     conn: KafkaConnection,
     group_id: str,
-    fetch_wait_ms: int = 5,
-    fetch_min_bytes: int = 1,
+    *,
+    fetch_wait_ms: int,
+    fetch_min_bytes: int,
     **overrides: Any,
 ) -> dict[str, Any]:
     """A consumer that commits explicitly, reads committed data only, and rebalances

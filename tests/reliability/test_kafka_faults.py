@@ -154,9 +154,9 @@ def _progress(serve: ServeHandle, count: int, bootstrap: str, timeout_s: float =
         raise AssertionError(f"{exc}: serve did not recover\n{serve.log_text()}") from None
 
 
-STUCK_CALL_BOUND_S = 30.0 + ExactlyOnce.STALL_MARGIN_S
-"""How long serve waits on a stuck transactional call before it replaces the producer (its
-default call timeout plus the margin): after a broker restart librdkafka can hang in
+STUCK_CALL_BOUND_S = ExactlyOnce.TIMEOUT_S + ExactlyOnce.STALL_MARGIN_S
+"""How long serve (default call timeout) waits on a stuck transactional call before it
+replaces the producer: after a broker restart librdkafka can hang in
 ``send_offsets_to_transaction`` (see ``ExactlyOnce``), and recovering from that is by design
 this much slower than a plain reconnect."""
 

@@ -117,6 +117,8 @@ def test_the_fetch_wait_follows_the_budget_unless_given(
 
 
 def test_the_consumer_gathers_fetches_as_configured() -> None:
-    conf = consumer_config(KafkaConnection(bootstrap_servers="b:1"), "g", 7, 4096)
+    conf = consumer_config(
+        KafkaConnection(bootstrap_servers="b:1"), "g", fetch_wait_ms=7, fetch_min_bytes=4096
+    )
     assert (conf["fetch.wait.max.ms"], conf["fetch.min.bytes"]) == (7, 4096)
     assert conf["isolation.level"] == "read_committed"
