@@ -30,7 +30,12 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError, ResponseError
 
 from features.batch import TransactionBatch
-from features.redis_scripts import APPLY_CUSTOMERS, APPLY_LABELS_CROSS_SLOT, APPLY_TERMINALS
+from features.redis_scripts import (
+    APPLY_CUSTOMERS,
+    APPLY_LABELS_CROSS_SLOT,
+    APPLY_TERMINALS,
+    rows_keys,
+)
 from features.schema import Label
 
 Call = tuple[ClusterNode, Any, list[Any]]
@@ -100,13 +105,13 @@ class ClusterBatches:
     ) -> list[bytes]:
         """Round 2: every transaction's row, stored the first time."""
         p = self._prefix
-        groups = self._group([f"{p}:{{c:{c}}}:r" for c in batch.customer_id])
+        rows_at = rows_keys(p, batch.customer_id, numbers[:, 0])
+        groups = self._group(rows_at)
         calls: list[Call] = []
         for node, idx in groups:
             keys = []
             for i in idx:
-                c = f"{p}:{{c:{batch.customer_id[i]}}}"
-                keys += [f"{c}:r", f"{c}:h", f"{c}:i"]
+                keys += [rows_at[i], f"{p}:{{c:{batch.customer_id[i]}}}:h"]
             ids = [batch.transaction_id[i] for i in idx]
             args = [len(idx), *head, numbers[idx].tobytes(), counts[idx].tobytes(), *keys, *ids]
             calls.append((node, self._customers, args))

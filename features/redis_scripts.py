@@ -2,13 +2,13 @@
 
 Key layout under a prefix ``P`` (every key of an entity shares its hash tag):
 
-- ``P:{c:<customer>}:r`` hash, tx id -> raw row (little-endian f64s) returned the first
-  time (idempotency)
+- ``P:{c:<customer>}:r<period>`` hash, tx id -> raw row (little-endian f64s) returned the
+  first time (idempotency), one hash per period of ``refresh_s`` (a week) of event time
 - ``P:{t:<terminal>}:w`` string, the terminal's history (see ``TERMINAL HISTORY``)
 - ``P:{t:<terminal>}:l`` sorted set of every labelled tx id (first label wins)
 - ``P:{t:<terminal>}:f`` sorted set of fraud-labelled tx ids by event second
 - ``P:{t:<terminal>}:fs`` string, their event seconds (what windows count, see below)
-- ``P:{c:<customer>}:h``, ``P:{c:<customer>}:i``, ``P:{t:<terminal>}:i``: see below
+- ``P:{c:<customer>}:h``, ``P:{t:<terminal>}:i``: see below
 - ``P:{o:<topic>}:offsets`` hash, partition -> highest applied offset mark
 
 An entity's window history is one binary string, appended to in order (one APPEND) and
@@ -20,6 +20,25 @@ node, each idempotent on its own (see that module for why the order makes retrie
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+TTL_REFRESH_S = 7 * 86_400
+"""A customer's keys get their idle TTL again once its event time moved this far; it is
+also the period of event time one customer rows hash holds."""
+LAYOUT = 2
+"""The key layout above (1: one rows hash per customer and a tx id list to trim it)."""
+
+
+def rows_keys(prefix: str, customer_ids: Sequence[str], event_seconds: npt.ArrayLike) -> list[str]:
+    """The rows hash of each transaction: its customer's, for the period of its event
+    second (as the scripts compute it)."""
+    periods = np.floor_divide(np.asarray(event_seconds, dtype=np.int64), TTL_REFRESH_S)
+    return [f"{prefix}:{{c:{c}}}:r{p}" for c, p in zip(customer_ids, periods.tolist(), strict=True)]
+
 
 _FUNCTIONS = r"""
 local SCALE, REBASE_AT = 65536, 2 ^ 52
@@ -55,8 +74,10 @@ local function trim_from(hist, size, n, cut, slack)
 end
 
 -- CUSTOMER HISTORY P:{c:<customer>}:h: header '<ddd' (event second of the last TTL
--- refresh, totals before the first record), records '<ddd' (second, totals through it);
--- P:{c:<customer>}:i list of '<d' second .. tx id by arrival, to trim the rows hash
+-- refresh, totals before the first record), records '<ddd' (second, totals through it).
+-- CUSTOMER ROWS P:{c:<customer>}:r<p>: the rows of the transactions whose event second is
+-- in period p (of refresh_s seconds); a period's hash is deleted whole once the history is
+-- trimmed past it, so no per-transaction index is kept to forget rows one by one
 local CREC = 24
 
 local function customer_totals(hist, i)
@@ -66,6 +87,22 @@ local function customer_totals(hist, i)
   end
   local _, w, r = unpack_('<ddd', hist, HEAD + 1 + i * CREC)
   return w, r
+end
+
+local function period(s)
+  return math.floor(s / refresh_s)
+end
+
+-- delete the rows hashes of periods [from, to) of the customer whose history is kh
+local function drop_rows(kh, from, to)
+  local base, dead = sub(kh, 1, #kh - 1) .. 'r', {}
+  for p = from, to - 1 do
+    dead[#dead + 1] = base .. p
+    if #dead == 1000 or p == to - 1 then
+      redis.call('DEL', unpack(dead))
+      dead = {}
+    end
+  end
 end
 
 -- delete the fields of transactions at or before `cut` (every value starts with its ms)
@@ -92,29 +129,28 @@ local function shifted(hist, from, to, dw, dr)
   return table.concat(moved)
 end
 
--- drop the rows of the oldest transactions once out of every window: the id list holds
--- (second, tx id) by arrival; its leading entries at or before `cut` go
-local function forget(ki, kr, cut, k)
-  local first = redis.call('LRANGE', ki, 0, k - 1)
-  local dead = {}
-  for h = 1, #first do
-    if unpack_('<d', first[h]) > cut then break end
-    dead[h] = sub(first[h], 9)
-  end
-  if #dead > 0 then
-    redis.call('LTRIM', ki, #dead, -1)
-    redis.call('HDEL', kr, unpack(dead))
-  end
+-- The customer's history, its record count, where a transaction at `sec` goes in it, and
+-- whether that transaction is certainly new. A transaction applied before keeps its record
+-- while its second is inside the horizon (a trim cuts at or before the newest second minus
+-- ckeep), so there a second with no record is a new transaction and its rows hash need not
+-- be asked.
+local function customer_read(kh, sec)
+  local hist = redis.call('GET', kh)
+  if not hist then return pack('<ddd', -1 / 0, 0, 0), 0, 0, false end
+  local n = (#hist - HEAD) / CREC
+  if n == 0 then return hist, 0, 0, false end
+  local newest = unpack_('<d', hist, HEAD + 1 + (n - 1) * CREC)
+  local pos = n
+  if newest > sec then pos = above(hist, HEAD + 1, CREC, 0, n, sec) end
+  local new = sec > newest - ckeep
+    and (pos == 0 or unpack_('<d', hist, HEAD + 1 + (pos - 1) * CREC) < sec)
+  return hist, n, pos, new
 end
 
-local function customer_apply(kh, ki, kr, sec, x, txid, parts)
-  local hist = redis.call('GET', kh)
-  if not hist then hist = pack('<ddd', -1 / 0, 0, 0) end
-  local n = (#hist - HEAD) / CREC
-  local pos = n
-  if n > 0 and unpack_('<d', hist, HEAD + 1 + (n - 1) * CREC) > sec then
-    pos = above(hist, HEAD + 1, CREC, 0, n, sec)
-  end
+-- Apply a transaction to the history read by customer_read, appending its window parts.
+-- True when its rows hash is to get its idle TTL: a new period's hash, a late
+-- transaction's, or whenever the history was rebuilt (which renews the history's TTL).
+local function customer_apply(kh, hist, n, pos, sec, x, parts)
   local w, r = customer_totals(hist, pos - 1)
   local aw, ar = split(x)
   local tw_, tr = w + aw, r + ar
@@ -124,14 +160,13 @@ local function customer_apply(kh, ki, kr, sec, x, txid, parts)
     parts[#parts + 1] = pos + 1 - lo
     parts[#parts + 1] = (tw_ - bw) / SCALE + (tr - br)
   end
-  redis.call('RPUSH', ki, pack('<d', sec) .. txid)
   local rec = pack('<ddd', sec, tw_, tr)
   local refreshed = unpack_('<d', hist, 1)
   local k = trim_from(hist, CREC, n, sec - ckeep, 16)
   local refresh = sec - refreshed >= refresh_s
   if pos == n and k == 0 and not refresh and tw_ <= REBASE_AT then
     redis.call('APPEND', kh, rec)
-    return false
+    return n == 0 or period(unpack_('<d', hist, HEAD + 1 + (n - 1) * CREC)) ~= period(sec)
   end
   -- rebuilt: records k..pos-1 as they are, the new one, later ones shifted by its amount
   local bw, br = customer_totals(hist, k - 1)
@@ -143,8 +178,13 @@ local function customer_apply(kh, ki, kr, sec, x, txid, parts)
   end
   if refresh then refreshed = sec end
   redis.call('SET', kh, pack('<ddd', refreshed, bw, br) .. body, 'PX', cttl)
-  if k > 0 then forget(ki, kr, sec - ckeep, k) end
-  return refresh
+  if k > 0 then
+    -- the first record kept is record k, or the new one when it goes first
+    local first = sec
+    if k < pos then first = unpack_('<d', hist, HEAD + 1 + k * CREC) end
+    drop_rows(kh, period(unpack_('<d', hist, HEAD + 1)), period(first))
+  end
+  return true
 end
 
 -- TERMINAL HISTORY P:{t:<terminal>}:w: header '<ddd' (event second of the last TTL
@@ -201,6 +241,8 @@ _HEADER = r"""
 local n, ncw, ntw = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local delay, ckeep, tkeep = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local refresh_s, cttl, tttl, noff = tonumber(ARGV[7]), ARGV[8], ARGV[9], tonumber(ARGV[10])
+-- a rows hash spans a period of refresh_s: it lives that much longer than a history
+local rttl = tonumber(cttl) + refresh_s * 1000
 local a = 11
 local cw, tw = {}, {}
 for j = 1, ncw do cw[j] = tonumber(ARGV[a]); a = a + 1 end
@@ -227,24 +269,23 @@ APPLY_TRANSACTIONS = (
     _HEADER
     + _FUNCTIONS
     + r"""
--- KEYS: 5 per transaction (customer r, h, i, terminal w, fs) [, offsets hash];
+-- KEYS: 4 per transaction (customer r<period>, h, terminal w, fs) [, offsets hash];
 -- ARGV as above, then the tx ids
 local out = {}
 for i = 1, n do
-  local k = 5 * (i - 1)
-  local kr, txid = KEYS[k + 1], ARGV[a + i - 1]
-  local rec = redis.call('HGET', kr, txid)
+  local k = 4 * (i - 1)
+  local kr, kh, txid = KEYS[k + 1], KEYS[k + 2], ARGV[a + i - 1]
+  local sec, x, ms = unpack_('<ddd', numbers, 24 * (i - 1) + 1)
+  local hist, nh, pos, new = customer_read(kh, sec)
+  local rec = false
+  if not new then rec = redis.call('HGET', kr, txid) end
   if not rec then
-    local sec, x, ms = unpack_('<ddd', numbers, 24 * (i - 1) + 1)
     local parts = {ms, x}
-    local refresh = customer_apply(KEYS[k + 2], KEYS[k + 3], kr, sec, x, txid, parts)
-    terminal_apply(KEYS[k + 4], KEYS[k + 5], nil, txid, sec, ms, parts)
+    local expire = customer_apply(kh, hist, nh, pos, sec, x, parts)
+    terminal_apply(KEYS[k + 3], KEYS[k + 4], nil, txid, sec, ms, parts)
     rec = pack(row_format, unpack(parts))
     redis.call('HSET', kr, txid, rec)
-    if refresh then
-      redis.call('PEXPIRE', kr, cttl)
-      redis.call('PEXPIRE', KEYS[k + 3], cttl)
-    end
+    if expire then redis.call('PEXPIRE', kr, rttl) end
   end
   out[i] = rec
 end
@@ -283,27 +324,26 @@ APPLY_CUSTOMERS = (
     + _FUNCTIONS
     + r"""
 -- ARGV as above (no offsets), then the terminal counts of every transaction (packed as
--- APPLY_TERMINALS returns them), 3 keys per transaction (customer r, h, i), then tx
+-- APPLY_TERMINALS returns them), 2 keys per transaction (customer r<period>, h), then tx
 -- ids. A known transaction keeps its first row, whatever terminal counts came with it.
 local out = {}
 local tparts = ARGV[a]
-local ids_at = a + 1 + 3 * n
+local ids_at = a + 1 + 2 * n
 local tsize = 16 * ntw
 local customer_format = '<' .. string.rep('d', 2 + 2 * ncw)
 for i = 1, n do
-  local k = a + 1 + 3 * (i - 1)
-  local kr, txid = ARGV[k], ARGV[ids_at + i - 1]
-  local rec = redis.call('HGET', kr, txid)
+  local k = a + 1 + 2 * (i - 1)
+  local kr, kh, txid = ARGV[k], ARGV[k + 1], ARGV[ids_at + i - 1]
+  local sec, x, ms = unpack_('<ddd', numbers, 24 * (i - 1) + 1)
+  local hist, nh, pos, new = customer_read(kh, sec)
+  local rec = false
+  if not new then rec = redis.call('HGET', kr, txid) end
   if not rec then
-    local sec, x, ms = unpack_('<ddd', numbers, 24 * (i - 1) + 1)
     local parts = {ms, x}
-    local refresh = customer_apply(ARGV[k + 1], ARGV[k + 2], kr, sec, x, txid, parts)
+    local expire = customer_apply(kh, hist, nh, pos, sec, x, parts)
     rec = pack(customer_format, unpack(parts)) .. sub(tparts, (i - 1) * tsize + 1, i * tsize)
     redis.call('HSET', kr, txid, rec)
-    if refresh then
-      redis.call('PEXPIRE', kr, cttl)
-      redis.call('PEXPIRE', ARGV[k + 2], cttl)
-    end
+    if expire then redis.call('PEXPIRE', kr, rttl) end
   end
   out[i] = rec
 end

@@ -36,7 +36,13 @@ from features.batch import TransactionBatch
 from features.definitions import FeatureConfig, FloatArray, seconds
 from features.exceptions import ConfigError, FeatureStoreUnavailable
 from features.redis_cluster import ClusterBatches, offsets_args
-from features.redis_scripts import APPLY_LABELS, APPLY_TRANSACTIONS
+from features.redis_scripts import (
+    APPLY_LABELS,
+    APPLY_TRANSACTIONS,
+    LAYOUT,
+    TTL_REFRESH_S,
+    rows_keys,
+)
 from features.schema import Label
 from features.store import DEFAULT_TOPIC, SLACK_S, features_from_raw, raw_width
 from features.validation import MAX_ID_LENGTH
@@ -44,8 +50,6 @@ from features.validation import MAX_ID_LENGTH
 logger = logging.getLogger(__name__)
 
 _SCHEMES = ("redis", "rediss", "unix")
-TTL_REFRESH_S = 7 * 86_400
-"""A customer's keys get their idle TTL again once its event time moved this far."""
 
 
 class _Script:
@@ -232,16 +236,11 @@ class RedisStore:
     ) -> tuple[list[str], list[Any]]:
         p = self.prefix
         numbers = _numbers(batch)
+        rows = rows_keys(p, batch.customer_id, numbers[:, 0])
         keys = [
             key
-            for cust, term in zip(batch.customer_id, batch.terminal_id, strict=True)
-            for key in (
-                f"{p}:{{c:{cust}}}:r",
-                f"{p}:{{c:{cust}}}:h",
-                f"{p}:{{c:{cust}}}:i",
-                f"{p}:{{t:{term}}}:w",
-                f"{p}:{{t:{term}}}:fs",
-            )
+            for kr, cust, term in zip(rows, batch.customer_id, batch.terminal_id, strict=True)
+            for key in (kr, f"{p}:{{c:{cust}}}:h", f"{p}:{{t:{term}}}:w", f"{p}:{{t:{term}}}:fs")
         ]
         if offsets:
             keys.append(self._offsets_key(topic))
@@ -310,20 +309,30 @@ class RedisStore:
             self._pool.release(conn)
 
     def _check_schema(self) -> None:
-        """Refuse a prefix that holds features of another definition (once per store)."""
+        """Refuse a prefix that holds features of another definition, or in another key
+        layout (``features.redis_scripts``), once per store."""
         if self._schema_checked:
             return
         key = f"{self.prefix}:schema"
-        mine = self.config.schema_hash()
+        mine = f"{self.config.schema_hash()} layout {LAYOUT}"
         client = self._single_key_client()
         client.set(key, mine, nx=True)
         stored = client.get(key)
         theirs = stored.decode() if isinstance(stored, bytes) else stored
         if theirs is not None and theirs != mine:
-            msg = (
-                f"prefix {self.prefix!r} holds features of another definition "
-                f"(schema hash {theirs[:12]}, this config {mine[:12]}): use another prefix"
-            )
+            their_hash, _, their_layout = theirs.partition(" layout ")
+            if their_hash != self.config.schema_hash():
+                msg = (
+                    f"prefix {self.prefix!r} holds features of another definition "
+                    f"(schema hash {their_hash[:12]}, this config {mine[:12]}): "
+                    "use another prefix"
+                )
+            else:
+                msg = (
+                    f"prefix {self.prefix!r} holds features in key layout "
+                    f"{their_layout or 1} (an older fraudstream), this version writes layout "
+                    f"{LAYOUT}: use another prefix, or drop this one, and rebuild the store"
+                )
             raise ConfigError(msg)
         self._schema_checked = True
 

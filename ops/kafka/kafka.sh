@@ -2,7 +2,7 @@
 # Local single-node Apache Kafka (KRaft, combined broker+controller) from the jars that
 # `mvn` resolved into ops/kafka/lib. Usage: kafka.sh start|stop|status|resolve
 # Environment: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (KAFKA_PORT+1), KAFKA_HEAP (512m),
-#              KAFKA_VAR (var/kafka-$KAFKA_PORT), KAFKA_SASL (0|1: SASL/SCRAM listener on
+#              KAFKA_VAR (var/kafka-$KAFKA_PORT), KAFKA_OPTS (more JVM options), KAFKA_SASL (0|1: SASL/SCRAM listener on
 #              KAFKA_PORT, credentials KAFKA_SASL_USER / KAFKA_SASL_PASSWORD), KAFKA_READY_TIMEOUT (90).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -90,6 +90,7 @@ start() {
   format_storage
   KAFKA_LOG_DIR="$var/logs" setsid nohup java -Xms${KAFKA_HEAP:-512m} -Xmx${KAFKA_HEAP:-512m} \
     -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    ${KAFKA_OPTS:-} \
     -Dkafka.logs.dir="$var/logs" -Dlog4j2.configurationFile="$here/log4j2.properties" \
     -cp "$here/lib/*" kafka.Kafka "$var/server.properties" >"$var/logs/stdout.log" 2>&1 &
   echo $! >"$pidfile"

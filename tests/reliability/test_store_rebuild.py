@@ -54,10 +54,10 @@ def _wait(check: object, what: str, timeout_s: float = 90) -> None:
 
 def _stored_transactions(url: str, prefix: str) -> int:
     """Transactions the store knows (one field per transaction id in each customer's rows
-    hash, see ``features.redis_scripts``)."""
+    hashes, one per week, see ``features.redis_scripts``)."""
     client = redis.Redis.from_url(url)
     try:
-        keys = list(client.scan_iter(match=f"{prefix}:{{c:*}}:r", count=1000))
+        keys = list(client.scan_iter(match=f"{prefix}:{{c:*}}:r*", count=1000))
         return sum(int(client.hlen(k)) for k in keys)
     finally:
         client.close()

@@ -15,6 +15,7 @@ from features.batch import TransactionBatch
 from features.definitions import DAY_S, FEATURE_NAMES
 from features.memory_store import MemoryStore
 from features.offline import compute_features
+from features.redis_scripts import TTL_REFRESH_S
 from features.redis_store import RedisStore
 from features.replay import replay
 from features.schema import Label
@@ -73,8 +74,12 @@ def test_keys_of_one_batch_land_on_several_nodes(
         node.close()
     assert sum(1 for n in per_node if n > 0) == 3
     customers, terminals = df["customer_id"].nunique(), df["terminal_id"].nunique()
-    # per customer: rows hash, history, id list; per terminal: history, own tx id set
-    assert sum(per_node) == 3 * customers + 2 * terminals
+    # per customer: history, and a rows hash per week of event time it has transactions
+    # in; per terminal: history, own tx id set
+    weeks = df["event_time_ms"] // 1000 // TTL_REFRESH_S
+    rows_hashes = len(set(zip(df["customer_id"], weeks, strict=True)))
+    assert customers < rows_hashes <= 2 * customers  # 5 days: at most two weeks each
+    assert sum(per_node) == rows_hashes + customers + 2 * terminals
 
 
 def test_redelivery_and_a_crash_between_the_halves_count_once(cluster_store: RedisStore) -> None:

@@ -16,6 +16,7 @@ from features.batch import TransactionBatch
 from features.definitions import DAY_S, FeatureConfig
 from features.exceptions import ConfigError, FeatureStoreUnavailable
 from features.memory_store import MemoryStore
+from features.redis_scripts import rows_keys
 from features.redis_store import RedisStore
 from features.simulator import SimulatorConfig, simulate
 
@@ -133,7 +134,7 @@ def test_a_lost_reply_is_safe_to_retry(redis_store: RedisStore, raw_redis: redis
         redis_store.apply(batch, timeout_s=0.0001)
     # the server finished the script although the client gave up
     deadline = time.monotonic() + 5
-    key = f"{redis_store.prefix}:{{c:{batch.customer_id[-1]}}}:r"
+    key = rows_keys(redis_store.prefix, batch.customer_id, batch.event_time_ms // 1000)[-1]
     while not raw_redis.hexists(key, batch.transaction_id[-1]) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert raw_redis.hexists(key, batch.transaction_id[-1])
@@ -162,11 +163,15 @@ def test_history_is_trimmed_and_idle_keys_expire(
     # the customer history is a 24-byte header then 24 bytes per transaction
     history = (raw_redis.strlen(f"{p}:{{c:busy}}:h") - 24) // 24
     assert 62 <= history <= 62 + 16
-    rows = raw_redis.hlen(f"{p}:{{c:busy}}:r")
-    assert 62 <= rows <= 62 + 16
-    assert raw_redis.llen(f"{p}:{{c:busy}}:i") == rows
-    assert not raw_redis.hexists(f"{p}:{{c:busy}}:r", "tx0")
-    assert raw_redis.hexists(f"{p}:{{c:busy}}:r", "tx119")
+    # rows are kept per week of event time, a week's hash deleted once the history no longer
+    # reaches into it: those of the history, and at most a week (14) more
+    ms = [T0 + i * half_day for i in range(120)]
+    weeks = {k.decode(): raw_redis.hlen(k) for k in raw_redis.scan_iter(match=f"{p}:{{c:busy}}:r*")}
+    held = rows_keys(p, ["busy"] * history, np.array(ms[120 - history :]) // 1000)
+    assert set(weeks) == set(held)
+    assert 62 <= sum(weeks.values()) <= 62 + 16 + 14
+    assert not raw_redis.hexists(rows_keys(p, ["busy"], [ms[0] // 1000])[0], "tx0")
+    assert raw_redis.hexists(rows_keys(p, ["busy"], [ms[119] // 1000])[0], "tx119")
     # 38 days kept for terminals (a 24-byte header, then 8 bytes per transaction)
     terminal = (raw_redis.strlen(f"{p}:{{t:t}}:w") - 24) // 8
     assert 76 <= terminal <= 76 + 16
@@ -186,3 +191,17 @@ def test_a_prefix_holding_another_definition_is_refused(redis_url: str, store_pr
     first.drop()
     first.close()
     other.close()
+
+
+def test_a_prefix_in_an_older_key_layout_is_refused(
+    redis_url: str, store_prefix: str, raw_redis: redis.Redis
+) -> None:
+    # layout 1 recorded the bare schema hash; its rows would not be found by this version,
+    # so a redelivered transaction would count twice
+    raw_redis.set(f"{store_prefix}:schema", FeatureConfig().schema_hash())
+    store = RedisStore.from_url(redis_url, prefix=store_prefix)
+    with pytest.raises(ConfigError, match="key layout 1 .* writes layout 2"):
+        store.apply(_one())
+    assert raw_redis.keys(f"{store_prefix}:{{*") == []  # nothing written
+    store.close()
+    raw_redis.delete(f"{store_prefix}:schema")
