@@ -2,8 +2,9 @@
 # Local single-node Apache Kafka (KRaft, combined broker+controller) from the jars that
 # `mvn` resolved into ops/kafka/lib. Usage: kafka.sh start|stop|status|resolve
 # Environment: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (KAFKA_PORT+1), KAFKA_HEAP (512m),
-#              KAFKA_VAR (var/kafka-$KAFKA_PORT), KAFKA_OPTS (more JVM options), KAFKA_SASL (0|1: SASL/SCRAM listener on
-#              KAFKA_PORT, credentials KAFKA_SASL_USER / KAFKA_SASL_PASSWORD), KAFKA_READY_TIMEOUT (90).
+#              KAFKA_OPTS (more JVM options, e.g. GC logging), KAFKA_VAR (var/kafka-$KAFKA_PORT),
+#              KAFKA_SASL (0|1: SASL/SCRAM listener on KAFKA_PORT, credentials KAFKA_SASL_USER /
+#              KAFKA_SASL_PASSWORD), KAFKA_READY_TIMEOUT (90).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
