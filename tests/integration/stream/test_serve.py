@@ -124,14 +124,27 @@ def test_scores_equal_offline_features_scored_by_the_same_model(
 def test_modest_rate_meets_every_deadline(
     serve_factory: ServeFactory, registry: Registry, history: pd.DataFrame, kafka_bootstrap: str
 ) -> None:
-    warm, df = history.iloc[:130], history.iloc[130:1630]
+    warm, df = history.iloc[:2030], history.iloc[2030:3530]
     serve = serve_factory(registry.root, partitions=3, extra=["--budget-ms", "50"])
     # warm-up, not measured: the group's first fetch (offset lookups) and the first store
-    # calls happen once; then a short paced run brings the loop to its steady state
+    # calls happen once, and a broker just started has slow spells (tens of ms) while its
+    # JIT compiles the hot paths; paced rounds of 100 run until three in a row meet every
+    # deadline (20 rounds at most)
     produce(kafka_bootstrap, serve.input, _items(warm.iloc[:30]))
     assert len(consume_all(kafka_bootstrap, serve.decisions, 30, settle_s=0)) == 30
-    produce(kafka_bootstrap, serve.input, _items(warm.iloc[30:]), rate=500)
-    assert len(consume_all(kafka_bootstrap, serve.decisions, len(warm), settle_s=0)) == len(warm)
+    clean = 0
+    for start in range(30, len(warm), 100):
+        round_ = warm.iloc[start : start + 100]
+        produce(kafka_bootstrap, serve.input, _items(round_), rate=500)
+        so_far = decisions_of(
+            consume_all(kafka_bootstrap, serve.decisions, start + 100, settle_s=0)
+        )
+        ids = set(round_["transaction_id"].astype(str))
+        met = all(d["deadline_met"] for d in so_far if d["transaction_id"] in ids)
+        clean = clean + 1 if met else 0
+        if clean == 3:
+            break
+    warm = warm.iloc[: start + 100]
     produce(kafka_bootstrap, serve.input, _items(df), rate=500)
     every = decisions_of(consume_all(kafka_bootstrap, serve.decisions, len(warm) + len(df)))
     assert len(every) == len(warm) + len(df)
