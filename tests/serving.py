@@ -366,3 +366,53 @@ def assert_store_equals_one_application(redis_url: str, prefix: str, df: pd.Data
     np.testing.assert_allclose(online[:n, 3:9], offline[:n, 3:9], rtol=1e-9, atol=0)
     np.testing.assert_allclose(online[n:, 9:], offline[n:, 9:], rtol=1e-9, atol=0)
     assert offline[:n, 3:9].any() and offline[n:, 9:].any()  # the probes do see the data
+
+
+_HICCUP_LOOP = """
+import sys, time
+floor_ms = float(sys.argv[1])
+print("ready", flush=True)
+last = time.time()
+while True:
+    time.sleep(0.001)
+    now = time.time()
+    late_ms = (now - last - 0.001) * 1000
+    if late_ms >= floor_ms:
+        print(f"{(now * 1000 - late_ms):.2f} {late_ms:.2f}", flush=True)
+    last = now
+"""
+
+
+class HiccupMeter:
+    """Pauses of the machine itself, seen by a process that does nothing but sleep 1 ms at a
+    time (the idea of Azul's jHiccup): every wake-up later than ``floor_ms`` is a span in
+    which that process could not run (host steal, the cores held). A latency test reports
+    it beside a missed deadline: the whole machine paused under it, or it did not."""
+
+    def __init__(self, floor_ms: float = 1.0) -> None:
+        self.floor_ms = floor_ms
+        self.spans = np.zeros((0, 2))
+        """(start epoch ms, length ms) of every late wake-up."""
+        self._proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> HiccupMeter:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _HICCUP_LOOP, str(self.floor_ms)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None and self._proc.stdout.readline() == "ready\n"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._proc is not None
+        self._proc.terminate()
+        out, _ = self._proc.communicate(timeout=10)
+        rows = [line.split() for line in out.splitlines() if line.strip()]
+        self.spans = np.array(rows, dtype=np.float64).reshape(-1, 2)
+
+    def paused_ms(self, start_ms: float, end_ms: float) -> float:
+        """Milliseconds of pauses overlapping [start_ms, end_ms]."""
+        s, length = self.spans[:, 0], self.spans[:, 1]
+        overlap = np.minimum(s + length, end_ms) - np.maximum(s, start_ms)
+        return float(np.clip(overlap, 0, None).sum())
