@@ -187,6 +187,24 @@ local function customer_apply(kh, hist, n, pos, sec, x, parts)
   return true
 end
 
+-- The row of the batch's transaction i (rows hash kr, history kh): the stored one when it
+-- is known, else the transaction is applied to its customer, `finish(parts, i, sec, ms)`
+-- completes the row from the customer's parts, and the row is stored
+local function customer_row(kr, kh, txid, i, finish)
+  local sec, x, ms = unpack_('<ddd', numbers, 24 * (i - 1) + 1)
+  local hist, n, pos, new = customer_read(kh, sec)
+  if not new then
+    local known = redis.call('HGET', kr, txid)
+    if known then return known end
+  end
+  local parts = {ms, x}
+  local expire = customer_apply(kh, hist, n, pos, sec, x, parts)
+  local rec = finish(parts, i, sec, ms)
+  redis.call('HSET', kr, txid, rec)
+  if expire then redis.call('PEXPIRE', kr, rttl) end
+  return rec
+end
+
 -- TERMINAL HISTORY P:{t:<terminal>}:w: header '<ddd' (event second of the last TTL
 -- refresh, unused, unused), then the event second of each transaction ('<d');
 -- P:{t:<terminal>}:fs: event seconds of its fraud-labelled transactions, sorted
@@ -271,23 +289,15 @@ APPLY_TRANSACTIONS = (
     + r"""
 -- KEYS: 4 per transaction (customer r<period>, h, terminal w, fs) [, offsets hash];
 -- ARGV as above, then the tx ids
+local function with_terminal(parts, i, sec, ms)
+  local k = 4 * (i - 1)
+  terminal_apply(KEYS[k + 3], KEYS[k + 4], nil, ARGV[a + i - 1], sec, ms, parts)
+  return pack(row_format, unpack(parts))
+end
 local out = {}
 for i = 1, n do
   local k = 4 * (i - 1)
-  local kr, kh, txid = KEYS[k + 1], KEYS[k + 2], ARGV[a + i - 1]
-  local sec, x, ms = unpack_('<ddd', numbers, 24 * (i - 1) + 1)
-  local hist, nh, pos, new = customer_read(kh, sec)
-  local rec = false
-  if not new then rec = redis.call('HGET', kr, txid) end
-  if not rec then
-    local parts = {ms, x}
-    local expire = customer_apply(kh, hist, nh, pos, sec, x, parts)
-    terminal_apply(KEYS[k + 3], KEYS[k + 4], nil, txid, sec, ms, parts)
-    rec = pack(row_format, unpack(parts))
-    redis.call('HSET', kr, txid, rec)
-    if expire then redis.call('PEXPIRE', kr, rttl) end
-  end
-  out[i] = rec
+  out[i] = customer_row(KEYS[k + 1], KEYS[k + 2], ARGV[a + i - 1], i, with_terminal)
 end
 """
     + _MARKS
@@ -331,21 +341,12 @@ local tparts = ARGV[a]
 local ids_at = a + 1 + 2 * n
 local tsize = 16 * ntw
 local customer_format = '<' .. string.rep('d', 2 + 2 * ncw)
+local function with_counts(parts, i)
+  return pack(customer_format, unpack(parts)) .. sub(tparts, (i - 1) * tsize + 1, i * tsize)
+end
 for i = 1, n do
   local k = a + 1 + 2 * (i - 1)
-  local kr, kh, txid = ARGV[k], ARGV[k + 1], ARGV[ids_at + i - 1]
-  local sec, x, ms = unpack_('<ddd', numbers, 24 * (i - 1) + 1)
-  local hist, nh, pos, new = customer_read(kh, sec)
-  local rec = false
-  if not new then rec = redis.call('HGET', kr, txid) end
-  if not rec then
-    local parts = {ms, x}
-    local expire = customer_apply(kh, hist, nh, pos, sec, x, parts)
-    rec = pack(customer_format, unpack(parts)) .. sub(tparts, (i - 1) * tsize + 1, i * tsize)
-    redis.call('HSET', kr, txid, rec)
-    if expire then redis.call('PEXPIRE', kr, rttl) end
-  end
-  out[i] = rec
+  out[i] = customer_row(ARGV[k], ARGV[k + 1], ARGV[ids_at + i - 1], i, with_counts)
 end
 return out
 """

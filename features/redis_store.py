@@ -314,17 +314,18 @@ class RedisStore:
         if self._schema_checked:
             return
         key = f"{self.prefix}:schema"
-        mine = f"{self.config.schema_hash()} layout {LAYOUT}"
+        ours = self.config.schema_hash()
+        mine = f"{ours} layout {LAYOUT}"
         client = self._single_key_client()
         client.set(key, mine, nx=True)
         stored = client.get(key)
         theirs = stored.decode() if isinstance(stored, bytes) else stored
         if theirs is not None and theirs != mine:
             their_hash, _, their_layout = theirs.partition(" layout ")
-            if their_hash != self.config.schema_hash():
+            if their_hash != ours:
                 msg = (
                     f"prefix {self.prefix!r} holds features of another definition "
-                    f"(schema hash {their_hash[:12]}, this config {mine[:12]}): "
+                    f"(schema hash {their_hash[:12]}, this config {ours[:12]}): "
                     "use another prefix"
                 )
             else:
