@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s(
         "--fetch-wait-ms",
         type=int,
-        help="the broker gathers a fetch this long at most (default budget/5, 1 to 10)",
+        help="the broker gathers a fetch this long at most (default budget/10, 1 to 10)",
     )
     s("--fetch-min-bytes", type=int, help="bytes a fetch gathers (default 8192)")
     s("--guarantee", choices=["at-least-once", "exactly-once"])

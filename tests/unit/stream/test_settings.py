@@ -104,7 +104,8 @@ def test_sasl_without_mechanism_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    ("budget", "given", "expected"), [(50, None, 10), (20, None, 4), (2, None, 1), (50, 0, 0)]
+    ("budget", "given", "expected"),
+    [(50, None, 5), (120, None, 10), (20, None, 2), (2, None, 1), (50, 0, 0)],
 )
 def test_the_fetch_wait_follows_the_budget_unless_given(
     budget: float, given: int | None, expected: int
