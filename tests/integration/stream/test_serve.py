@@ -145,10 +145,11 @@ def test_modest_rate_meets_every_deadline(
         if clean == 3:
             break
     # Measured: a window of 1,000 transactions at 500/s in which every deadline is met.
-    # This VM has spells, a few seconds apart, in which deliveries from the broker lag by
-    # 40 ms or more with no process busy (the hiccup meter below sees no pause then): up to
-    # three windows are measured, the first clean one passes, and a window in which more
-    # than 1% missed fails at once (a slow system, not a spell).
+    # Even with the broker's log on tmpfs (conftest), this VM has rare spells in which one
+    # partition's deliveries lag by about 45 ms while the machine is not paused (the hiccup
+    # meter below sees nothing then): up to three windows are measured, the first clean one
+    # passes, and a window in which more than 1% missed fails at once (a slow system, not
+    # a spell).
     sent = start + 100
     spoiled: list[str] = []
     for window_start in range(sent, sent + 3000, 1000):
