@@ -48,6 +48,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the broker gathers a fetch this long at most (default budget/10, 1 to 10)",
     )
     s("--fetch-min-bytes", type=int, help="bytes a fetch gathers (default 8192)")
+    s(
+        "--commit-interval-ms",
+        type=int,
+        help="at-least-once: least time between offset commits (default 100; 0: every batch)",
+    )
     s("--guarantee", choices=["at-least-once", "exactly-once"])
     s("--device", choices=["auto", "cpu", "cuda"])
     s("--metrics-port", type=int, help="/metrics, /healthz, /readyz (default 9108; 0 = off)")

@@ -51,7 +51,9 @@ class AtLeastOnce:
 
     The loop does not wait for acknowledgements: each batch's outputs stay in flight while
     the next batch is scored, and a batch's input offsets are committed (asynchronously)
-    once its outputs and those of every batch before it are acknowledged. Before partitions
+    once its outputs and those of every batch before it are acknowledged, at most once per
+    ``commit_interval_s`` (each commit is a write to the broker's offsets log: one per
+    micro-batch would be a few hundred a second). Before partitions
     are revoked and at close, ``drain`` waits for what is in flight and commits
     synchronously, so a rebalance hands over no uncommitted acknowledged work. A failed
     delivery rewinds the consumer to the committed offsets: the batches after it are
@@ -64,12 +66,20 @@ class AtLeastOnce:
         consumer: Consumer,
         flush_timeout_s: float = 30.0,
         max_in_flight: int = 64,
+        commit_interval_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.producer = producer
         self.consumer = consumer
         self.flush_timeout_s = flush_timeout_s
         self.max_in_flight = max_in_flight
         """Batches allowed to wait for acknowledgements before the loop waits for them."""
+        self.commit_interval_s = commit_interval_s
+        """Least time between two asynchronous commits (0: after every batch)."""
+        self._clock = clock
+        self._acked: dict[tuple[str, int], int] = {}
+        """Offsets whose outputs are all acknowledged, not committed yet."""
+        self._committed_at = float("-inf")
         self._in_flight: deque[_InFlight] = deque()
         self._current = _InFlight(self)
         self._error: KafkaError | None = None
@@ -101,7 +111,7 @@ class AtLeastOnce:
     def settle(self) -> None:
         """Serve delivery reports and commit what they completed, without waiting (called
         when the loop is idle, so the last batch before a pause is committed too)."""
-        if self._in_flight or self._error is not None:
+        if self._in_flight or self._acked or self._error is not None:
             self.producer.poll(0)
             self._settle(asynchronous=True)
 
@@ -124,16 +134,23 @@ class AtLeastOnce:
         if self._error is not None:
             err, self._error = self._error, None
             self._in_flight.clear()
+            self._commit(asynchronous=False)  # what was acknowledged before the failure
             rewind(self.consumer)
             msg = f"decisions not acknowledged ({err.str()}); offsets not committed, rewound"
             raise BatchAborted(msg)
-        done: dict[tuple[str, int], int] = {}
         while self._in_flight and self._in_flight[0].outstanding == 0:
             for tp in self._in_flight.popleft().offsets:
-                done[(tp.topic, tp.partition)] = tp.offset
-        if not done:
+                self._acked[(tp.topic, tp.partition)] = tp.offset
+        if asynchronous and self._clock() - self._committed_at < self.commit_interval_s:
             return
-        offsets = [TopicPartition(t, p, o) for (t, p), o in done.items()]
+        self._commit(asynchronous)
+
+    def _commit(self, asynchronous: bool) -> None:
+        if not self._acked:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._acked.items()]
+        self._acked = {}
+        self._committed_at = self._clock()
         try:
             if asynchronous:
                 self.consumer.commit(offsets=offsets, asynchronous=True)

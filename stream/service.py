@@ -170,4 +170,8 @@ def _delivery(settings: ServeSettings, consumer: Consumer) -> Delivery:
             **{"transaction.timeout.ms": settings.transaction_timeout_ms},
         )
         return ExactlyOnce(Producer(conf), consumer, make_producer=lambda: Producer(conf))
-    return AtLeastOnce(Producer(producer_config(conn)), consumer)
+    return AtLeastOnce(
+        Producer(producer_config(conn)),
+        consumer,
+        commit_interval_s=settings.commit_interval_ms / 1e3,
+    )

@@ -134,6 +134,38 @@ def test_an_idle_loop_commits_its_last_batch_without_draining(
     consumer.close()
 
 
+def test_commits_are_spaced_by_the_interval_and_a_drain_commits_the_rest(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], group_id: str
+) -> None:
+    source, sink = topic_factory("alo-in"), topic_factory("alo-out")
+    _fill(kafka_bootstrap, source, 30)
+    consumer = _consumer(kafka_bootstrap, group_id, source)
+    now = [0.0]
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    delivery = AtLeastOnce(producer, consumer, commit_interval_s=1.0, clock=lambda: now[0])
+
+    def settled_at(offset: int) -> int:
+        """Settle as serve's idle loop does until ``offset`` is committed or 5 s passed."""
+        deadline = time.monotonic() + 5
+        while _committed(consumer, source) != offset and time.monotonic() < deadline:
+            delivery.settle()
+            time.sleep(0.1)
+        return _committed(consumer, source)
+
+    _copy_batch(delivery, consumer, sink, 10)
+    assert producer.flush(10) == 0
+    assert settled_at(10) == 10  # the first commit goes at once
+    _copy_batch(delivery, consumer, sink, 10)
+    assert producer.flush(10) == 0
+    assert settled_at(20) == 10  # acknowledged, but the interval has not passed
+    now[0] = 1.0
+    assert settled_at(20) == 20
+    _copy_batch(delivery, consumer, sink, 10)
+    delivery.drain()  # a revoke or a stop commits everything acknowledged
+    assert _committed(consumer, source) == 30
+    consumer.close()
+
+
 class _StuckOnce(Producer):
     """A real transactional producer whose ``send_offsets_to_transaction`` blocks until
     released, whatever its timeout: what librdkafka#5456 does after a broker restart."""
