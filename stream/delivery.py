@@ -152,7 +152,7 @@ class AtLeastOnce:
         self._acked = {}
         self._committed_at = self._clock()
         try:
-            if asynchronous:
+            if asynchronous:  # two calls: the stubs overload on the literal
                 self.consumer.commit(offsets=offsets, asynchronous=True)
             else:
                 self.consumer.commit(offsets=offsets, asynchronous=False)

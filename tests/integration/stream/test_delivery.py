@@ -51,6 +51,18 @@ def _committed(consumer: Consumer, topic: str) -> int:
     return consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
 
 
+def _settled_at(
+    delivery: Delivery, consumer: Consumer, topic: str, offset: int, timeout_s: float
+) -> int:
+    """Settle as serve's idle loop does until ``offset`` is committed or the timeout
+    passed; the committed offset then."""
+    deadline = time.monotonic() + timeout_s
+    while _committed(consumer, topic) != offset and time.monotonic() < deadline:
+        delivery.settle()  # what serve does when no input is waiting
+        time.sleep(0.1)
+    return _committed(consumer, topic)
+
+
 def _copy_batch(delivery: Delivery, consumer: Consumer, sink: str, n: int) -> None:
     """One loop step: take ``n`` records, produce each to ``sink``, commit past them."""
     msgs = _take(consumer, n)
@@ -126,11 +138,7 @@ def test_an_idle_loop_commits_its_last_batch_without_draining(
     consumer = _consumer(kafka_bootstrap, group_id, source)
     delivery = AtLeastOnce(Producer({"bootstrap.servers": kafka_bootstrap}), consumer)
     _copy_batch(delivery, consumer, sink, 5)
-    deadline = time.monotonic() + 30
-    while _committed(consumer, source) != 5 and time.monotonic() < deadline:
-        delivery.settle()  # what serve does when no input is waiting
-        time.sleep(0.1)
-    assert _committed(consumer, source) == 5
+    assert _settled_at(delivery, consumer, source, 5, timeout_s=30) == 5
     consumer.close()
 
 
@@ -144,22 +152,16 @@ def test_commits_are_spaced_by_the_interval_and_a_drain_commits_the_rest(
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     delivery = AtLeastOnce(producer, consumer, commit_interval_s=1.0, clock=lambda: now[0])
 
-    def settled_at(offset: int) -> int:
-        """Settle as serve's idle loop does until ``offset`` is committed or 5 s passed."""
-        deadline = time.monotonic() + 5
-        while _committed(consumer, source) != offset and time.monotonic() < deadline:
-            delivery.settle()
-            time.sleep(0.1)
-        return _committed(consumer, source)
-
     _copy_batch(delivery, consumer, sink, 10)
     assert producer.flush(10) == 0
-    assert settled_at(10) == 10  # the first commit goes at once
+    assert _settled_at(delivery, consumer, source, 10, 5) == 10  # the first commit goes at once
     _copy_batch(delivery, consumer, sink, 10)
     assert producer.flush(10) == 0
-    assert settled_at(20) == 10  # acknowledged, but the interval has not passed
+    assert (
+        _settled_at(delivery, consumer, source, 20, 5) == 10
+    )  # acknowledged, but the interval has not passed
     now[0] = 1.0
-    assert settled_at(20) == 20
+    assert _settled_at(delivery, consumer, source, 20, 5) == 20
     _copy_batch(delivery, consumer, sink, 10)
     delivery.drain()  # a revoke or a stop commits everything acknowledged
     assert _committed(consumer, source) == 30
