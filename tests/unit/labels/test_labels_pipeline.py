@@ -155,7 +155,12 @@ def test_cancelled_while_waiting_for_the_store() -> None:
 
     async def attempt() -> None:
         task = asyncio.create_task(writer.write(LABELS))
-        await asyncio.sleep(0.1)
+        # Cancel once it has retried at least once; wait on the count, not a fixed time (each
+        # call runs in a worker thread, and a loaded machine can take 100 ms to start one).
+        deadline = asyncio.get_running_loop().time() + 10.0
+        while store.calls < 2 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
+        assert not task.done()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
