@@ -46,21 +46,36 @@ def _color(name: str) -> str:
 
 
 def latency_cdf(
-    samples: Mapping[str, np.ndarray], rates: Mapping[str, float], budget_ms: float, path: Path
+    samples: Mapping[str, np.ndarray],
+    rates: Mapping[str, float],
+    budget_ms: float,
+    path: Path,
+    floor: Mapping[str, np.ndarray] | None = None,
 ) -> None:
-    """Empirical CDF of end-to-end latency per offered rate, with the budget marked."""
+    """Empirical CDF of end-to-end latency per offered rate, with the budget marked; with
+    ``floor``, the Kafka path alone at the same rate dotted in the same colour."""
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, lat in samples.items():
         if len(lat) == 0:
             continue
         y = np.arange(1, len(lat) + 1) / len(lat)
         # Kafka timestamps have 1 ms resolution: 0 ms is drawn at 0.5 ms on the log axis
-        ax.step(
+        (line,) = ax.step(
             np.maximum(lat, 0.5),
             y,
             where="post",
             label=f"{label} of max ({rates[label]:,.0f} tx/s)",
         )
+        alone = (floor or {}).get(label)
+        if alone is not None and len(alone):
+            ax.step(
+                np.maximum(alone, 0.5),
+                np.arange(1, len(alone) + 1) / len(alone),
+                where="post",
+                linestyle=":",
+                color=line.get_color(),
+                label=f"{label}: Kafka path alone",
+            )
     ax.axvline(budget_ms, color="k", linestyle="--", linewidth=1, label=f"budget {budget_ms:g} ms")
     ax.set_xscale("log")
     ax.set_xlabel("end-to-end latency, ms (decision minus input Kafka timestamp, log scale)")

@@ -117,6 +117,22 @@ def _latency(r: dict[str, Any]) -> list[str]:
     max_rate = r.get("latency_max_rate")
     if max_rate:
         out.append(f"\nmax = the fraudstream arm's backlog drain rate, {max_rate:,.0f} tx/s.")
+    floor = r.get("latency_floor") or []
+    if floor:
+        out += [
+            "",
+            "The Kafka path alone, in the same run just before serve, measured the same way"
+            " (ops/bench/passthrough.py: serve's consumer and producer settings, each record"
+            " copied out stamped with the time the loop had it, no work):",
+            "",
+            "| offered | tx/s | count | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        out += [
+            f"| {x['share_of_max']} of max | {x['offered_rate']:,.0f} | {x['count']:,} "
+            f"| {x['p50_ms']} | {x['p95_ms']} | {x['p99_ms']} | {x['p999_ms']} | {x['max_ms']:g} |"
+            for x in floor
+        ]
     return out
 
 

@@ -204,6 +204,15 @@ def _latency(args: argparse.Namespace, env: arms.Env, feed: Feed, results: dict[
     if not max_rate:
         results["failures"].append("latency: no maximum rate (run fraudstream or --max-rate)")
         return
+    floor = serve_arms.latency_floor(env, feed, max_rate, args.fractions, args.latency_s)
+    results["latency_floor"] = floor.rows
+    if floor.failed:
+        results["failures"].append(f"latency floor: {floor.failed}")
+    for row in floor.rows:
+        _say(
+            f"kafka path alone {row['share_of_max']} ({row['offered_rate']:,.0f}/s): p50"
+            f" {row['p50_ms']} p99 {row['p99_ms']} p99.9 {row['p999_ms']} ms"
+        )
     run = serve_arms.latency(env, feed, max_rate, args.fractions, args.latency_s)
     results["latency"] = run.rows
     results["latency_max_rate"] = max_rate
@@ -212,7 +221,9 @@ def _latency(args: argparse.Namespace, env: arms.Env, feed: Feed, results: dict[
         results["failures"].append(f"latency: {run.failed}")
     if run.samples:
         rates = {r["share_of_max"]: r["offered_rate"] for r in run.rows}
-        plots.latency_cdf(run.samples, rates, serve_arms.BUDGET_MS, args.out / "latency_cdf.png")
+        plots.latency_cdf(
+            run.samples, rates, serve_arms.BUDGET_MS, args.out / "latency_cdf.png", floor.samples
+        )
     for row in run.rows:
         _say(
             f"latency {row['share_of_max']} ({row['offered_rate']:,.0f}/s): p50 {row['p50_ms']}"

@@ -4,6 +4,8 @@ rates, and one versus two processes in one group (throughput and rebalance pause
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -12,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from arms import PARTITIONS, ArmResult, Env, judge, rate, stop
+from arms import HERE, PARTITIONS, ArmResult, Env, judge, rate, stop
 from broker import (
     Item,
     Record,
@@ -28,6 +30,8 @@ from workload import Feed
 logger = logging.getLogger(__name__)
 
 BUDGET_MS = 50.0
+PERCENTILES = (("50", 50), ("95", 95), ("99", 99), ("999", 99.9))
+"""Row keys (p50_ms ...) and the percentiles they hold."""
 
 
 def _spec(
@@ -130,7 +134,7 @@ def latency(
     phases: list[tuple[str, float, list[Item]]] = []
     run = LatencyRun()
     try:
-        run.failed = _warm_up(env, feed, spec, proc.poll, max_rate)
+        run.failed = _warm_up(env, feed, spec.input_topic, spec.decisions, proc.poll, max_rate)
         expected = 1 + int(max_rate * 0.25 * 2)
         for f in fractions if run.failed is None else ():
             offered = f * max_rate
@@ -155,18 +159,87 @@ def latency(
     return run
 
 
-def _warm_up(env: Env, feed: Feed, spec: ServeSpec, poll: Any, max_rate: float) -> str | None:
-    """One probe (serve is up once it is decided), then 2 s at a quarter of the rate."""
-    produce_backlog(env.bootstrap, spec.input_topic, feed.take(1))
-    _n, why = wait_count(env.bootstrap, spec.decisions, 1, 120, alive=lambda: poll() is None)
+def _warm_up(
+    env: Env, feed: Feed, source: str, target: str, poll: Any, max_rate: float
+) -> str | None:
+    """One probe (the process is up once it answered), then 2 s at a quarter of the rate."""
+    produce_backlog(env.bootstrap, source, feed.take(1))
+    _n, why = wait_count(env.bootstrap, target, 1, 120, alive=lambda: poll() is None)
     if why is not None:
-        return f"serve did not decide a probe: {why}"
+        return f"no answer to a probe: {why}"
     items = feed.take(int(max_rate * 0.25 * 2))
-    produce_paced(env.bootstrap, spec.input_topic, items, max_rate * 0.25)
-    _n, why = wait_count(
-        env.bootstrap, spec.decisions, 1 + len(items), 120, alive=lambda: poll() is None
-    )
+    produce_paced(env.bootstrap, source, items, max_rate * 0.25)
+    _n, why = wait_count(env.bootstrap, target, 1 + len(items), 120, alive=lambda: poll() is None)
     return why
+
+
+def latency_floor(
+    env: Env,
+    feed: Feed,
+    max_rate: float,
+    fractions: tuple[float, ...],
+    seconds: float,
+    name: str = "floor",
+) -> LatencyRun:
+    """The Kafka path alone at the same offered rates, measured the same way: ``passthrough.py``
+    (serve's consumer and producer settings, no work) stamps each copy with the time it had
+    the record, as serve stamps a decision with ``scored_at``."""
+    source = env.topics.create(f"{name}-in", PARTITIONS)
+    target = env.topics.create(f"{name}-out", PARTITIONS)
+    log = env.workdir / f"{name}.log"
+    run = LatencyRun()
+    phases = [
+        (f"{f:.0%}", f * max_rate, feed.take(max(int(f * max_rate * seconds), 100)))
+        for f in fractions
+    ]
+    warm = 1 + int(max_rate * 0.25 * 2)
+    expected = warm + sum(len(items) for _l, _r, items in phases)
+    group = f"bench-{env.topics.run_id}-{name}"
+    args = [sys.executable, str(HERE / "passthrough.py"), env.bootstrap, source, target, group]
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [*args, str(expected)], cwd=env.workdir, stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        run.failed = _warm_up(env, feed, source, target, proc.poll, max_rate)
+        done = warm
+        for _label, offered, items in phases if run.failed is None else ():
+            produce_paced(env.bootstrap, source, items, offered)
+            done += len(items)
+            _n, run.failed = wait_count(env.bootstrap, target, done, 300)
+            if run.failed is not None:
+                break
+            time.sleep(0.5)
+    finally:
+        stop(proc)
+    if run.failed is not None:
+        run.failed += f"; log tail: {tail(log, 600)!r}"
+        return run
+    sent = {
+        str(orjson.loads(r.value)["transaction_id"]): r.timestamp_ms
+        for r in read_all(env.bootstrap, source)
+    }
+    copied = {
+        str(orjson.loads(r.value)["transaction_id"]): r.timestamp_ms
+        for r in read_all(env.bootstrap, target)
+    }
+    for label, offered, items in phases:
+        ids = [i for i in _ids(items) if i in sent and i in copied]
+        if len(ids) != len(items):
+            run.failed = f"{label}: {len(ids)} copies for {len(items)} inputs"
+            return run
+        lat = np.sort([copied[i] - sent[i] for i in ids]).astype(float)
+        run.samples[label] = lat
+        run.rows.append(
+            {
+                "share_of_max": label,
+                "offered_rate": round(offered, 1),
+                "count": len(lat),
+                **{f"p{k}_ms": round(float(np.percentile(lat, q)), 2) for k, q in PERCENTILES},
+                "max_ms": float(lat[-1]),
+            }
+        )
+    return run
 
 
 def _summarise(
