@@ -7,9 +7,9 @@ and a consumer with serve's fetch settings cost before any scoring starts. The l
 what is queued as serve's does, and commits (asynchronously, for the same broker traffic)
 at serve's default interval.
 
-    passthrough.py BOOTSTRAP INPUT OUTPUT GROUP COUNT
+    passthrough.py BOOTSTRAP INPUT OUTPUT GROUP
 
-Exits once COUNT records are copied and acknowledged (or on SIGTERM).
+Runs until SIGTERM, then waits for what it copied to be acknowledged.
 """
 
 from __future__ import annotations
@@ -27,11 +27,10 @@ BATCH = 2048
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 5:
+    if len(argv) != 4:
         print(__doc__, file=sys.stderr)
         return 2
-    bootstrap, source, target, group, count_arg = argv
-    count = int(count_arg)
+    bootstrap, source, target, group = argv
     # serve's defaults (budget, fetch wait and size, commit interval) as serve derives them
     settings = ServeSettings(
         bootstrap_servers=bootstrap, redis_url="redis://unused", registry="unused"
@@ -50,8 +49,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     consumer.subscribe([source])
     interval_s = settings.commit_interval_ms / 1e3
-    copied, commit_at = 0, time.monotonic() + interval_s
-    while copied < count and not stopping:
+    commit_at = time.monotonic() + interval_s
+    while not stopping:
         msgs = consumer.consume(BATCH, timeout=0)
         if not msgs:
             first = consumer.poll(0.1)
@@ -60,7 +59,6 @@ def main(argv: list[str]) -> int:
         for msg in msgs:
             if msg.error() is None:
                 producer.produce(target, msg.value(), msg.key(), timestamp=now_ms)
-                copied += 1
         producer.poll(0)
         if msgs and time.monotonic() >= commit_at:
             consumer.commit(asynchronous=True)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from workload import Feed
 logger = logging.getLogger(__name__)
 
 BUDGET_MS = 50.0
+Phase = tuple[str, float, list[Item]]
+"""An offered rate: its label, transactions per second and the transactions sent."""
 PERCENTILES = (("50", 50), ("95", 95), ("99", 99), ("999", 99.9))
 """Row keys (p50_ms ...) and the percentiles they hold."""
 
@@ -80,7 +83,7 @@ def fraudstream(
     proc = start(spec, log, profile)
     try:
         _count, why = wait_count(
-            env.bootstrap, spec.decisions, env.n, timeout_s, alive=lambda: proc.poll() is None
+            env.bootstrap, spec.decisions, env.n, timeout_s, alive=_alive(proc)
         )
     finally:
         stop(proc)
@@ -131,23 +134,11 @@ def latency(
     spec = _spec(env, name, input_topic, BUDGET_MS)
     log = env.workdir / f"{name}.log"
     proc = start(spec, log, profile)
-    phases: list[tuple[str, float, list[Item]]] = []
     run = LatencyRun()
     try:
-        run.failed = _warm_up(env, feed, spec.input_topic, spec.decisions, proc.poll, max_rate)
-        expected = 1 + int(max_rate * 0.25 * 2)
-        for f in fractions if run.failed is None else ():
-            offered = f * max_rate
-            items = feed.take(max(int(offered * seconds), 100))
-            phases.append((f"{f:.0%}", offered, items))
-            produce_paced(env.bootstrap, input_topic, items, offered)
-            expected += len(items)
-            _n, run.failed = wait_count(
-                env.bootstrap, spec.decisions, expected, 300, alive=lambda: proc.poll() is None
-            )
-            if run.failed is not None:
-                break
-            time.sleep(0.5)
+        phases, run.failed = _paced_phases(
+            env, feed, input_topic, spec.decisions, _alive(proc), max_rate, fractions, seconds
+        )
     finally:
         stop(proc)
     if run.failed is not None:
@@ -159,17 +150,50 @@ def latency(
     return run
 
 
+def _paced_phases(
+    env: Env,
+    feed: Feed,
+    source: str,
+    target: str,
+    alive: Callable[[], bool],
+    max_rate: float,
+    fractions: tuple[float, ...],
+    seconds: float,
+) -> tuple[list[Phase], str | None]:
+    """Warm up, then each fraction of ``max_rate`` in turn: paced into ``source``, waiting
+    until ``target`` has one output per input so far. Returns the phases and why it
+    stopped short (None when it did not)."""
+    phases: list[Phase] = []
+    failed = _warm_up(env, feed, source, target, alive, max_rate)
+    expected = 1 + int(max_rate * 0.25 * 2)
+    for f in fractions if failed is None else ():
+        offered = f * max_rate
+        items = feed.take(max(int(offered * seconds), 100))
+        phases.append((f"{f:.0%}", offered, items))
+        produce_paced(env.bootstrap, source, items, offered)
+        expected += len(items)
+        _n, failed = wait_count(env.bootstrap, target, expected, 300, alive=alive)
+        if failed is not None:
+            break
+        time.sleep(0.5)
+    return phases, failed
+
+
+def _alive(proc: subprocess.Popen[bytes]) -> Callable[[], bool]:
+    return lambda: proc.poll() is None
+
+
 def _warm_up(
-    env: Env, feed: Feed, source: str, target: str, poll: Any, max_rate: float
+    env: Env, feed: Feed, source: str, target: str, alive: Callable[[], bool], max_rate: float
 ) -> str | None:
     """One probe (the process is up once it answered), then 2 s at a quarter of the rate."""
     produce_backlog(env.bootstrap, source, feed.take(1))
-    _n, why = wait_count(env.bootstrap, target, 1, 120, alive=lambda: poll() is None)
+    _n, why = wait_count(env.bootstrap, target, 1, 120, alive=alive)
     if why is not None:
         return f"no answer to a probe: {why}"
     items = feed.take(int(max_rate * 0.25 * 2))
     produce_paced(env.bootstrap, source, items, max_rate * 0.25)
-    _n, why = wait_count(env.bootstrap, target, 1 + len(items), 120, alive=lambda: poll() is None)
+    _n, why = wait_count(env.bootstrap, target, 1 + len(items), 120, alive=alive)
     return why
 
 
@@ -188,28 +212,14 @@ def latency_floor(
     target = env.topics.create(f"{name}-out", PARTITIONS)
     log = env.workdir / f"{name}.log"
     run = LatencyRun()
-    phases = [
-        (f"{f:.0%}", f * max_rate, feed.take(max(int(f * max_rate * seconds), 100)))
-        for f in fractions
-    ]
-    warm = 1 + int(max_rate * 0.25 * 2)
-    expected = warm + sum(len(items) for _l, _r, items in phases)
     group = f"bench-{env.topics.run_id}-{name}"
     args = [sys.executable, str(HERE / "passthrough.py"), env.bootstrap, source, target, group]
     with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [*args, str(expected)], cwd=env.workdir, stdout=sink, stderr=subprocess.STDOUT
-        )
+        proc = subprocess.Popen(args, cwd=env.workdir, stdout=sink, stderr=subprocess.STDOUT)
     try:
-        run.failed = _warm_up(env, feed, source, target, proc.poll, max_rate)
-        done = warm
-        for _label, offered, items in phases if run.failed is None else ():
-            produce_paced(env.bootstrap, source, items, offered)
-            done += len(items)
-            _n, run.failed = wait_count(env.bootstrap, target, done, 300)
-            if run.failed is not None:
-                break
-            time.sleep(0.5)
+        phases, run.failed = _paced_phases(
+            env, feed, source, target, _alive(proc), max_rate, fractions, seconds
+        )
     finally:
         stop(proc)
     if run.failed is not None:
@@ -244,7 +254,7 @@ def latency_floor(
 
 def _summarise(
     run: LatencyRun,
-    phases: list[tuple[str, float, list[Item]]],
+    phases: list[Phase],
     inputs: list[Record],
     out: list[Record],
 ) -> None:
