@@ -27,6 +27,7 @@ from features.schema import DecodeLimits, decode_transactions
 from stream.deadletter import dead_letter_headers
 from stream.decision import REVIEW
 from stream.delivery import BatchAborted, Delivery
+from stream.kafka.consume import take_queued
 from stream.metrics import ServeMetrics
 from stream.model_watch import ModelHolder
 from stream.pipeline import Pipeline, ScoredBatch
@@ -112,12 +113,8 @@ class Server:
         room = self.planner.max_batch * 2 - len(self._buffer)
         if room <= 0:
             return
-        # consume(n, timeout) waits until n messages or the timeout: never wait for a full
-        # batch. Take what is queued; when idle, block briefly for the first message only.
-        msgs = self.consumer.consume(room, timeout=0)
-        if not msgs and not self._buffer:
-            first = self.consumer.poll(0.1)
-            msgs = [first, *self.consumer.consume(room - 1, timeout=0)] if first else []
+        # block briefly for a first message only when there is nothing else to do
+        msgs = take_queued(self.consumer, room, 0.0 if self._buffer else 0.1)
         fetched = self.wall_ms()
         for msg in msgs:
             err = msg.error()

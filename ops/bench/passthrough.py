@@ -4,8 +4,8 @@ Run by the ``latency`` step beside serve (``serve_arms.latency_floor``): each re
 copied to the output topic, stamped (like a decision's ``scored_at``) with the wall time at
 which this loop had it, so output timestamp minus input timestamp is what the broker path
 and a consumer with serve's fetch settings cost before any scoring starts. The loop takes
-what is queued as serve's does, and commits (asynchronously, for the same broker traffic)
-at serve's default interval.
+what is queued as serve's does (``take_queued``), and commits (asynchronously, for the same
+broker traffic) at serve's default interval.
 
     passthrough.py BOOTSTRAP INPUT OUTPUT GROUP
 
@@ -21,6 +21,7 @@ import time
 from confluent_kafka import Consumer, Producer
 
 from stream.kafka.clients import consumer_config, producer_config
+from stream.kafka.consume import take_queued
 from stream.settings import ServeSettings
 
 BATCH = 2048
@@ -51,10 +52,7 @@ def main(argv: list[str]) -> int:
     interval_s = settings.commit_interval_ms / 1e3
     commit_at = time.monotonic() + interval_s
     while not stopping:
-        msgs = consumer.consume(BATCH, timeout=0)
-        if not msgs:
-            first = consumer.poll(0.1)
-            msgs = [first, *consumer.consume(BATCH - 1, timeout=0)] if first else []
+        msgs = take_queued(consumer, BATCH, 0.1)
         now_ms = int(time.time() * 1000)
         for msg in msgs:
             if msg.error() is None:

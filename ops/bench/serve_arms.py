@@ -33,8 +33,6 @@ logger = logging.getLogger(__name__)
 BUDGET_MS = 50.0
 Phase = tuple[str, float, list[Item]]
 """An offered rate: its label, transactions per second and the transactions sent."""
-PERCENTILES = (("50", 50), ("95", 95), ("99", 99), ("999", 99.9))
-"""Row keys (p50_ms ...) and the percentiles they hold."""
 
 
 def _spec(
@@ -225,14 +223,8 @@ def latency_floor(
     if run.failed is not None:
         run.failed += f"; log tail: {tail(log, 600)!r}"
         return run
-    sent = {
-        str(orjson.loads(r.value)["transaction_id"]): r.timestamp_ms
-        for r in read_all(env.bootstrap, source)
-    }
-    copied = {
-        str(orjson.loads(r.value)["transaction_id"]): r.timestamp_ms
-        for r in read_all(env.bootstrap, target)
-    }
+    sent = _stamps(read_all(env.bootstrap, source))
+    copied = _stamps(read_all(env.bootstrap, target))
     for label, offered, items in phases:
         ids = [i for i in _ids(items) if i in sent and i in copied]
         if len(ids) != len(items):
@@ -240,16 +232,31 @@ def latency_floor(
             return run
         lat = np.sort([copied[i] - sent[i] for i in ids]).astype(float)
         run.samples[label] = lat
-        run.rows.append(
-            {
-                "share_of_max": label,
-                "offered_rate": round(offered, 1),
-                "count": len(lat),
-                **{f"p{k}_ms": round(float(np.percentile(lat, q)), 2) for k, q in PERCENTILES},
-                "max_ms": float(lat[-1]),
-            }
-        )
+        run.rows.append(_latency_row(label, offered, lat))
     return run
+
+
+def _stamps(records: list[Record]) -> dict[str, int]:
+    """Transaction id -> Kafka timestamp of the record that carries it."""
+    return {str(orjson.loads(r.value)["transaction_id"]): r.timestamp_ms for r in records}
+
+
+def _latency_row(label: str, offered: float, lat: np.ndarray) -> dict[str, Any]:
+    """The figures of one offered rate from its sorted latencies (ms)."""
+
+    def pct(q: float) -> float:
+        return round(float(np.percentile(lat, q)), 2)
+
+    return {
+        "share_of_max": label,
+        "offered_rate": round(offered, 1),
+        "count": len(lat),
+        "p50_ms": pct(50),
+        "p95_ms": pct(95),
+        "p99_ms": pct(99),
+        "p999_ms": pct(99.9),
+        "max_ms": float(lat[-1]),
+    }
 
 
 def _summarise(
@@ -258,7 +265,7 @@ def _summarise(
     inputs: list[Record],
     out: list[Record],
 ) -> None:
-    sent = {str(orjson.loads(r.value)["transaction_id"]): r.timestamp_ms for r in inputs}
+    sent = _stamps(inputs)
     decided: dict[str, tuple[int, dict[str, Any]]] = {}
     keep = ("deadline_met", "degraded", "latency_ms", "scored_at")
     for r in out:
@@ -300,14 +307,7 @@ def _row(
         }
     )
     return {
-        "share_of_max": label,
-        "offered_rate": round(offered, 1),
-        "count": len(lat),
-        "p50_ms": pct(lat, 50),
-        "p95_ms": pct(lat, 95),
-        "p99_ms": pct(lat, 99),
-        "p999_ms": pct(lat, 99.9),
-        "max_ms": float(lat[-1]),
+        **_latency_row(label, offered, lat),
         "deadline_met": ladder["deadline_met"],
         "degraded": ladder["degraded"],
         "serve_total_p99_ms": pct(total, 99),

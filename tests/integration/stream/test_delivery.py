@@ -157,9 +157,8 @@ def test_commits_are_spaced_by_the_interval_and_a_drain_commits_the_rest(
     assert _settled_at(delivery, consumer, source, 10, 5) == 10  # the first commit goes at once
     _copy_batch(delivery, consumer, sink, 10)
     assert producer.flush(10) == 0
-    assert (
-        _settled_at(delivery, consumer, source, 20, 5) == 10
-    )  # acknowledged, but the interval has not passed
+    # acknowledged, but the interval has not passed
+    assert _settled_at(delivery, consumer, source, 20, 5) == 10
     now[0] = 1.0
     assert _settled_at(delivery, consumer, source, 20, 5) == 20
     _copy_batch(delivery, consumer, sink, 10)
