@@ -39,15 +39,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(check: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.2) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
+def wait_for(
+    check: Callable[[], Any],
+    timeout_s: float,
+    what: str,
+    every_s: float = 0.2,
+    detail: Callable[[], str] | None = None,
+) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` (and what
+    ``detail`` says then: where it got to, a log)."""
     deadline = time.monotonic() + timeout_s
     while True:
         result = check()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+            said = f"; {detail()}" if detail is not None else ""
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}{said}")
         time.sleep(every_s)
 
 

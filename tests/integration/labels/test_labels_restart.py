@@ -114,6 +114,10 @@ def test_killed_mid_stream_every_label_is_applied_exactly_once(
             lambda: count_labels(redis_url, redis_prefix) == len(labels),
             60,
             f"all {len(labels)} labels stored after the restart",
+            detail=lambda: (
+                f"{count_labels(redis_url, redis_prefix)} stored ({at_kill} at the kill);"
+                f" worker log: {worker.tail()}"
+            ),
         )
         time.sleep(1.0)  # anything still in flight would show up as an excess now
         triples = [(x.terminal_id, x.transaction_id, x.is_fraud) for x in stream]
