@@ -130,6 +130,16 @@ class Worker:
     def tail(self, n: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
 
+    def stacks(self, n: int = 15000) -> str:
+        """The log's end after SIGUSR1, on which faust's worker (``mode``) writes every
+        thread's stack and every asyncio task's to its stderr: where a stalled worker
+        waits."""
+        if self.proc is None or self.proc.poll() is not None:
+            return f"(worker not running) {self.tail()}"
+        self.proc.send_signal(signal.SIGUSR1)
+        time.sleep(2.0)
+        return self.tail(n)
+
 
 def worker_env(**settings: object) -> dict[str, str]:
     """The test's environment without FRAUDSTREAM_* settings, plus ``settings`` as variables."""
