@@ -147,9 +147,9 @@ def test_modest_rate_meets_every_deadline(
     # Measured: a window of 1,000 transactions at 500/s in which every deadline is met.
     # Even with the broker's log on tmpfs (conftest), this VM has rare spells in which one
     # partition's deliveries lag by about 45 ms while the machine is not paused (the hiccup
-    # meter below sees nothing then): up to three windows are measured, the first clean one
-    # passes, and a window in which more than 1% missed fails at once (a slow system, not
-    # a spell).
+    # meter below sees nothing then; CI once saw one of 170 ms, with serve's own stages
+    # under 6 ms): up to three windows are measured and the first clean one passes. A slow
+    # serve misses in all three.
     sent = start + 100
     spoiled: list[str] = []
     for window_start in range(sent, sent + 3000, 1000):
@@ -182,7 +182,6 @@ def test_modest_rate_meets_every_deadline(
             f"{len(missed)} missed (machine paused up to {max(paused):.0f} ms in their "
             f"lifetimes), e.g. {[d['latency_ms'] for d in missed[:2]]}"
         )
-        assert len(missed) <= 10, spoiled[-1]
     pytest.fail(f"no window met every deadline: {spoiled}")
 
 
