@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -45,6 +46,14 @@ def _color(name: str) -> str:
     return {"ceiling": "#999999", "fraudstream": "#1f77b4"}.get(name, "#d62728")
 
 
+def _cdf_step(ax: Any, lat: np.ndarray, **style: Any) -> Any:
+    """Draw the empirical CDF of sorted latencies ``lat`` (ms); returns the line."""
+    y = np.arange(1, len(lat) + 1) / len(lat)
+    # Kafka timestamps have 1 ms resolution: 0 ms is drawn at 0.5 ms on the log axis
+    (line,) = ax.step(np.maximum(lat, 0.5), y, where="post", **style)
+    return line
+
+
 def latency_cdf(
     samples: Mapping[str, np.ndarray],
     rates: Mapping[str, float],
@@ -58,20 +67,12 @@ def latency_cdf(
     for label, lat in samples.items():
         if len(lat) == 0:
             continue
-        y = np.arange(1, len(lat) + 1) / len(lat)
-        # Kafka timestamps have 1 ms resolution: 0 ms is drawn at 0.5 ms on the log axis
-        (line,) = ax.step(
-            np.maximum(lat, 0.5),
-            y,
-            where="post",
-            label=f"{label} of max ({rates[label]:,.0f} tx/s)",
-        )
+        line = _cdf_step(ax, lat, label=f"{label} of max ({rates[label]:,.0f} tx/s)")
         alone = (floor or {}).get(label)
         if alone is not None and len(alone):
-            ax.step(
-                np.maximum(alone, 0.5),
-                np.arange(1, len(alone) + 1) / len(alone),
-                where="post",
+            _cdf_step(
+                ax,
+                alone,
                 linestyle=":",
                 color=line.get_color(),
                 label=f"{label}: Kafka path alone",

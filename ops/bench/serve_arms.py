@@ -131,21 +131,41 @@ def latency(
     input_topic = env.topics.create(f"{name}-in", PARTITIONS)
     spec = _spec(env, name, input_topic, BUDGET_MS)
     log = env.workdir / f"{name}.log"
-    proc = start(spec, log, profile)
     run = LatencyRun()
-    try:
-        phases, run.failed = _paced_phases(
-            env, feed, input_topic, spec.decisions, _alive(proc), max_rate, fractions, seconds
-        )
-    finally:
-        stop(proc)
+    proc = start(spec, log, profile)
+    phases, run.failed = _paced_run(
+        env, feed, proc, log, input_topic, spec.decisions, max_rate, fractions, seconds
+    )
     if run.failed is not None:
-        run.failed += f"; serve log tail: {tail(log, 600)!r}"
         return run
     inputs = read_all(env.bootstrap, input_topic)
     out = read_all(env.bootstrap, spec.decisions)
     _summarise(run, phases, inputs, out)
     return run
+
+
+def _paced_run(
+    env: Env,
+    feed: Feed,
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    source: str,
+    target: str,
+    max_rate: float,
+    fractions: tuple[float, ...],
+    seconds: float,
+) -> tuple[list[Phase], str | None]:
+    """``_paced_phases`` against the started ``proc`` (serve, or the pass-through), which is
+    stopped after; why it stopped short carries the end of ``log``."""
+    try:
+        phases, failed = _paced_phases(
+            env, feed, source, target, _alive(proc), max_rate, fractions, seconds
+        )
+    finally:
+        stop(proc)
+    if failed is not None:
+        failed += f"; {log.name} tail: {tail(log, 600)!r}"
+    return phases, failed
 
 
 def _paced_phases(
@@ -214,14 +234,10 @@ def latency_floor(
     args = [sys.executable, str(HERE / "passthrough.py"), env.bootstrap, source, target, group]
     with log.open("wb") as sink:
         proc = subprocess.Popen(args, cwd=env.workdir, stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        phases, run.failed = _paced_phases(
-            env, feed, source, target, _alive(proc), max_rate, fractions, seconds
-        )
-    finally:
-        stop(proc)
+    phases, run.failed = _paced_run(
+        env, feed, proc, log, source, target, max_rate, fractions, seconds
+    )
     if run.failed is not None:
-        run.failed += f"; log tail: {tail(log, 600)!r}"
         return run
     sent = _stamps(read_all(env.bootstrap, source))
     copied = _stamps(read_all(env.bootstrap, target))
