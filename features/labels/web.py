@@ -1,5 +1,6 @@
 """The worker's web views (faust web, on ``--web-port``): ``/kpis`` (JSON), ``/healthz`` and
-``/metrics`` (Prometheus text format)."""
+``/metrics`` (Prometheus text format), and ``/consumer``: the consumer's state per partition
+(JSON), for chasing a stall."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from features.labels.consumer_state import consumer_state
 from features.labels.kpi_table import KpiTable
 from features.labels.metrics import LabelMetrics
 
 
 def add_views(app: Any, kpis: KpiTable, metrics: LabelMetrics) -> None:
-    """Register the three views on ``app``."""
+    """Register the views on ``app``."""
 
     async def kpis_view(view: Any, request: Any) -> Any:
         last = _last_hours(request.query.get("last"))
@@ -28,9 +30,13 @@ def add_views(app: Any, kpis: KpiTable, metrics: LabelMetrics) -> None:
         # aiohttp refuses a charset in ``content_type=``, so the whole value goes in a header
         return view.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def consumer_view(view: Any, request: Any) -> Any:
+        return view.json(consumer_state(app))
+
     app.page("/kpis", name="kpis")(kpis_view)
     app.page("/healthz", name="healthz")(health_view)
     app.page("/metrics", name="metrics")(metrics_view)
+    app.page("/consumer", name="consumer")(consumer_view)
 
 
 def _last_hours(text: str | None) -> int | None | str:

@@ -110,6 +110,13 @@ class Worker:
     def metric(self, name: str, **labels: str) -> float:
         return metric_value(self.get("/metrics").decode(), name, **labels)
 
+    def consumer(self) -> str:
+        """``/consumer`` (the consumer's state per partition), or why it could not be read."""
+        try:
+            return self.get("/consumer").decode()
+        except (urllib.error.URLError, OSError) as exc:
+            return f"(/consumer unreadable: {exc})"
+
     def kill(self) -> None:
         """SIGKILL: no shutdown, no last commit."""
         assert self.proc is not None

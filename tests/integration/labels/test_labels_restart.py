@@ -116,7 +116,7 @@ def test_killed_mid_stream_every_label_is_applied_exactly_once(
             f"all {len(labels)} labels stored after the restart",
             detail=lambda: (
                 f"{count_labels(redis_url, redis_prefix)} stored ({at_kill} at the kill);"
-                f" worker log and stacks: {worker.stacks()}"
+                f" consumer: {worker.consumer()}; worker log and stacks: {worker.stacks()}"
             ),
         )
         time.sleep(1.0)  # anything still in flight would show up as an excess now

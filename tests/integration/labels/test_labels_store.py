@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 
@@ -128,6 +129,7 @@ def test_a_label_delivered_twice_counts_once(
     produce(kafka_bootstrap, label_topics.labels, map(_message, stream))
     wait_for(_received(worker, 5), 60, "5 labels read")
     assert worker.metric("fraudstream_labels_applied_total") == 2
+    _assert_consumer_read_all(worker, label_topics.labels, 5)
     assert store_labels(redis_url, redis_prefix) == {"T": ({"a", "b"}, {"a"})}
     store = RedisStore.from_url(redis_url, prefix=redis_prefix)
     try:
@@ -151,6 +153,18 @@ def test_a_label_delivered_twice_counts_once(
         store.close()
     assert probe[FEATURE_NAMES.index("terminal_nb_tx_1d")] == 2
     assert probe[FEATURE_NAMES.index("terminal_risk_1d")] == 0.5
+
+
+def _assert_consumer_read_all(worker: Worker, topic: str, n: int) -> None:
+    """``/consumer`` shows every partition of ``topic`` fetched, its ``n`` messages read."""
+    state = orjson.loads(worker.consumer())
+    assert state["flow_active"] is True
+    parts = [p for p in state["partitions"] if p["topic"] == topic]
+    assert sorted(p["partition"] for p in parts) == [0, 1]
+    assert all(p["fetching"] and not p["paused"] and not p["back_pressure"] for p in parts)
+    assert sum(p["read_offset"] + 1 for p in parts if p["read_offset"] is not None) == n
+    assert sum(p["highwater"] for p in parts) == n
+    assert sum(p["position"] for p in parts) == n
 
 
 BAD: list[bytes | None] = [
