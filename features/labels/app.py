@@ -26,6 +26,7 @@ from features.labels import records, web
 from features.labels.applier import LabelStore, LabelWriter
 from features.labels.credentials import broker_credentials, broker_urls
 from features.labels.deadletter import Header, Source, own_headers
+from features.labels.faust_fixes import LabelFaustApp
 from features.labels.kpi_table import EventHourWindow, KpiTable
 from features.labels.metrics import LabelMetrics
 from features.labels.pipeline import LabelPipeline, RawMessage, Send
@@ -50,7 +51,7 @@ class LabelApp:
 
 def build_app(settings: LabelSettings, store: LabelStore) -> LabelApp:
     """The faust app for ``settings``, writing labels to ``store``."""
-    app = faust.App(settings.group_id, **_app_options(settings))
+    app = LabelFaustApp(settings.group_id, **_app_options(settings))
     labels = _raw_topic(app, settings.labels_topic)
     decisions = _raw_topic(app, settings.decisions_topic)
     dlq = _raw_topic(app, settings.labels_dlq_topic)

@@ -32,10 +32,17 @@ def start_worker(
     tmp_path: Path,
 ) -> Iterator[Callable[..., Worker]]:
     """``start_worker(**settings)``: a running worker on this test's topics, group and prefix;
-    ``settings`` become FRAUDSTREAM_* variables (e.g. kpi_partitions=2)."""
+    ``settings`` become FRAUDSTREAM_* variables (e.g. kpi_partitions=2), ``env`` is added
+    as is, ``module`` runs ``python -m module`` instead of the CLI."""
     workers: list[Worker] = []
 
-    def start(redis: str | None = None, via_cli: bool = True, **settings: object) -> Worker:
+    def start(
+        redis: str | None = None,
+        via_cli: bool = True,
+        module: str | None = None,
+        env: dict[str, str] | None = None,
+        **settings: object,
+    ) -> Worker:
         args = [
             *("--bootstrap-servers", kafka_bootstrap, "--redis-url", redis or redis_url),
             *("--redis-prefix", redis_prefix, "--group-id", group_id),
@@ -47,7 +54,8 @@ def start_worker(
             "session_timeout_s": 6,  # a killed worker's partitions come back quickly
             "data_dir": tmp_path / "faust",
         }
-        worker = Worker(args, worker_env(**(defaults | settings)), tmp_path, via_cli)
+        variables = worker_env(**(defaults | settings)) | (env or {})
+        worker = Worker(args, variables, tmp_path, via_cli, module)
         workers.append(worker)
         return worker.start()
 

@@ -62,12 +62,13 @@ def wait_for(
 @dataclass
 class Worker:
     """``fraudstream features run`` (or ``python -m features.labels.worker`` when not
-    ``via_cli``) with its own port, log file and settings."""
+    ``via_cli``, or ``python -m <module>``) with its own port, log file and settings."""
 
     args: list[str]
     env: dict[str, str]
     workdir: Path
     via_cli: bool = True
+    module: str | None = None
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
@@ -78,7 +79,9 @@ class Worker:
 
     def start(self, timeout_s: float = 60) -> Worker:
         self.starts += 1
-        if self.via_cli:
+        if self.module is not None:
+            cmd = [sys.executable, "-m", self.module]
+        elif self.via_cli:
             cmd = [sys.executable, "-m", "stream.cli", "--plain-logs", "features", "run"]
         else:
             cmd = [sys.executable, "-m", "features.labels.worker"]
