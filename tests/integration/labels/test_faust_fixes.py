@@ -6,6 +6,7 @@ and, where nothing was committed, where the reset policy says."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 
 import pytest
@@ -89,6 +90,8 @@ def test_labels_fetched_while_a_restarted_worker_seeks_are_all_stored(
             f"{count_labels(redis_url, redis_prefix)} stored; consumer: {worker.consumer()}"
         ),
     )
+    queued = re.findall(r"slow_seek_worker: (\d+) events queued", worker.log.read_text())
+    assert queued and int(queued[-1]) > 0, "no event was queued when the seek ended: no test"
 
 
 def _fill(bootstrap: str, topic: str, partitions: int) -> None:
