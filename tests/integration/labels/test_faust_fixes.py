@@ -12,8 +12,7 @@ from collections.abc import Callable
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
-from confluent_kafka import Consumer, Producer
-from confluent_kafka import TopicPartition as ConfluentTP
+from confluent_kafka import Producer
 
 from features.labels import faust_fixes
 from features.labels.app import build_app
@@ -28,6 +27,7 @@ from tests.integration.labels.harness import (
     produce,
     wait_for,
 )
+from tests.serving import topic_end_offsets
 
 pytestmark = pytest.mark.integration
 
@@ -50,18 +50,6 @@ def _labels(start: int, n: int) -> list[Message]:
     ]
 
 
-def _size(bootstrap: str, topic: str, partitions: int) -> int:
-    """Records in ``topic`` (high-water marks summed)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "size-probe"})
-    try:
-        return sum(
-            consumer.get_watermark_offsets(ConfluentTP(topic, p), timeout=10)[1]
-            for p in range(partitions)
-        )
-    finally:
-        consumer.close()
-
-
 @pytest.mark.reliability
 def test_labels_fetched_while_a_restarted_worker_seeks_are_all_stored(
     start_worker: Callable[..., Worker],
@@ -78,7 +66,11 @@ def test_labels_fetched_while_a_restarted_worker_seeks_are_all_stored(
     worker = start_worker(module=SLOW_SEEK, env={"SLOW_SEEK_S": "1.5"}, max_batch=2)
     wait_for(lambda: count_labels(redis_url, redis_prefix) >= 100, 60, "100 labels stored")
     changelog = f"{group_id}-kpi-changelog"
-    wait_for(lambda: _size(kafka_bootstrap, changelog, 2) > 0, 60, f"records in {changelog}")
+    wait_for(
+        lambda: sum(topic_end_offsets(kafka_bootstrap, changelog, 2)) > 0,
+        60,
+        f"records in {changelog}",
+    )
     worker.kill()
     total = produce(kafka_bootstrap, label_topics.labels, _labels(300, 1500)) + 300
     worker.start()
@@ -130,27 +122,30 @@ async def _positions_after_seek(
         await consumer.stop()
 
 
+@pytest.mark.parametrize(
+    ("committed", "reset", "expected"),
+    [
+        # committed 4 → 4; committed 0 → 0 (aiokafka alone leaves it at 8); none → the start
+        ({0: 4, 1: 0}, "earliest", {0: 4, 1: 0, 2: 0}),
+        # none → the end
+        ({0: 3}, "latest", {0: 3, 1: PER_PARTITION, 2: PER_PARTITION}),
+    ],
+    ids=["earliest", "latest"],
+)
 def test_every_partition_is_repositioned_committed_or_not(
-    kafka_bootstrap: str, topic_factory: Callable[..., str], group_id: str
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., str],
+    group_id: str,
+    committed: dict[int, int],
+    reset: str,
+    expected: dict[int, int],
 ) -> None:
     topic = topic_factory("seek", partitions=3)
     _fill(kafka_bootstrap, topic, 3)
     positions = asyncio.run(
-        _positions_after_seek(kafka_bootstrap, topic, group_id, {0: 4, 1: 0}, "earliest")
+        _positions_after_seek(kafka_bootstrap, topic, group_id, committed, reset)
     )
-    # committed 4 → 4; committed 0 → 0 (aiokafka alone leaves it at 8); none → the start
-    assert positions == {0: 4, 1: 0, 2: 0}
-
-
-def test_latest_puts_an_uncommitted_partition_at_its_end(
-    kafka_bootstrap: str, topic_factory: Callable[..., str], group_id: str
-) -> None:
-    topic = topic_factory("seek", partitions=3)
-    _fill(kafka_bootstrap, topic, 3)
-    positions = asyncio.run(
-        _positions_after_seek(kafka_bootstrap, topic, group_id, {0: 3}, "latest")
-    )
-    assert positions == {0: 3, 1: PER_PARTITION, 2: PER_PARTITION}
+    assert positions == expected
 
 
 def test_the_worker_app_seeks_with_it(kafka_bootstrap: str) -> None:
