@@ -121,7 +121,10 @@ def test_acl_user_and_password_from_the_url_and_never_in_errors(
 
 @pytest.mark.reliability
 def test_a_lost_reply_is_safe_to_retry(redis_store: RedisStore, raw_redis: redis.Redis) -> None:
-    df = simulate(SimulatorConfig(n_customers=50, n_terminals=100, n_days=10, seed=5)).head(512)
+    # 4,000 transactions keep the script busy for about 50 ms here, so that the reply is
+    # not in the socket before the client first reads it (with the 396 of an earlier
+    # version, about 5 ms, a loaded CI run once read the whole reply within the bound)
+    df = simulate(SimulatorConfig(n_customers=200, n_terminals=400, n_days=30, seed=5)).head(4000)
     batch = TransactionBatch.from_columns(
         df["transaction_id"].tolist(),
         df["customer_id"].tolist(),
