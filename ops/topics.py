@@ -22,11 +22,21 @@ TOPICS = (
 )
 
 
+# A dead letter is its original plus a few headers: its topic accepts 64 KiB more than
+# Kafka's default, so that whatever the input topics accepted is dead-lettered whole (serve
+# and the label worker cut down, and mark, what still does not fit).
+DEAD_LETTER_CONFIG = {"max.message.bytes": str(1_048_588 + 65_536)}
+CONFIGS = {"transactions.dlq": DEAD_LETTER_CONFIG, "fraud.labels.dlq": DEAD_LETTER_CONFIG}
+
+
 def create_topics(bootstrap: str, partitions: int, names: tuple[str, ...] = TOPICS) -> list[str]:
     """Create the missing topics; return the names that were created now."""
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     futures = admin.create_topics(
-        [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names],
+        [
+            NewTopic(n, num_partitions=partitions, replication_factor=1, config=CONFIGS.get(n, {}))
+            for n in names
+        ],
         operation_timeout=30,
         request_timeout=30,
     )

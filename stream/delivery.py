@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from stream.bounded_call import BoundedCaller, Stalled
+from stream.deadletter import DeadLetter, DeadLetters, refused
 from stream.exceptions import FatalKafkaError, StreamError
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Delivery(Protocol):
         headers: list[Header] | None = None,
         timestamp: int = 0,
     ) -> None: ...
+    def dead_letter(self, letter: DeadLetter) -> None: ...
     def commit(self, offsets: list[TopicPartition]) -> None: ...
     def drain(self, timeout_s: float | None = None) -> None: ...
     def settle(self) -> None: ...
@@ -64,6 +66,7 @@ class AtLeastOnce:
         self,
         producer: Producer,
         consumer: Consumer,
+        dead_letters: DeadLetters,
         flush_timeout_s: float = 30.0,
         max_in_flight: int = 64,
         commit_interval_s: float = 0.0,
@@ -71,6 +74,9 @@ class AtLeastOnce:
     ):
         self.producer = producer
         self.consumer = consumer
+        self.dead_letters = dead_letters
+        """The dead-letter topic; a failed dead letter is retried, then given up, but never
+        fails its batch."""
         self.flush_timeout_s = flush_timeout_s
         self.max_in_flight = max_in_flight
         """Batches allowed to wait for acknowledgements before the loop waits for them."""
@@ -83,6 +89,8 @@ class AtLeastOnce:
         self._in_flight: deque[_InFlight] = deque()
         self._current = _InFlight(self)
         self._error: KafkaError | None = None
+        self._retry: list[tuple[_InFlight, DeadLetter]] = []
+        """Dead letters whose write failed, each still counted outstanding in its batch."""
 
     def begin(self) -> None:
         self._current = _InFlight(self)
@@ -98,6 +106,23 @@ class AtLeastOnce:
         batch = self._current
         batch.outstanding += 1
         _produce(self.producer, topic, key, value, headers, timestamp, batch.on_delivery)
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        self._write_letter(self._current, letter)
+
+    def _write_letter(self, batch: _InFlight, letter: DeadLetter) -> None:
+        while (form := self.dead_letters.form(letter)) is not None:
+            batch.outstanding += 1
+            try:
+                _produce_letter(
+                    self.producer, self.dead_letters.topic, form, batch.letter_callback(letter)
+                )
+                return
+            except KafkaException as exc:
+                batch.outstanding -= 1
+                if not refused(exc.args[0]):
+                    raise
+                self.dead_letters.failed(letter, exc.args[0].str())  # e.g. too large locally
 
     def commit(self, offsets: list[TopicPartition]) -> None:
         self._current.offsets = offsets
@@ -117,7 +142,11 @@ class AtLeastOnce:
 
     def drain(self, timeout_s: float | None = None) -> None:
         """Wait for every output in flight and commit the offsets they cover (synchronously)."""
-        remaining = self.producer.flush(self.flush_timeout_s if timeout_s is None else timeout_s)
+        timeout = self.flush_timeout_s if timeout_s is None else timeout_s
+        remaining = self.producer.flush(timeout)
+        while self._retry and not remaining and self._error is None:
+            self._rewrite_letters()  # bounded: each letter has MAX_ATTEMPTS writes at most
+            remaining = self.producer.flush(timeout)
         if remaining and self._error is None:
             logger.warning(
                 "%d outputs unacknowledged at drain; their offsets stay uncommitted", remaining
@@ -134,16 +163,24 @@ class AtLeastOnce:
         if self._error is not None:
             err, self._error = self._error, None
             self._in_flight.clear()
+            self._retry.clear()
             self._commit(asynchronous=False)  # what was acknowledged before the failure
             rewind(self.consumer)
             msg = f"decisions not acknowledged ({err.str()}); offsets not committed, rewound"
             raise BatchAborted(msg)
+        self._rewrite_letters()
         while self._in_flight and self._in_flight[0].outstanding == 0:
             for tp in self._in_flight.popleft().offsets:
                 self._acked[(tp.topic, tp.partition)] = tp.offset
         if asynchronous and self._clock() - self._committed_at < self.commit_interval_s:
             return
         self._commit(asynchronous)
+
+    def _rewrite_letters(self) -> None:
+        retry, self._retry = self._retry, []
+        for batch, letter in retry:
+            batch.outstanding -= 1
+            self._write_letter(batch, letter)
 
     def _commit(self, asynchronous: bool) -> None:
         if not self._acked:
@@ -175,6 +212,24 @@ class _InFlight:
         if err is not None and self.owner._error is None:
             self.owner._error = err
 
+    def letter_callback(self, letter: DeadLetter) -> Callable[[KafkaError | None, Any], None]:
+        """A dead letter's delivery report: a failure queues another attempt (the batch
+        waits for it) or gives the letter up; it never fails the batch."""
+        owner = self.owner
+
+        def on_letter(err: KafkaError | None, msg: Any) -> None:
+            if err is None:
+                self.outstanding -= 1
+                owner.dead_letters.written(letter)
+            elif not refused(err):
+                self.on_delivery(err, msg)
+            elif owner.dead_letters.failed(letter, err.str()):
+                owner._retry.append((self, letter))  # still outstanding until rewritten
+            else:
+                self.outstanding -= 1
+
+        return on_letter
+
 
 class ExactlyOnce:
     """Consume–score–produce in one transaction per batch, offsets included.
@@ -196,11 +251,15 @@ class ExactlyOnce:
         self,
         producer: Producer,
         consumer: Consumer,
+        dead_letters: DeadLetters,
         timeout_s: float = TIMEOUT_S,
         make_producer: Callable[[], Producer] | None = None,
     ):
         self.producer = producer
         self.consumer = consumer
+        self.dead_letters = dead_letters
+        """The dead-letter topic; a dead letter whose write failed the transaction is
+        written smaller when the batch is redone, then given up."""
         self.timeout_s = timeout_s
         self.replacements = 0
         self._make_producer = make_producer
@@ -227,6 +286,24 @@ class ExactlyOnce:
         timestamp: int = 0,
     ) -> None:
         _produce(self.producer, topic, key, value, headers, timestamp, None)
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        letters = self.dead_letters
+
+        def on_letter(err: KafkaError | None, _msg: Any) -> None:
+            if err is None:
+                letters.written(letter)
+            elif refused(err):  # the transaction aborts; the redone batch writes it smaller
+                letters.failed(letter, err.str())
+
+        while (form := letters.form(letter)) is not None:
+            try:
+                _produce_letter(self.producer, letters.topic, form, on_letter)
+                return
+            except KafkaException as exc:
+                if not refused(exc.args[0]):
+                    raise
+                letters.failed(letter, exc.args[0].str())
 
     def commit(self, offsets: list[TopicPartition]) -> None:
         producer, timeout = self.producer, self.timeout_s
@@ -379,6 +456,15 @@ def _produce(
             return
         except BufferError:  # local queue full: serve delivery reports, then retry
             producer.poll(0.05)
+
+
+def _produce_letter(
+    producer: Producer,
+    topic: str,
+    letter: DeadLetter,
+    callback: Callable[[KafkaError | None, Any], None],
+) -> None:
+    _produce(producer, topic, letter.key, letter.value, letter.headers, 0, callback)
 
 
 def rewind(consumer: Consumer) -> None:

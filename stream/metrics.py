@@ -124,6 +124,16 @@ class ServeMetrics:
         self.dead_letters = Counter(
             "fraudstream_dead_letters", "Dead letters by error code", ["code"], registry=r
         )
+        self.dead_letters_truncated = Counter(
+            "fraudstream_dead_letters_truncated",
+            "Dead letters written cut down to the dead-letter topic's size limit",
+            registry=r,
+        )
+        self.dead_letters_lost = Counter(
+            "fraudstream_dead_letters_lost",
+            "Dead letters given up after repeated failed writes (their offsets are logged)",
+            registry=r,
+        )
         self.deadline_missed = Counter(
             "fraudstream_deadline_missed", "Decisions past budget", registry=r
         )

@@ -24,7 +24,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from features.schema import DecodeLimits, decode_transactions
-from stream.deadletter import dead_letter_headers
+from stream.deadletter import dead_letter
 from stream.decision import REVIEW
 from stream.delivery import BatchAborted, Delivery
 from stream.kafka.consume import take_queued
@@ -152,10 +152,7 @@ class Server:
         self.planner.observe("decode", len(msgs), decode_ms / 1e3)
         self.delivery.begin()
         for index, error in decoded.errors:
-            m = msgs[index]
-            self.delivery.produce(
-                self.topics.dlq, m.key(), m.value(), dead_letter_headers(m, error)
-            )
+            self.delivery.dead_letter(dead_letter(msgs[index], error))
             self.metrics.dead_letters.labels(code=error.code).inc()
         scored = None
         next_offsets = _next_offsets(msgs)

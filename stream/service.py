@@ -13,10 +13,12 @@ from features.definitions import FeatureConfig
 from features.redis_store import RedisStore
 from models.registry import Registry
 from models.scorer import Scorer
+from stream.deadletter import DeadLetters
 from stream.decision import Rules
 from stream.delivery import AtLeastOnce, Delivery, ExactlyOnce
 from stream.kafka.clients import consumer_config, producer_config
 from stream.kafka.connection import ensure_reachable
+from stream.kafka.limits import LIBRDKAFKA_DEFAULT, max_message_bytes
 from stream.metrics import HealthServer, ServeMetrics
 from stream.model_watch import ModelHolder
 from stream.pipeline import Pipeline
@@ -130,7 +132,7 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
             fetch_min_bytes=settings.fetch_min_bytes,
         )
     )
-    delivery = _delivery(settings, consumer)
+    delivery = _delivery(settings, consumer, _dead_letters(settings, metrics))
     shadow = None
     if settings.shadow:
         shadow = Shadow(load(settings.shadow), settings.shadow_topic)
@@ -161,17 +163,33 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
     return Service(server, settings, health, store)
 
 
-def _delivery(settings: ServeSettings, consumer: Consumer) -> Delivery:
+def _dead_letters(settings: ServeSettings, metrics: ServeMetrics) -> DeadLetters:
+    """The dead-letter topic with its broker-side size limit, so that anything the broker
+    accepted on the input topic can be dead-lettered (whole when it fits, else cut down)."""
+    limit = max_message_bytes(settings.kafka(), settings.dlq_topic)
+    logger.info("dead letters go to %s, up to %d bytes each", settings.dlq_topic, limit)
+    return DeadLetters(
+        settings.dlq_topic,
+        limit,
+        on_lost=lambda _letter, _why: metrics.dead_letters_lost.inc(),
+        on_truncated=lambda _letter: metrics.dead_letters_truncated.inc(),
+    )
+
+
+def _delivery(settings: ServeSettings, consumer: Consumer, letters: DeadLetters) -> Delivery:
     conn = settings.kafka()
+    sized: dict[str, Any] = {"message.max.bytes": max(LIBRDKAFKA_DEFAULT, letters.limit)}
     if settings.guarantee == "exactly-once":
         conf = producer_config(
             conn,
             settings.effective_transactional_id(),
             **{"transaction.timeout.ms": settings.transaction_timeout_ms},
+            **sized,
         )
-        return ExactlyOnce(Producer(conf), consumer, make_producer=lambda: Producer(conf))
+        return ExactlyOnce(Producer(conf), consumer, letters, make_producer=lambda: Producer(conf))
     return AtLeastOnce(
-        Producer(producer_config(conn)),
+        Producer(producer_config(conn, None, **sized)),
         consumer,
+        letters,
         commit_interval_s=settings.commit_interval_ms / 1e3,
     )

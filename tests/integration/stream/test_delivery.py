@@ -13,7 +13,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from features.exceptions import InvalidTransaction
+from stream.deadletter import MAX_ATTEMPTS, DeadLetter, DeadLetters, Source, error_headers
 from stream.delivery import AtLeastOnce, BatchAborted, Delivery, ExactlyOnce
+from stream.kafka.limits import BROKER_DEFAULT
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +75,11 @@ def _copy_batch(delivery: Delivery, consumer: Consumer, sink: str, n: int) -> No
     delivery.commit([TopicPartition(msgs[0].topic(), 0, msgs[-1].offset() + 1)])
 
 
+def _nowhere() -> DeadLetters:
+    """A dead-letter topic for deliveries whose tests write no dead letter."""
+    return DeadLetters("no-dead-letters-expected", BROKER_DEFAULT)
+
+
 def _reader(bootstrap: str, group: str, topic: str) -> Consumer:
     """A read_committed consumer of partition 0 from its start."""
     out = Consumer(
@@ -87,7 +95,7 @@ def test_offsets_follow_acknowledged_outputs(
     source, sink = topic_factory("alo-in"), topic_factory("alo-out")
     _fill(kafka_bootstrap, source, 300)
     consumer = _consumer(kafka_bootstrap, group_id, source)
-    delivery = AtLeastOnce(Producer({"bootstrap.servers": kafka_bootstrap}), consumer)
+    delivery = AtLeastOnce(Producer({"bootstrap.servers": kafka_bootstrap}), consumer, _nowhere())
     for _ in range(30):
         _copy_batch(delivery, consumer, sink, 10)
     delivery.drain()
@@ -105,7 +113,7 @@ def test_a_failed_delivery_commits_nothing_after_it_and_rewinds(
     _fill(kafka_bootstrap, source, 40)
     consumer = _consumer(kafka_bootstrap, group_id, source)
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "message.timeout.ms": 1500})
-    delivery = AtLeastOnce(producer, consumer)
+    delivery = AtLeastOnce(producer, consumer, _nowhere())
 
     _copy_batch(delivery, consumer, sink, 10)  # acknowledged and committed
     delivery.drain()
@@ -136,7 +144,7 @@ def test_an_idle_loop_commits_its_last_batch_without_draining(
     source, sink = topic_factory("alo-in"), topic_factory("alo-out")
     _fill(kafka_bootstrap, source, 5)
     consumer = _consumer(kafka_bootstrap, group_id, source)
-    delivery = AtLeastOnce(Producer({"bootstrap.servers": kafka_bootstrap}), consumer)
+    delivery = AtLeastOnce(Producer({"bootstrap.servers": kafka_bootstrap}), consumer, _nowhere())
     _copy_batch(delivery, consumer, sink, 5)
     assert _settled_at(delivery, consumer, source, 5, timeout_s=30) == 5
     consumer.close()
@@ -150,7 +158,9 @@ def test_commits_are_spaced_by_the_interval_and_a_drain_commits_the_rest(
     consumer = _consumer(kafka_bootstrap, group_id, source)
     now = [0.0]
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
-    delivery = AtLeastOnce(producer, consumer, commit_interval_s=1.0, clock=lambda: now[0])
+    delivery = AtLeastOnce(
+        producer, consumer, _nowhere(), commit_interval_s=1.0, clock=lambda: now[0]
+    )
 
     _copy_batch(delivery, consumer, sink, 10)
     assert producer.flush(10) == 0
@@ -189,7 +199,11 @@ def test_a_stuck_transactional_call_fences_the_producer_and_redoes_the_batch(
     conf = {"bootstrap.servers": kafka_bootstrap, "transactional.id": f"{group_id}-txn"}
     release = threading.Event()
     delivery = ExactlyOnce(
-        _StuckOnce(conf, release), consumer, timeout_s=2.0, make_producer=lambda: Producer(conf)
+        _StuckOnce(conf, release),
+        consumer,
+        _nowhere(),
+        timeout_s=2.0,
+        make_producer=lambda: Producer(conf),
     )
     delivery.STALL_MARGIN_S = 0.5
 
@@ -210,3 +224,90 @@ def test_a_stuck_transactional_call_fences_the_producer_and_redoes_the_batch(
     assert out.consume(10, timeout=2) == []
     out.close()
     consumer.close()
+
+
+def _letter(value: bytes, offset: int) -> DeadLetter:
+    source = Source("input", 0, offset)
+    error = InvalidTransaction("invalid_json", "", "not JSON")
+    return DeadLetter(b"key", value, [("own", b"1"), *error_headers(error, source)], source, 1)
+
+
+def _copy_with_letter(delivery: Delivery, consumer: Consumer, sink: str, n: int) -> None:
+    """``_copy_batch``, with a dead letter of the batch's last record."""
+    msgs = _take(consumer, n)
+    delivery.begin()
+    for m in msgs:
+        delivery.produce(sink, None, m.value())
+    delivery.dead_letter(_letter(b"v" * 50_000, msgs[-1].offset()))
+    delivery.commit([TopicPartition(msgs[0].topic(), 0, msgs[-1].offset() + 1)])
+
+
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
+def test_a_refused_dead_letter_is_written_smaller_and_never_stops_the_batch(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], group_id: str, guarantee: str
+) -> None:
+    """The dead-letter topic refuses more than 8,000 bytes but the limit serve read says
+    more (the topic was altered after the start): the whole letter and its first cut are
+    refused by the broker, the third form (headers only) is written; the batch's outputs
+    and offsets go through either way."""
+    source, sink = topic_factory("dl-in"), topic_factory("dl-out")
+    dlq = topic_factory("dl-dlq", config={"max.message.bytes": "8000"})
+    _fill(kafka_bootstrap, source, 20)
+    consumer = _consumer(kafka_bootstrap, group_id, source)
+    lost: list[str] = []
+    letters = DeadLetters(dlq, BROKER_DEFAULT, on_lost=lambda _l, why: lost.append(why))
+    delivery = _delivery(guarantee, kafka_bootstrap, consumer, letters, group_id)
+    for _ in range(MAX_ATTEMPTS + 1):  # exactly-once redoes the batch after each refusal
+        try:
+            _copy_with_letter(delivery, consumer, sink, 10)
+            break
+        except BatchAborted:
+            assert guarantee == "exactly-once"
+    _copy_batch(delivery, consumer, sink, 10)
+    delivery.drain()
+    delivery.close(10)
+    assert _committed(consumer, source) == 20
+    assert lost == []
+    dead = _take(_reader(kafka_bootstrap, group_id + "-d", dlq), 1)
+    headers = dict(dead[0].headers())
+    assert headers["fraudstream.truncated"] == b"value,key,headers"  # the third form
+    assert headers["fraudstream.original.value.size"] == b"50000"
+    assert headers["fraudstream.source.offset"] == b"9"
+    out = _reader(kafka_bootstrap, group_id + "-r", sink)
+    assert sorted(int(m.value()) for m in _take(out, 20)) == list(range(20))
+    assert out.consume(10, timeout=1) == []
+    consumer.close()
+
+
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
+def test_a_dead_letter_refused_in_every_form_is_given_up_and_the_offsets_move_on(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], group_id: str, guarantee: str
+) -> None:
+    source, sink = topic_factory("dl-in"), topic_factory("dl-out")
+    dlq = topic_factory("dl-dlq", config={"max.message.bytes": "200"})
+    _fill(kafka_bootstrap, source, 10)
+    consumer = _consumer(kafka_bootstrap, group_id, source)
+    lost: list[str] = []
+    letters = DeadLetters(dlq, BROKER_DEFAULT, on_lost=lambda _l, why: lost.append(why))
+    delivery = _delivery(guarantee, kafka_bootstrap, consumer, letters, group_id)
+    for _ in range(MAX_ATTEMPTS + 1):
+        try:
+            _copy_with_letter(delivery, consumer, sink, 10)
+            break
+        except BatchAborted:
+            assert guarantee == "exactly-once"
+    delivery.drain()
+    delivery.close(10)
+    assert _committed(consumer, source) == 10
+    assert len(lost) == 1 and "too large" in lost[0].lower()
+    assert _reader(kafka_bootstrap, group_id + "-d", dlq).consume(10, timeout=2) == []
+    consumer.close()
+
+
+def _delivery(
+    guarantee: str, bootstrap: str, consumer: Consumer, letters: DeadLetters, group_id: str
+) -> Delivery:
+    if guarantee == "at-least-once":
+        return AtLeastOnce(Producer({"bootstrap.servers": bootstrap}), consumer, letters)
+    conf = {"bootstrap.servers": bootstrap, "transactional.id": f"{group_id}-txn"}
+    return ExactlyOnce(Producer(conf), consumer, letters, timeout_s=10)
