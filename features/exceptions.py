@@ -6,7 +6,8 @@
     │   ├── InvalidTransaction      (carries a stable ``code`` and the ``field``)
     │   └── InvalidLabel
     ├── DataFileError               a data file is missing, unreadable or lacks a column
-    ├── FeatureStoreUnavailable     the online store did not answer in time or refused
+    ├── FeatureStoreUnavailable     the online store refused, failed or is unreachable
+    │   └── FeatureStoreTimeout     it did not answer within the call's bound (maybe slow)
     └── ModelError                  (defined in models.exceptions)
         ├── ModelNotFound
         ├── ModelCorrupt
@@ -55,3 +56,8 @@ class DataFileError(FraudstreamError):
 
 class FeatureStoreUnavailable(FraudstreamError):
     """The online feature store failed or timed out; callers degrade to partial features."""
+
+
+class FeatureStoreTimeout(FeatureStoreUnavailable):
+    """The store did not answer within the call's bound: slow, not necessarily down (the
+    connection was dropped, so a late reply is never read as another call's)."""

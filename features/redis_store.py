@@ -30,11 +30,12 @@ from redis.exceptions import (
     RedisClusterException,
     RedisError,
 )
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from features.batch import TransactionBatch
 from features.definitions import FeatureConfig, FloatArray, seconds
-from features.exceptions import ConfigError, FeatureStoreUnavailable
+from features.exceptions import ConfigError, FeatureStoreTimeout, FeatureStoreUnavailable
 from features.redis_cluster import ClusterBatches, offsets_args
 from features.redis_scripts import (
     APPLY_LABELS,
@@ -345,6 +346,9 @@ class RedisStore:
             detail = f"{type(exc).__name__}: {exc}"
             if self._password:
                 detail = detail.replace(self._password, "***")
+            if isinstance(exc, RedisTimeoutError | TimeoutError):
+                msg = f"feature store {self._display_url} did not answer in time ({detail})"
+                raise FeatureStoreTimeout(msg) from exc
             msg = f"feature store {self._display_url} unavailable ({detail})"
             raise FeatureStoreUnavailable(msg) from exc
 
