@@ -1,8 +1,10 @@
-"""Fail fast before faust starts: connect to a bootstrap server with the configured security.
+"""Fail fast before faust starts: every compression codec Kafka uses can be decoded, and a
+bootstrap server accepts a connection with the configured security.
 
 faust (through aiokafka) retries a refused login forever and only logs why; this check turns
 wrong credentials into one clear error and a non-zero exit, and waits a bounded time for
-brokers that are still starting.
+brokers that are still starting. aiokafka decodes lz4, snappy and zstd only with its optional
+package ``cramjam``; without it the first such batch would stop the worker, maybe days later.
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ import time
 from typing import Any
 
 from features.labels.credentials import broker_credentials
-from features.labels.exceptions import KafkaAuthenticationFailed, KafkaUnreachable
+from features.labels.exceptions import (
+    KafkaAuthenticationFailed,
+    KafkaCodecMissing,
+    KafkaUnreachable,
+)
 from features.labels.settings import LabelSettings
 
 logger = logging.getLogger(__name__)
@@ -23,6 +29,7 @@ logger = logging.getLogger(__name__)
 # aiokafka ships no type information: its modules are Any here, and only here
 _errors: Any = importlib.import_module("aiokafka.errors")
 _conn: Any = importlib.import_module("aiokafka.conn")
+_codec: Any = importlib.import_module("aiokafka.codec")
 AUTH_ERRORS: tuple[type[BaseException], ...] = (
     _errors.SaslAuthenticationFailed,
     _errors.AuthenticationFailedError,
@@ -32,6 +39,29 @@ AUTH_ERRORS: tuple[type[BaseException], ...] = (
 )
 KAFKA_ERROR: type[BaseException] = _errors.KafkaError
 RETRY_EVERY_S = 1.0
+
+
+def missing_codecs() -> list[str]:
+    """The compression codecs Kafka producers may use that aiokafka cannot decode here."""
+    found = {
+        "gzip": _codec.has_gzip(),
+        "snappy": _codec.has_snappy(),
+        "lz4": _codec.has_lz4(),
+        "zstd": _codec.has_zstd(),
+    }
+    return [name for name, present in found.items() if not present]
+
+
+def check_codecs() -> None:
+    """Raise ``KafkaCodecMissing`` unless every Kafka compression codec can be decoded."""
+    missing = missing_codecs()
+    if missing:
+        msg = (
+            f"cannot decode {', '.join(missing)}-compressed Kafka messages: aiokafka's optional "
+            "codec package cramjam>=2.8 is not installed; install fraudstream's dependencies "
+            "(pip install -c constraints.txt -e .) or pip install 'aiokafka[lz4,snappy,zstd]'"
+        )
+        raise KafkaCodecMissing(msg)
 
 
 def check_kafka(settings: LabelSettings) -> None:

@@ -1,30 +1,40 @@
 """Running the label worker: settings → store → faust app → faust worker, until stopped.
 
+A worker that cannot go on (a batch it cannot decode, a crashed agent) stops with one error
+line naming the cause and a non-zero status, for a supervisor to restart it: faust would
+otherwise exit 1 after its tracebacks, with nothing saying which of them mattered. Nothing
+past the failed batch was committed, so the restarted worker reads it again.
+
 ``python -m features.labels.worker [flags]`` runs it without the ``fraudstream`` CLI.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from features.exceptions import FraudstreamError
+from features.labels.exceptions import LabelWorkerCrashed
 from features.labels.settings import LabelSettings
 
 logger = logging.getLogger(__name__)
 
 
 def run(settings: LabelSettings) -> int:
-    """Start the worker; returns its exit status once it stops (SIGTERM/SIGINT: 0)."""
+    """Start the worker; returns its exit status once it stops (SIGTERM/SIGINT: 0). Raises
+    ``LabelWorkerCrashed`` when a faust service or agent crashed."""
     import faust
 
     from features.labels.app import build_app
-    from features.labels.preflight import check_kafka
+    from features.labels.preflight import check_codecs, check_kafka
     from features.redis_store import RedisStore
 
     logger.info("label worker settings: %s", settings.redacted())
+    check_codecs()
     check_kafka(settings)
     store = RedisStore.from_url(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
     try:
@@ -39,10 +49,30 @@ def run(settings: LabelSettings) -> int:
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:
+            crash = worker.crash_reason or built.app.crash_reason
+            if crash is not None:
+                raise LabelWorkerCrashed(describe_crash(crash)) from None
             return exc.code if isinstance(exc.code, int) else 1
         return 0
     finally:
         store.close()
+
+
+def describe_crash(exc: BaseException) -> str:
+    """One line for the error that stopped the worker, with what to do when it is known."""
+    text = str(exc).replace("\n", " ")
+    name = type(exc).__name__
+    what = text if text.startswith(name) else f"{name}: {text}" if text else name
+    errors: Any = importlib.import_module("aiokafka.errors")  # untyped: Any here only
+    if isinstance(exc, errors.UnsupportedCodecError):
+        what += (
+            " (a producer compresses with a codec this installation cannot decode: install "
+            "fraudstream's dependencies, or pip install 'aiokafka[lz4,snappy,zstd]')"
+        )
+    return (
+        f"label worker stopped: {what}; the batch was not committed and is read again once "
+        "the worker is restarted"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
