@@ -15,7 +15,7 @@ Agents (one consumer group, ``group_id``):
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from features.labels.applier import LabelStore, LabelWriter
 from features.labels.credentials import broker_credentials, broker_urls
 from features.labels.deadletter import Header, Source, own_headers
 from features.labels.faust_fixes import LabelFaustApp
+from features.labels.freshness import LabelFreshness
 from features.labels.kpi_table import EventHourWindow, KpiTable
 from features.labels.metrics import LabelMetrics
 from features.labels.pipeline import LabelPipeline, RawMessage, Send
@@ -47,6 +48,8 @@ class LabelApp:
     """The KPI join."""
     metrics: LabelMetrics
     """Prometheus metrics."""
+    freshness: LabelFreshness
+    """When labels last arrived, and whether they stopped."""
 
 
 def build_app(settings: LabelSettings, store: LabelStore) -> LabelApp:
@@ -68,14 +71,42 @@ def build_app(settings: LabelSettings, store: LabelStore) -> LabelApp:
     table = app.Table("kpi", default=None, partitions=settings.kpi_partitions)
     kpis = KpiTable(table.using_window(EventHourWindow()), settings.kpi_retention_days * 86_400)
     table.on_recover(kpis.reindex)
-    metrics = LabelMetrics(lambda: kpis.hours(settings.kpi_metrics_hours))
+    freshness = LabelFreshness(
+        settings.labels_stale_after_s, held=lambda: _held(app, settings.labels_topic)
+    )
+    metrics = LabelMetrics(lambda: kpis.hours(settings.kpi_metrics_hours), freshness)
     writer = LabelWriter(
         store, settings.retry_initial_s, settings.retry_max_s, on_retry=metrics.store_retries.inc
     )
-    pipeline = LabelPipeline(writer, metrics, _sender(dlq), _sender(join), settings.kpi_partitions)
+    pipeline = LabelPipeline(
+        writer, metrics, _sender(dlq), _sender(join), settings.kpi_partitions, freshness
+    )
     _add_agents(app, settings, pipeline, kpis, labels, decisions, join)
+    app.timer(_check_every_s(settings.labels_stale_after_s), name="label-freshness")(
+        _checker(freshness)
+    )
     web.add_views(app, kpis, metrics)
-    return LabelApp(app, pipeline, kpis, metrics)
+    return LabelApp(app, pipeline, kpis, metrics, freshness)
+
+
+def _held(app: Any, topic: str) -> set[int] | None:
+    """Partitions of ``topic`` assigned to this worker; None before the consumer exists."""
+    try:
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
+    except Exception:  # noqa: BLE001 - a scrape must not fail on a starting consumer
+        return None
+
+
+def _check_every_s(stale_after_s: float) -> float:
+    """A tenth of the threshold, between 1 s and 30 s: the warning comes at most 10 % late."""
+    return min(30.0, max(1.0, stale_after_s / 10))
+
+
+def _checker(freshness: LabelFreshness) -> Callable[[], Awaitable[None]]:
+    async def check_label_freshness() -> None:
+        freshness.check()
+
+    return check_label_freshness
 
 
 def _raw_topic(app: faust.App, name: str) -> Any:

@@ -34,6 +34,12 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     a("--labels-dlq-topic", help="default fraud.labels.dlq")
     a("--decisions-topic", help="default fraud.decisions")
     a("--web-port", type=int, help="/kpis, /healthz and /metrics (default 6066)")
+    a(
+        "--labels-stale-after-s",
+        type=float,
+        help="warn (and set fraudstream_labels_stale) when no label was applied for this "
+        "long while decisions keep arriving (default 900)",
+    )
     a("--security-protocol", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"])
     a("--sasl-mechanism", choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
     a("--sasl-username")

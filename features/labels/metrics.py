@@ -1,5 +1,5 @@
 """Prometheus metrics of the label worker, on its own registry: pipeline counters, and KPI
-gauges computed from the KPI table at each scrape (so no stale hour lingers)."""
+and label-freshness gauges computed at each scrape (so no stale hour lingers)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from features.labels.freshness import FreshnessCollector, LabelFreshness
 from features.labels.kpis import DECLINE, REVIEW, HourKpis
 from features.labels.records import DECISIONS
 
@@ -19,7 +20,9 @@ KpiSource = Callable[[], list[HourKpis]]
 class LabelMetrics:
     """Counters the pipeline increments, plus the KPI gauges."""
 
-    def __init__(self, kpis: KpiSource | None = None) -> None:
+    def __init__(
+        self, kpis: KpiSource | None = None, freshness: LabelFreshness | None = None
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.applied = Counter(
@@ -46,6 +49,8 @@ class LabelMetrics:
         )
         if kpis is not None:
             r.register(KpiCollector(kpis))
+        if freshness is not None:
+            r.register(FreshnessCollector(freshness))
 
     def render(self) -> bytes:
         """The text exposition format."""

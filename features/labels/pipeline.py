@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from features.labels import records
 from features.labels.applier import LabelWriter, decode_batch
 from features.labels.deadletter import Header, Source, dead_letter_headers
+from features.labels.freshness import LabelFreshness
 from features.labels.metrics import LabelMetrics
+from features.schema import Label
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +52,11 @@ class LabelPipeline:
         send_dlq: Send,
         send_join: Send,
         join_partitions: int,
+        freshness: LabelFreshness | None = None,
     ) -> None:
         self._writer = writer
         self._metrics = metrics
+        self._freshness = freshness
         self._send_dlq = send_dlq
         self._send_join = send_join
         self._join_partitions = join_partitions
@@ -81,6 +85,17 @@ class LabelPipeline:
         self._metrics.applied.inc(new)
         for _pos, error in decoded.errors:
             self._metrics.dead_letters.labels(code=error.code).inc()
+        self._note_applied(batch, decoded.labels)
+
+    def _note_applied(self, batch: Sequence[RawMessage], labels: list[tuple[int, Label]]) -> None:
+        """Tell the freshness tracker which partitions' labels reached the store."""
+        if self._freshness is None:
+            return
+        times: dict[int, list[int]] = {}
+        for pos, label in labels:
+            times.setdefault(batch[pos].source.partition, []).append(label.label_time_ms)
+        for partition, label_times in times.items():
+            self._freshness.labels_applied(partition, label_times)
 
     async def forward_decisions(self, batch: Sequence[RawMessage]) -> None:
         """Re-key the decisions by transaction id onto the join topic."""
@@ -88,6 +103,8 @@ class LabelPipeline:
         usable = [record for record in found if record is not None]
         skipped = len(found) - len(usable)
         await asyncio.gather(*await self._forward(usable))
+        if self._freshness is not None and batch:
+            self._freshness.decisions_seen()
         if skipped:
             logger.warning("%d decision(s) without a usable id, time, amount or outcome", skipped)
             self._metrics.decisions_skipped.inc(skipped)

@@ -85,6 +85,12 @@ class LabelSettings(BaseSettings):
     """Kafka group session timeout: how long a killed worker holds its partitions."""
     replication_factor: int = Field(default=1, ge=1, le=16)
     """Replication factor of the internal topics the worker creates."""
+    labels_stale_after_s: float = Field(default=900.0, ge=1, le=30 * 86_400)
+    """Labels count as stale (a warning, ``fraudstream_labels_stale`` 1) after this long
+    without one applied while decisions keep arriving. 15 min: a stream that labels 1 % of
+    1 transaction/s has a label every 100 s on average (a 15-min gap: chance e^-9), and an
+    hour of decisions scored without new labels still gets noticed. A label feed delivered
+    in batches (a daily chargeback file) needs more than its period."""
     table_store: str = "memory://"
     """faust table store; the changelog topic is the durable copy either way."""
     data_dir: Path | None = None

@@ -1,8 +1,10 @@
 """Labels compressed with every codec Kafka supports (gzip, snappy, lz4, zstd) all reach the
-store through the worker."""
+store through the worker, and its freshness gauges say, per partition, when and up to which
+label time."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -53,7 +55,7 @@ def _produce(bootstrap: str, topic: str, codec: str, labels: list[Label]) -> Non
     assert producer.flush(30) == 0
 
 
-def test_labels_of_every_codec_reach_the_store(
+def test_labels_of_every_codec_reach_the_store_and_show_in_freshness(
     start_worker: Callable[..., Worker],
     label_topics: LabelTopics,
     kafka_bootstrap: str,
@@ -61,6 +63,7 @@ def test_labels_of_every_codec_reach_the_store(
     redis_prefix: str,
 ) -> None:
     worker = start_worker()
+    started = time.time()
     sent: list[Label] = []
     for n, codec in enumerate(CODECS):
         labels = _labels(codec, n * PER_CODEC)
@@ -79,3 +82,14 @@ def test_labels_of_every_codec_reach_the_store(
     for codec in CODECS:
         ids = {tx for labelled, _ in stored.values() for tx in labelled if tx.startswith(codec)}
         assert len(ids) == PER_CODEC, codec
+
+    for partition in (0, 1):
+        mine = [x for n, x in enumerate(sent) if n % PER_CODEC % 2 == partition]
+        p = str(partition)
+        newest = worker.metric("fraudstream_labels_newest_label_time_seconds", partition=p)
+        assert newest == max(x.label_time_ms for x in mine) / 1000
+        at = worker.metric("fraudstream_labels_last_applied_timestamp_seconds", partition=p)
+        assert started <= at <= time.time()
+        age = worker.metric("fraudstream_labels_last_applied_age_seconds", partition=p)
+        assert 0 <= age <= time.time() - started
+    assert worker.metric("fraudstream_labels_stale") == 0
