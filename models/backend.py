@@ -1,14 +1,19 @@
 """Where predictions run: one XGBoost booster per thread count on CPU, CuPy input on CUDA.
 
-A backend is built once at load and never mutated afterwards: XGBoost's prediction calls
-are thread-safe for tree models, but ``set_param`` (e.g. changing ``nthread``) during a
-prediction is not, so each thread count gets its own booster instead.
+A backend is built (and, on CUDA, its TreeSHAP path measured) once at load and never
+mutated afterwards: XGBoost's prediction calls are thread-safe for tree models, but
+``set_param`` (e.g. changing ``nthread``) during a prediction is not, so each thread count
+gets its own booster instead.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -16,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
+from models.device import cuda_ordinal
 from models.exceptions import DeviceUnavailable, ModelCorrupt
 from models.treeshap import TreeShap, Unsupported
 
@@ -68,7 +74,7 @@ class CpuBackend:
         self.cores = cores
         self._boosters = {n: load_booster(raw, source, {"nthread": n}) for n in {1, cores}}
         self.booster = self._boosters[1]
-        self.tree_shap = _tree_shap(self.booster, source)
+        self.tree_shap = tree_shap_for(self.booster, source)
         """Table TreeSHAP for this model, or None where XGBoost computes contributions."""
 
     def predict(self, batch: Batch, trees: int, threads: int) -> Scores:
@@ -94,7 +100,8 @@ class CpuBackend:
             raise ValueError(msg) from None
 
 
-def _tree_shap(booster: xgb.Booster, source: str) -> TreeShap | None:
+def tree_shap_for(booster: xgb.Booster, source: str) -> TreeShap | None:
+    """Table TreeSHAP for ``booster``, or None (logged) where XGBoost must compute it."""
     try:
         return TreeShap(booster)
     except Unsupported as exc:
@@ -102,34 +109,138 @@ def _tree_shap(booster: xgb.Booster, source: str) -> TreeShap | None:
         return None
 
 
+SHAP_SIZES = (1, 16, 128, 1024)
+"""Batch sizes at which the two TreeSHAP paths are timed at load: reasons are computed for
+the alerted rows of a batch, at most serve's largest batch (1,024 by default). Larger
+batches take the path chosen for the largest size."""
+SHAP_MARGIN = 0.1
+"""The GPU's TreeSHAP must be at least this much faster (relative) to be used at a size."""
+SHAP_BUDGET_S = 0.02
+"""Seconds of timing per path and size (at least three calls each)."""
+
+
+@dataclass(frozen=True)
+class ShapTiming:
+    """One batch size: best-of seconds for the table TreeSHAP and for XGBoost's on the GPU."""
+
+    rows: int
+    """Batch size."""
+    table_s: float
+    """Seconds per batch, table TreeSHAP (CPU)."""
+    gpu_s: float
+    """Seconds per batch, XGBoost's GPU TreeSHAP (transfers included)."""
+
+
 class CudaBackend:
     """GPU prediction: the batch goes to the device as a CuPy array.
 
     With a NumPy array XGBoost would copy through a slower DMatrix path and warn, so the
     batch is converted with ``xp.asarray`` first and the result brought back with
-    ``xp.asnumpy``. ``xp`` is the CuPy module (injectable for tests).
+    ``xp.asnumpy``, both inside ``xp.cuda.Device(N)`` so that ``cuda:N`` gets its arrays on
+    device N. ``xp`` is the CuPy module (injectable for tests).
+
+    Contributions come from one of two exact TreeSHAP paths, the same values either way:
+    ``tree_shap``'s tables on the CPU, or XGBoost's GPU TreeSHAP. ``shap_on_gpu_from_rows``
+    says from which batch size the GPU's is used; ``measure_shap`` sets it at load from
+    timings of both (without a measurement, or without a table, one path is used throughout).
     """
 
-    def __init__(self, booster: xgb.Booster, device: str, xp: ModuleType) -> None:
+    def __init__(
+        self, booster: xgb.Booster, device: str, xp: ModuleType, tree_shap: TreeShap | None = None
+    ) -> None:
         booster.set_param({"device": device})
         self.device = device
+        self.ordinal = cuda_ordinal(device)
         self.booster = booster
+        self.tree_shap = tree_shap
+        self.shap_on_gpu_from_rows = 0 if tree_shap is None else sys.maxsize
+        """Batches with at least this many rows get XGBoost's GPU TreeSHAP, smaller ones
+        the table's (0: always the GPU's; the maximum: always the table's)."""
+        self.shap_timings: tuple[ShapTiming, ...] = ()
+        """The measurements behind ``shap_on_gpu_from_rows`` (empty when not measured)."""
         self._xp = xp
 
     def predict(self, batch: Batch, trees: int, threads: int) -> Scores:
-        on_device = self._xp.asarray(batch)
-        out = self.booster.inplace_predict(
-            on_device, iteration_range=(0, trees), missing=np.nan, validate_features=False
-        )
-        return np.asarray(self._xp.asnumpy(out), dtype=np.float64)
+        with self._xp.cuda.Device(self.ordinal):
+            out = self.booster.inplace_predict(
+                self._xp.asarray(batch),
+                iteration_range=(0, trees),
+                missing=np.nan,
+                validate_features=False,
+            )
+            host = self._xp.asnumpy(out)
+        return np.asarray(host, dtype=np.float64)
 
     def contribs(self, batch: Batch, trees: int, threads: int) -> Scores:
-        matrix = xgb.DMatrix(self._xp.asarray(batch), missing=np.nan)
-        out = self.booster.predict(
-            matrix, pred_contribs=True, iteration_range=(0, trees), validate_features=False
-        )
-        host = out.get() if hasattr(out, "get") else out  # CuPy arrays refuse np.asarray
+        if self.tree_shap is not None and batch.shape[0] < self.shap_on_gpu_from_rows:
+            return self.tree_shap.contribs(batch, trees)
+        return self.gpu_contribs(batch, trees)
+
+    def gpu_contribs(self, batch: Batch, trees: int) -> Scores:
+        """XGBoost's GPU TreeSHAP, whatever the batch size."""
+        with self._xp.cuda.Device(self.ordinal):
+            matrix = xgb.DMatrix(self._xp.asarray(batch), missing=np.nan)
+            out = self.booster.predict(
+                matrix, pred_contribs=True, iteration_range=(0, trees), validate_features=False
+            )
+            host = out.get() if hasattr(out, "get") else out  # CuPy arrays refuse np.asarray
         return np.asarray(host, dtype=np.float64)
+
+    def measure_shap(self, num_features: int, budget_s: float = SHAP_BUDGET_S) -> None:
+        """Time both TreeSHAP paths at ``SHAP_SIZES`` and use the GPU's from the smallest
+        size at which it is faster by ``SHAP_MARGIN`` there and at every larger size. Called
+        once at load, before the backend is shared."""
+        if self.tree_shap is None:
+            return
+        table = self.tree_shap
+        self.shap_timings = measure_shap_paths(
+            lambda batch: table.contribs(batch, 0),
+            lambda batch: self.gpu_contribs(batch, 0),
+            num_features,
+            budget_s,
+        )
+        self.shap_on_gpu_from_rows = gpu_from_rows(self.shap_timings)
+
+
+def measure_shap_paths(
+    table: Callable[[Batch], object],
+    gpu: Callable[[Batch], object],
+    num_features: int,
+    budget_s: float = SHAP_BUDGET_S,
+    sizes: Sequence[int] = SHAP_SIZES,
+) -> tuple[ShapTiming, ...]:
+    """Best-of timings of both paths on the same random rows (a quarter of them missing)."""
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(max(sizes), num_features)).astype(np.float32)
+    rows[rng.random(rows.shape) < 0.25] = np.nan
+    return tuple(
+        ShapTiming(size, _best_s(table, rows[:size], budget_s), _best_s(gpu, rows[:size], budget_s))
+        for size in sorted(sizes)
+    )
+
+
+def gpu_from_rows(measured: Sequence[ShapTiming]) -> int:
+    """The smallest measured size from which the GPU wins at every larger size too
+    (``sys.maxsize`` when it does not win at the largest)."""
+    start = sys.maxsize
+    for timing in sorted(measured, key=lambda t: t.rows, reverse=True):
+        if timing.gpu_s > timing.table_s * (1 - SHAP_MARGIN):
+            break
+        start = timing.rows
+    return start
+
+
+def _best_s(path: Callable[[Batch], object], batch: Batch, budget_s: float) -> float:
+    path(batch)  # first call: allocation, kernel loading
+    best = float("inf")
+    deadline = time.perf_counter() + budget_s
+    for attempt in range(1000):
+        began = time.perf_counter()
+        path(batch)
+        best = min(best, time.perf_counter() - began)
+        if attempt >= 2 and time.perf_counter() >= deadline:
+            break
+    return best
 
 
 def import_cupy() -> ModuleType:

@@ -20,7 +20,15 @@ import numpy as np
 import numpy.typing as npt
 
 from models import threads as thread_policy
-from models.backend import Backend, CpuBackend, CudaBackend, Scores, import_cupy, load_booster
+from models.backend import (
+    Backend,
+    CpuBackend,
+    CudaBackend,
+    Scores,
+    import_cupy,
+    load_booster,
+    tree_shap_for,
+)
 from models.device import resolve_device
 from models.exceptions import ModelCorrupt, ModelNotFound, ModelSchemaMismatch
 from models.manifest import Manifest, Thresholds
@@ -241,7 +249,8 @@ def _build_backend(raw: bytes, manifest: Manifest, device: str) -> Backend:
     if device == "cpu":
         backend: Backend = CpuBackend(raw, source, thread_policy.usable_cores())
     else:
-        backend = CudaBackend(load_booster(raw, source), device, import_cupy())
+        booster = load_booster(raw, source)
+        backend = CudaBackend(booster, device, import_cupy(), tree_shap_for(booster, source))
     _check_booster_shape(backend, manifest)
     return backend
 
@@ -259,6 +268,8 @@ def _check_booster_shape(backend: Backend, manifest: Manifest) -> None:
 
 
 def _policy(backend: Backend, num_features: int, calibrate: bool) -> thread_policy.ThreadPolicy:
+    if isinstance(backend, CudaBackend) and calibrate:
+        _measure_reasons(backend, num_features)
     if not isinstance(backend, CpuBackend):
         return thread_policy.ThreadPolicy(cores=1, multi_from_rows=sys.maxsize)
     if not calibrate:
@@ -268,6 +279,21 @@ def _policy(backend: Backend, num_features: int, calibrate: bool) -> thread_poli
         return backend.predict(batch, 0, threads)
 
     return thread_policy.calibrate(predict, num_features, backend.cores)
+
+
+def _measure_reasons(backend: CudaBackend, num_features: int) -> None:
+    backend.measure_shap(num_features)
+    start = backend.shap_on_gpu_from_rows
+    if backend.tree_shap is None:
+        logger.info("reasons on %s: XGBoost's GPU TreeSHAP (no table)", backend.device)
+    elif start == sys.maxsize:
+        logger.info("reasons on %s: table TreeSHAP (the GPU's was not faster)", backend.device)
+    else:
+        logger.info(
+            "reasons on %s: table TreeSHAP below %d rows, the GPU's from there",
+            backend.device,
+            start,
+        )
 
 
 def _default_truncation(manifest: Manifest) -> int:

@@ -81,7 +81,11 @@ def fit(
     names = list(feature_names) if feature_names else None
     x, y = with_store_outages(x, y, params.store_outage_share, seed)
     matrix = xgb.QuantileDMatrix(x, label=y, feature_names=names)
-    return xgb.train(params.booster_params(device, seed), matrix, num_boost_round=params.n_trees)
+    booster = xgb.train(params.booster_params(device, seed), matrix, num_boost_round=params.n_trees)
+    # Validation, thresholds and evaluation predict from NumPy arrays: a booster left on
+    # cuda would copy them through XGBoost's mismatched-device fallback, which warns.
+    booster.set_param({"device": "cpu"})
+    return booster
 
 
 def with_store_outages(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from types import SimpleNamespace
@@ -207,10 +208,15 @@ def test_cuda_hands_xgboost_a_device_array(
     registry: Registry, version: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake_booster = FakeCudaBooster()
-    fake_cupy = SimpleNamespace(asarray=FakeDeviceArray, asnumpy=lambda a: a.host)
+    fake_cupy = SimpleNamespace(
+        asarray=FakeDeviceArray,
+        asnumpy=lambda a: a.host,
+        cuda=SimpleNamespace(Device=lambda _n: contextlib.nullcontext()),
+    )
     monkeypatch.setattr(scorer_module, "resolve_device", lambda *_a, **_k: "cuda")
     monkeypatch.setattr(scorer_module, "import_cupy", lambda: fake_cupy)
     monkeypatch.setattr(scorer_module, "load_booster", lambda *_a, **_k: fake_booster)
+    monkeypatch.setattr(scorer_module, "tree_shap_for", lambda *_a: None)  # no model to read
     monkeypatch.setattr(Scorer, "warm_up", lambda self: None)
     scorer = Scorer.open(registry, version, "auto", NAMES, SCHEMA)
     scores, timing = scorer.score_timed(np.zeros((3, 15), dtype=np.float32))
