@@ -14,6 +14,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 Item = tuple[bytes, bytes]
 """A (key, value) pair to produce."""
+COMPRESSION = "lz4"
+"""Codec of the bench's input producers: compressed, as replay --speed max (and many a
+production producer) sends, so every consumer under test must decode it."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ def produce_backlog(bootstrap: str, topic: str, items: Sequence[Item]) -> float:
             "linger.ms": 20,
             "batch.num.messages": 10_000,
             "queue.buffering.max.messages": 1_000_000,
+            "compression.type": COMPRESSION,
         }
     )
     producer.list_topics(topic, timeout=10)
@@ -112,7 +116,14 @@ def produce_paced(
     """Produce the items at ``rate`` messages/s (the Kafka timestamp is taken at produce(),
     so it is the offered arrival time); returns the seconds it took. ``on_progress`` gets
     the elapsed seconds about every 100 ms."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "acks": "all"})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 1,
+            "acks": "all",
+            "compression.type": COMPRESSION,
+        }
+    )
     producer.list_topics(topic, timeout=10)
     started = time.monotonic()
     sent, next_report = 0, 0.1
