@@ -36,8 +36,9 @@ def train_args(data: Path, registry: Path, *extra: str) -> list[str]:
 
 
 def test_train_list_show_promote_evaluate_rollback(
-    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # auto must say cpu on a GPU machine too
     registry = tmp_path / "registry"
     assert run(*train_args(data, registry, "--promote")) == 0
     out = capsys.readouterr().out
@@ -82,8 +83,9 @@ def test_train_list_show_promote_evaluate_rollback(
 
 
 def test_tradeoff_writes_table_plot_and_records_truncation(
-    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # the cuda column is the gpu tests' job
     registry = tmp_path / "registry"
     assert run(*train_args(data, registry)) == 0
     out_dir = tmp_path / "tradeoff"
