@@ -10,6 +10,8 @@ Agents (one consumer group, ``group_id``):
 - ``decisions``: ``fraud.decisions`` (keyed by customer) → the join topic, partitioned by
   transaction id, so a transaction's decision and label meet in one partition.
 - ``kpi-join``: the join topic → the KPI table (changelog ``<group_id>-kpi-changelog``).
+
+A timer checks whether labels stopped while decisions flow (``features.labels.freshness``).
 """
 
 from __future__ import annotations
