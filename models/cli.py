@@ -172,11 +172,11 @@ def _print_training(result: train.TrainResult, version: str) -> None:
     )
     chosen = result.thresholds
     print(f"thresholds: review {chosen.review:.4f}, decline {chosen.decline:.4f}")
-    partial = result.partial_thresholds
-    print(
-        f"partial-features rung thresholds: review {partial.review:.4f}, "
-        f"decline {partial.decline:.4f}"
-    )
+    for name, rung in (
+        ("truncated-model", result.truncated_thresholds),
+        ("partial-features", result.partial_thresholds),
+    ):
+        print(f"{name} rung thresholds: review {rung.review:.4f}, decline {rung.decline:.4f}")
     print(f"registered {version}")
 
 
@@ -263,14 +263,20 @@ def _tradeoff(args: argparse.Namespace) -> int:
     result = tradeoff.report(args.version, rows, notes)
     out_dir = args.out_dir or Path("var") / "tradeoff" / args.version
     paths = tradeoff.write(result, out_dir)
-    old = registry.manifest(args.version).provenance
+    old = registry.manifest(args.version)
+    thresholds, quality = tradeoff.truncated_rung(scorers[0], window, result)
     registry.amend(
         args.version,
         truncation_trees=result.chosen_trees,
-        provenance={**old, "tradeoff": json_safe(_summary(result, test_start))},
+        truncated_thresholds=thresholds,
+        metrics={**old.metrics, **quality},
+        provenance={**old.provenance, "tradeoff": json_safe(_summary(result, test_start))},
     )
     print(tradeoff.markdown(result), end="")
-    print(f"recorded truncation_trees={result.chosen_trees} in {args.version}")
+    print(
+        f"recorded truncation_trees={result.chosen_trees} in {args.version}, with its "
+        f"thresholds: review {thresholds.review:.4f}, decline {thresholds.decline:.4f}"
+    )
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 

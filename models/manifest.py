@@ -20,6 +20,12 @@ from features.exceptions import ConfigError
 from models.exceptions import ModelCorrupt
 
 FORMAT = 1
+RUNG_TRUNCATED = "truncated_model"
+"""The ladder's rung scoring with the first ``truncation_trees`` trees."""
+RUNG_PARTIAL = "partial_features"
+"""The ladder's rung scoring with every store feature missing."""
+TRUNCATION_SHARE = 0.25
+"""Share of trees of the truncated rung when no level was measured (``models tradeoff``)."""
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _VERSION_RE = re.compile(r"^v\d{4,}$")
 
@@ -86,8 +92,37 @@ class Manifest:
     partial_thresholds: Thresholds | None = None
     """Thresholds for scores made with every store feature missing (the partial-features
     rung), chosen on validation data scored that way; None = use ``thresholds``."""
+    truncated_thresholds: Thresholds | None = None
+    """Thresholds for scores of the first ``truncated_trees()`` trees (the truncated rung),
+    chosen for the same targets on validation data scored that way; None (a manifest
+    written before they existed): the truncated rung is off for this model."""
     provenance: Mapping[str, Any] = field(default_factory=dict)
     """Free-form record of how the model was made (tuning table, threshold choice...)."""
+
+    def truncated_trees(self) -> int:
+        """Trees of the truncated rung: the measured level, else ``TRUNCATION_SHARE``."""
+        return self.truncation_trees or default_truncation(self.num_trees)
+
+    def rung_thresholds(self, rung: str | None) -> Thresholds | None:
+        """The thresholds of a ladder rung (None: the full path); None when the manifest
+        has none for it (the truncated rung of an older manifest)."""
+        if rung == RUNG_TRUNCATED:
+            return self.truncated_thresholds
+        if rung == RUNG_PARTIAL:
+            return self.partial_thresholds or self.thresholds
+        return self.thresholds
+
+    def rung_quality(self, rung: str) -> float | None:
+        """Average precision of ``rung`` relative to the full path's, measured on the same
+        window (``models tradeoff``'s test window for the truncated rung when it ran, else
+        the validation folds); None when not measured."""
+        m = self.metrics
+        for prefix in ("tradeoff", "validation"):
+            full = m.get(f"{prefix}_average_precision")
+            own = m.get(f"{prefix}_average_precision_{rung}")
+            if full is not None and own is not None and full > 0:
+                return float(own) / float(full)
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict, NaN metrics as None."""
@@ -114,6 +149,11 @@ class Manifest:
             msg = f"{source} must hold a JSON object, got {type(raw).__name__}"
             raise ModelCorrupt(msg)
         return _Reader(raw, source).manifest()
+
+
+def default_truncation(num_trees: int) -> int:
+    """Trees of the truncated rung when no level was measured."""
+    return max(1, round(num_trees * TRUNCATION_SHARE))
 
 
 def json_safe(value: Any) -> Any:
@@ -200,11 +240,8 @@ class _Reader:
             sha256=self.text("sha256", _SHA_RE),
             device=self.text("device"),
             truncation_trees=self.truncation(num_trees),
-            partial_thresholds=(
-                self.thresholds("partial_thresholds")
-                if self.raw.get("partial_thresholds") is not None
-                else None
-            ),
+            partial_thresholds=self.optional_thresholds("partial_thresholds"),
+            truncated_thresholds=self.optional_thresholds("truncated_thresholds"),
             provenance=self.raw.get("provenance") or {},
         )
 
@@ -245,6 +282,9 @@ class _Reader:
         if decline < review:
             self.fail(f"{key}.decline", f"({decline}) is below review ({review})")
         return Thresholds(review, decline)
+
+    def optional_thresholds(self, key: str) -> Thresholds | None:
+        return self.thresholds(key) if self.raw.get(key) is not None else None
 
     def truncation(self, num_trees: int) -> int | None:
         value = self.raw.get("truncation_trees")

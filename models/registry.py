@@ -149,6 +149,7 @@ class Registry:
         truncation_trees: int | None = None,
         provenance: Mapping[str, Any] | None = None,
         partial_thresholds: Thresholds | None = None,
+        truncated_thresholds: Thresholds | None = None,
     ) -> str:
         """Store ``booster`` as a new version (UBJSON + manifest) and return the version."""
         raw = bytes(booster.save_raw(raw_format="ubj"))
@@ -167,6 +168,7 @@ class Registry:
             "device": device,
             "truncation_trees": truncation_trees,
             "partial_thresholds": partial_thresholds,
+            "truncated_thresholds": truncated_thresholds,
             "provenance": dict(provenance or {}),
         }
         return self._store(raw, fields)

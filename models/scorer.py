@@ -31,7 +31,7 @@ from models.backend import (
 )
 from models.device import resolve_device
 from models.exceptions import ModelCorrupt, ModelNotFound, ModelSchemaMismatch
-from models.manifest import Manifest, Thresholds
+from models.manifest import RUNG_PARTIAL, RUNG_TRUNCATED, Manifest, Thresholds
 from models.registry import Registry
 
 if TYPE_CHECKING:
@@ -41,8 +41,6 @@ logger = logging.getLogger(__name__)
 
 DECISIONS = ("approve", "review", "decline")
 """Decision names indexed by the codes ``Scorer.decide`` returns."""
-DEFAULT_TRUNCATION = 0.25
-"""Share of trees for the truncated rung when the manifest has no measured level."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +71,11 @@ class Scorer:
         self.version = manifest.version
         self.device = backend.device
         self.num_trees = manifest.num_trees
-        self.truncation_trees = manifest.truncation_trees or _default_truncation(manifest)
+        self.truncation_trees: int | None = None
+        """Trees of the truncated rung; None: the rung is off (a manifest without its
+        thresholds)."""
+        if manifest.truncated_thresholds is not None:
+            self.truncation_trees = manifest.truncated_trees()
         self.thresholds: Thresholds = manifest.thresholds
         self.feature_names = manifest.feature_names
         self.thread_policy = policy
@@ -114,11 +116,11 @@ class Scorer:
         scorer = cls(manifest, backend, policy)
         scorer.warm_up()
         logger.info(
-            "loaded model %s on %s (%d trees, truncated rung %d, all cores from %d rows)",
+            "loaded model %s on %s (%d trees, truncated rung %s, all cores from %d rows)",
             scorer.version,
             scorer.device,
             scorer.num_trees,
-            scorer.truncation_trees,
+            scorer.truncation_trees or "off",
             policy.multi_from_rows,
         )
         return scorer
@@ -159,6 +161,16 @@ class Scorer:
         self._local.timing = timing
         return scores, timing
 
+    def rung_quality(self) -> dict[str, float | None]:
+        """Average precision of each lower rung relative to the full path, as measured for
+        this model (None: not measured; the truncated rung is None when it is off)."""
+        quality = {
+            rung: self.manifest.rung_quality(rung) for rung in (RUNG_TRUNCATED, RUNG_PARTIAL)
+        }
+        if self.truncation_trees is None:
+            quality[RUNG_TRUNCATED] = None
+        return quality
+
     @property
     def last_timing(self) -> ScoreTiming | None:
         """Timing of this thread's latest ``score`` call (None before the first)."""
@@ -182,14 +194,15 @@ class Scorer:
             for row, row_values in zip(top.tolist(), top_values.tolist(), strict=True)
         ]
 
-    def decide(self, scores: npt.ArrayLike, partial: bool = False) -> npt.NDArray[np.int8]:
-        """Decision codes (index into ``DECISIONS``): 0 approve, 1 review, 2 decline.
-        ``partial``: the scores were made without store features (the manifest's partial
-        thresholds apply when it has them)."""
+    def decide(self, scores: npt.ArrayLike, rung: str | None = None) -> npt.NDArray[np.int8]:
+        """Decision codes (index into ``DECISIONS``): 0 approve, 1 review, 2 decline, with
+        the thresholds of the ladder rung that made ``scores`` (None: the full path;
+        ``RUNG_TRUNCATED``, ``RUNG_PARTIAL``)."""
         values = np.asarray(scores, dtype=np.float64)
-        chosen = self.thresholds
-        if partial and self.manifest.partial_thresholds is not None:
-            chosen = self.manifest.partial_thresholds
+        chosen = self.manifest.rung_thresholds(rung)
+        if chosen is None:
+            msg = f"model {self.version} has no thresholds for the {rung} rung"
+            raise ValueError(msg)
         review = values >= chosen.review
         decline = values >= chosen.decline
         return (review.astype(np.int8) + decline.astype(np.int8)).astype(np.int8)
@@ -199,7 +212,8 @@ class Scorer:
         batch = np.full((64, len(self.feature_names)), np.nan, dtype=np.float32)
         for rows in (1, 64):
             self.score(batch[:rows])
-            self.score(batch[:rows], trees=self.truncation_trees)
+            if self.truncation_trees is not None:
+                self.score(batch[:rows], trees=self.truncation_trees)
         self.reasons(batch[:1])
 
     def _as_batch(self, batch: npt.ArrayLike) -> npt.NDArray[np.float32]:
@@ -294,7 +308,3 @@ def _measure_reasons(backend: CudaBackend, num_features: int) -> None:
             backend.device,
             start,
         )
-
-
-def _default_truncation(manifest: Manifest) -> int:
-    return max(1, round(manifest.num_trees * DEFAULT_TRUNCATION))

@@ -22,8 +22,9 @@ from matplotlib.figure import Figure
 
 from models import metrics
 from models.evaluation import TestWindow, score_all, write_atomically
-from models.manifest import json_safe
+from models.manifest import RUNG_TRUNCATED, Manifest, Thresholds, json_safe
 from models.scorer import Scorer
+from models.thresholds import ThresholdTargets, choose_thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -191,3 +192,32 @@ def write(result: TradeoffReport, out_dir: Path) -> list[Path]:
     blob = json.dumps(json_safe(asdict(result)), indent=2, allow_nan=False)
     write_atomically(paths[2], lambda temp: temp.write_text(blob, encoding="utf-8"))
     return paths
+
+
+def truncated_rung(
+    scorer: Scorer, window: TestWindow, result: TradeoffReport
+) -> tuple[Thresholds, dict[str, float]]:
+    """Thresholds for the chosen truncation, fitted on ``window`` for the targets the
+    model's own thresholds were chosen for, and the metrics that record the rung's quality
+    (average precision of the full model and of the truncation on that window)."""
+    targets = _targets(scorer.manifest)
+    scores = score_all(scorer, window.x, result.chosen_trees)
+    choice = choose_thresholds(window.eval_set, scores, targets)
+    full = max(result.rows, key=lambda r: r.trees)
+    chosen = next(r for r in result.rows if r.trees == result.chosen_trees)
+    quality = {
+        "tradeoff_average_precision": full.average_precision,
+        f"tradeoff_average_precision_{RUNG_TRUNCATED}": chosen.average_precision,
+    }
+    return choice.thresholds, quality
+
+
+def _targets(manifest: Manifest) -> ThresholdTargets:
+    recorded = manifest.provenance.get("thresholds", {}).get("targets", {})
+    defaults = ThresholdTargets()
+    return ThresholdTargets(
+        review_customers_per_day=int(
+            recorded.get("review_customers_per_day", defaults.review_customers_per_day)
+        ),
+        decline_precision=float(recorded.get("decline_precision", defaults.decline_precision)),
+    )

@@ -16,7 +16,13 @@ from features.definitions import FeatureConfig
 from models import protocol, tuning
 from models.dataset import Dataset, features_until, fingerprint
 from models.exceptions import TrainingError
-from models.manifest import Thresholds, TrainWindow
+from models.manifest import (
+    RUNG_PARTIAL,
+    RUNG_TRUNCATED,
+    Thresholds,
+    TrainWindow,
+    default_truncation,
+)
 from models.params import DEFAULT_PARAMS, Params
 from models.protocol import DAY_MS, EvalSet
 from models.registry import Registry
@@ -67,6 +73,9 @@ class TrainResult:
     partial_thresholds: Thresholds
     """Thresholds for the partial-features rung, chosen the same way on the validation
     data scored with every store feature missing."""
+    truncated_thresholds: Thresholds
+    """Thresholds for the truncated rung (``default_truncation`` trees), chosen for the same
+    targets on the latest validation fold scored with that many trees."""
     metrics: dict[str, float | None]
     """Validation metrics (means over folds)."""
     train_window: TrainWindow
@@ -94,7 +103,7 @@ def train(
     params, folds, table = _choose_params(data, splits, request)
     x, y = data.x[train_rows], data.y[train_rows]
     booster = fit(x, y, params, request.device, request.seed, config.feature_names)
-    choice_source, threshold_choice, partial_choice = _thresholds(
+    choice_source, threshold_choice, partial_choice, truncated_choice = _thresholds(
         data, folds, booster, request, train_rows, start
     )
     logger.info(
@@ -108,6 +117,7 @@ def train(
         params=params,
         thresholds=threshold_choice.thresholds,
         partial_thresholds=partial_choice.thresholds,
+        truncated_thresholds=truncated_choice.thresholds,
         metrics=_metrics(folds, request.k),
         train_window=TrainWindow(protocol.iso_ms(start), protocol.iso_ms(end), request.delay_days),
         data_fingerprint=fingerprint(data.df, train_rows),
@@ -119,6 +129,7 @@ def train(
             "tuning": table,
             "thresholds": {"source": choice_source, **threshold_choice.detail},
             "partial_thresholds": partial_choice.detail,
+            "truncated_thresholds": truncated_choice.detail,
             "seed": request.seed,
         },
     )
@@ -137,6 +148,8 @@ def register(registry: Registry, result: TrainResult, config: FeatureConfig | No
         metrics=result.metrics,
         thresholds=result.thresholds,
         partial_thresholds=result.partial_thresholds,
+        truncated_thresholds=result.truncated_thresholds,
+        truncation_trees=default_truncation(result.booster.num_boosted_rounds()),
         device=result.device,
         provenance=result.provenance,
     )
@@ -174,12 +187,12 @@ def _thresholds(
     request: TrainRequest,
     train_rows: npt.NDArray[np.int64],
     start: int,
-) -> tuple[str, ThresholdChoice, ThresholdChoice]:
-    """Full-path thresholds on the latest validation fold (in-sample without one); partial-
-    rung thresholds always from the final booster on its training window scored without
-    store features: where missing features land differs from one booster to the next, so a
-    fold booster's partial scores would not transfer (three features leave little to
-    overfit in-sample)."""
+) -> tuple[str, ThresholdChoice, ThresholdChoice, ThresholdChoice]:
+    """Full-path and truncated-rung thresholds on the latest validation fold (in-sample
+    without one); partial-rung thresholds always from the final booster on its training
+    window scored without store features: where missing features land differs from one
+    booster to the next, so a fold booster's partial scores would not transfer (three
+    features leave little to overfit in-sample)."""
     rows = data.df.iloc[train_rows]
     in_sample = EvalSet(
         transaction_id=rows["transaction_id"].to_numpy(),
@@ -197,13 +210,18 @@ def _thresholds(
             f"validation fold starting {latest.train_start}",
             choose_thresholds(latest.eval_set, latest.scores, request.targets),
             partial,
+            choose_thresholds(latest.eval_set, latest.truncated_scores, request.targets),
         )
     logger.warning("no validation fold fits before the training window: thresholds in-sample")
-    scores = np.asarray(booster.inplace_predict(data.x[train_rows]), dtype=np.float64)
+    x = data.x[train_rows]
+    scores = np.asarray(booster.inplace_predict(x), dtype=np.float64)
+    trees = default_truncation(booster.num_boosted_rounds())
+    truncated = np.asarray(booster.inplace_predict(x, iteration_range=(0, trees)), np.float64)
     return (
         "training window (in-sample: no earlier data)",
         choose_thresholds(in_sample, scores, request.targets),
         partial,
+        choose_thresholds(in_sample, truncated, request.targets),
     )
 
 
@@ -212,6 +230,11 @@ def _metrics(folds: list[FoldResult], k: int) -> dict[str, float | None]:
         "validation_average_precision": mean_of(folds, "average_precision"),
         "validation_roc_auc": mean_of(folds, "roc_auc"),
         f"validation_card_precision_at_{k}": mean_of(folds, "card_precision"),
+        **{
+            f"validation_{metric}_{rung}": mean_of(folds, f"{metric}_{rung}")
+            for rung in (RUNG_TRUNCATED, RUNG_PARTIAL)
+            for metric in ("average_precision", "roc_auc")
+        },
         "validation_folds": float(len(folds)),
     }
 

@@ -18,6 +18,7 @@ import xgboost as xgb
 from features.definitions import TRANSACTION_LEVEL_NAMES
 from models import metrics, protocol
 from models.dataset import Dataset
+from models.manifest import default_truncation
 from models.params import Params
 from models.protocol import DAY_MS, EvalSet, Split
 
@@ -40,6 +41,16 @@ class FoldResult:
     """Validation scores (kept to choose thresholds)."""
     eval_set: EvalSet
     """The validation transactions the scores belong to."""
+    truncated_scores: npt.NDArray[np.float64]
+    """Validation scores of the first ``default_truncation`` trees (the truncated rung)."""
+    average_precision_truncated_model: float
+    """Average precision of ``truncated_scores``."""
+    roc_auc_truncated_model: float
+    """ROC AUC of ``truncated_scores``."""
+    average_precision_partial_features: float
+    """Average precision of the validation window scored without store features."""
+    roc_auc_partial_features: float
+    """ROC AUC of the same."""
 
 
 def fold_splits(
@@ -113,18 +124,28 @@ def run_fold(
 ) -> FoldResult:
     """Train on the fold's training window, score its validation window."""
     booster = fit(data.x[split.train_rows], data.y[split.train_rows], params, device, seed)
-    scores = np.asarray(
-        booster.inplace_predict(data.x[split.test_rows], missing=np.nan), dtype=np.float64
+    x = data.x[split.test_rows]
+    scores = np.asarray(booster.inplace_predict(x, missing=np.nan), dtype=np.float64)
+    trees = default_truncation(booster.num_boosted_rounds())
+    truncated = np.asarray(
+        booster.inplace_predict(x, missing=np.nan, iteration_range=(0, trees)), dtype=np.float64
     )
+    partial = score_partial(booster, x)
     eval_set = protocol.eval_set(data.df, split)
-    card = metrics.card_precision_at_k(eval_set.day, eval_set.customer, eval_set.y, scores, k)
+    y = eval_set.y
+    card = metrics.card_precision_at_k(eval_set.day, eval_set.customer, y, scores, k)
     return FoldResult(
         train_start=protocol.iso_ms(split.train_start_ms),
-        average_precision=metrics.average_precision(eval_set.y, scores),
-        roc_auc=metrics.roc_auc(eval_set.y, scores),
+        average_precision=metrics.average_precision(y, scores),
+        roc_auc=metrics.roc_auc(y, scores),
         card_precision=card.mean,
         scores=scores,
         eval_set=eval_set,
+        truncated_scores=truncated,
+        average_precision_truncated_model=metrics.average_precision(y, truncated),
+        roc_auc_truncated_model=metrics.roc_auc(y, truncated),
+        average_precision_partial_features=metrics.average_precision(y, partial),
+        roc_auc_partial_features=metrics.roc_auc(y, partial),
     )
 
 

@@ -41,6 +41,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="rebuild the feature store from Kafka when it lost data (default on)",
     )
     s("--budget-ms", type=float, help="per-message latency budget (default 50)")
+    s(
+        "--degrade",
+        choices=["never", "to-meet-deadlines"],
+        help="to-meet-deadlines (default): a rung below the full path only where it makes a "
+        "deadline the full path would miss and keeps >= half its average precision; never: "
+        "always the full path (late rather than blind)",
+    )
+    s(
+        "--store-timeout-ms",
+        type=int,
+        help="a store call unanswered this long is an outage (default 1000); a slower reply "
+        "within it is waited for, not taken for one",
+    )
+    s(
+        "--clock-skew-tolerance-ms",
+        type=float,
+        help="producer timestamps this far behind are taken as they are; beyond, corrected "
+        "as clock skew (default 20)",
+    )
     s("--max-batch", type=int, help="largest micro-batch (default 1024)")
     s(
         "--fetch-wait-ms",

@@ -140,6 +140,13 @@ class ServeMetrics:
         self.lag = Gauge(
             "fraudstream_consumer_lag", "Messages behind the log end", ["partition"], registry=r
         )
+        self.clock_skew = Gauge(
+            "fraudstream_producer_clock_skew_seconds",
+            "How far producers' timestamps run ahead (+) or behind (-) serve's clock beyond "
+            "the tolerance, per input partition: the correction applied to budgets",
+            ["partition"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "fraudstream_model_info", "Model serving now", ["version", "device"], registry=r
         )

@@ -21,7 +21,7 @@ from features.definitions import (
     FeatureConfig,
     transaction_level_features,
 )
-from features.exceptions import FeatureStoreUnavailable
+from features.exceptions import FeatureStoreTimeout, FeatureStoreUnavailable
 from features.schema import TransactionBatch
 from features.store import FeatureStore, OffsetTrackingStore
 from stream.decision import DECISIONS, REVIEW, Decision, Rules
@@ -39,8 +39,11 @@ class ScorerLike(Protocol):
     def truncation_trees(self) -> int | None: ...
 
     def score(self, x: np.ndarray, trees: int | None = None) -> np.ndarray: ...
-    def reasons(self, x: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]: ...
-    def decide(self, scores: np.ndarray, partial: bool = False) -> np.ndarray: ...
+    def reasons(
+        self, x: np.ndarray, k: int = 3, trees: int | None = None
+    ) -> list[list[tuple[str, float]]]: ...
+    def decide(self, scores: np.ndarray, rung: str | None = None) -> np.ndarray: ...
+    def rung_quality(self) -> dict[str, float | None]: ...
 
 
 @dataclass
@@ -176,14 +179,16 @@ class Pipeline:
         scorer = self.model()
         if scorer is None or plan.rung == RUNG_RULES:
             return self._rules(batch, x, stage_ms)
-        trees = scorer.truncation_trees if plan.rung == RUNG_TRUNCATED else None
+        # partial features: every tree (the rung is the missing features); truncated: the
+        # first trees, with that rung's own thresholds and reasons
+        trees = scorer.truncation_trees if plan.rung == RUNG_TRUNCATED and rung is None else None
+        if trees:
+            rung = RUNG_TRUNCATED
         t0 = self.perf()
         scores = scorer.score(x, trees=trees)
-        codes = np.asarray(scorer.decide(scores, partial=rung == RUNG_PARTIAL), dtype=np.int8)
+        codes = np.asarray(scorer.decide(scores, rung), dtype=np.int8)
         self._timed("score_truncated" if trees else "score_full", len(batch), t0, stage_ms, "score")
-        reasons = self._reasons(scorer, x, codes, stage_ms)
-        if rung is None and trees:
-            rung = RUNG_TRUNCATED
+        reasons = self._reasons(scorer, x, codes, stage_ms, trees)
         return ScoredBatch(batch, x, scores, codes, reasons, rung, scorer.version, stage_ms)
 
     def flush_pending(self) -> bool:
@@ -243,6 +248,11 @@ class Pipeline:
                 full = self._apply(batch, plan.store_timeout_s, offsets)
                 self._timed("features", len(batch), t0, stage_ms, "features")
                 return full.astype(np.float32, copy=False), None
+            except FeatureStoreTimeout as exc:
+                if plan.store_may_wait:
+                    self._fail(exc)
+                else:  # slow, not down: this batch meets its deadline without the store
+                    logger.info("feature store slower than the batch's deadline (%s)", exc)
             except FeatureStoreUnavailable as exc:
                 self._fail(exc)
         self.pending.append((batch, offsets))
@@ -261,13 +271,18 @@ class Pipeline:
         return ScoredBatch(batch, x, scores, codes, reasons, RUNG_RULES, None, stage_ms)
 
     def _reasons(
-        self, scorer: ScorerLike, x: np.ndarray, codes: np.ndarray, stage_ms: dict[str, float]
+        self,
+        scorer: ScorerLike,
+        x: np.ndarray,
+        codes: np.ndarray,
+        stage_ms: dict[str, float],
+        trees: int | None,
     ) -> dict[int, list[dict[str, Any]]]:
         rows = np.flatnonzero(codes >= REVIEW)
         if rows.size == 0:
             return {}
         t0 = self.perf()
-        tops = scorer.reasons(x[rows], k=3)
+        tops = scorer.reasons(x[rows], k=3, trees=trees)
         self._timed("reasons", int(rows.size), t0, stage_ms, "reasons")
         return {
             int(r): [{"feature": name, "contribution": round(float(v), 6)} for name, v in top]

@@ -3,19 +3,40 @@
 Each stage's cost is modelled as ``fixed + per_record * n`` and fitted by exponentially
 weighted least squares over recent batches, so the model follows the machine as load
 changes. Predictions add a safety margin; planning is cheap (a few float operations).
+
+The objective is decisions both on time and good. Every rung below the full path costs
+decision quality (on the handbook data the partial-features rung keeps about an eighth of
+the full path's average precision), so a lower rung is taken only where it turns a deadline
+the full path would miss into a met one, and only a rung that keeps at least
+``quality_floor`` of the full path's average precision as measured for the model serving
+(``models.scorer.Scorer.rung_quality``). A record that no allowed rung can get in time is
+late anyway: it takes the full path. With ``degrade="never"`` every batch takes the full
+path. Whatever the mode, a store that is down sends batches to partial features, and no
+model means rules (``stream.pipeline``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
+from models.manifest import RUNG_PARTIAL, RUNG_TRUNCATED
+
 RUNG_FULL: str | None = None
-RUNG_TRUNCATED = "truncated_model"
-RUNG_PARTIAL = "partial_features"
 RUNG_RULES = "rules"
 RUNGS: tuple[str | None, ...] = (RUNG_FULL, RUNG_TRUNCATED, RUNG_PARTIAL, RUNG_RULES)
+__all__ = ["RUNG_FULL", "RUNG_PARTIAL", "RUNG_RULES", "RUNG_TRUNCATED", "RUNGS", "Planner"]
+
+Degrade = Literal["never", "to-meet-deadlines"]
+QUALITY_FLOOR = 0.5
+"""Least average precision, relative to the full path's, of a rung taken to meet a deadline:
+the truncated model (about 0.9 on the handbook data) qualifies, partial features (about
+0.13) does not."""
+STORE_DOWN_AFTER_S = 1.0
+"""A store call without an answer for this long counts as an outage."""
 
 STAGES = ("decode", "features", "score_full", "score_truncated", "reasons", "produce")
 
@@ -86,6 +107,11 @@ class Plan:
     """Planned rung: None (full path), truncated_model, partial_features or rules."""
     store_timeout_s: float
     """Bound on the store call for this batch."""
+    store_may_wait: bool = True
+    """True when ``store_timeout_s`` is the outage bound: the batch waits for a slow store
+    (no lower rung can meet its deadline better). False when it is the batch's deadline:
+    a reply that does not come by then sends the batch to partial features, and the store
+    is not taken for down."""
 
 
 @dataclass
@@ -94,15 +120,40 @@ class Planner:
 
     max_batch: int
     """Upper bound on a batch."""
+    degrade: Degrade = "to-meet-deadlines"
+    """``never``: always the full path; ``to-meet-deadlines``: a lower rung where it makes
+    a deadline the full path would miss (see the module docstring)."""
+    quality_floor: float = QUALITY_FLOOR
+    """Least relative average precision of a rung taken to meet a deadline."""
+    store_down_after_s: float = STORE_DOWN_AFTER_S
+    """Bound on a store call that may wait; past it the store counts as down."""
     min_store_timeout_s: float = 0.002
     """Below this a store call is not attempted (its reply could not arrive in time)."""
     costs: dict[str, StageCost] = field(default_factory=_default_costs)
     """Cost model per stage."""
     alert_share: float = 0.05
     """Expected share of records that need reasons (review/decline)."""
+    quality: dict[str, float | None] = field(default_factory=dict)
+    """Relative average precision per lower rung of the model serving (None: unmeasured or
+    off); set by ``set_quality`` at each model swap."""
 
     def observe(self, stage: str, n: int, seconds: float) -> None:
         self.costs[stage].observe(n, seconds)
+
+    def set_quality(self, quality: Mapping[str, float | None]) -> None:
+        """The lower rungs' measured quality for the model now serving."""
+        self.quality = dict(quality)
+
+    def degraded_rungs(self) -> list[str]:
+        """Rungs that may be taken to meet a deadline, best quality first."""
+        if self.degrade == "never":
+            return []
+        usable = [
+            (q, rung)
+            for rung in (RUNG_TRUNCATED, RUNG_PARTIAL)
+            if (q := self.quality.get(rung)) is not None and q >= self.quality_floor
+        ]
+        return [rung for _, rung in sorted(usable, reverse=True)]
 
     def path_cost(self, n: int, rung: str | None) -> float:
         c = self.costs
@@ -118,8 +169,9 @@ class Planner:
         """Plan the next batch from ``buffered`` records in arrival order.
 
         ``slacks_s[i]`` is the time left before record i's deadline (None: no deadlines, as in
-        a backtest). The batch is the longest prefix whose tightest record can still meet its
-        deadline on the best rung that fits.
+        a backtest). Records no allowed rung can get in time are late: they bound nothing.
+        The batch is the longest prefix whose tightest other record meets its deadline on
+        the best rung that fits: the full path first, then the allowed lower rungs.
         """
         if buffered <= 0:
             return Plan(0, RUNG_FULL, 0.0)
@@ -127,17 +179,27 @@ class Planner:
         if not has_model:
             return Plan(cap, RUNG_RULES, 0.0)
         if slacks_s is None:
-            return Plan(cap, RUNG_FULL, 10.0)
-        tightest = np.minimum.accumulate(slacks_s[:cap])
-        for rung in (RUNG_FULL, RUNG_TRUNCATED):
+            return Plan(cap, RUNG_FULL, self.store_down_after_s)
+        rungs = [RUNG_FULL, *self.degraded_rungs()]
+        fastest = min(self.path_cost(1, rung) for rung in rungs)
+        slacks = np.asarray(slacks_s[:cap], dtype=np.float64)
+        tightest = np.minimum.accumulate(np.where(slacks >= fastest, slacks, np.inf))
+        for rung in rungs:
             size = self._largest_fitting(tightest, rung)
             if size:
-                store_s = float(tightest[size - 1]) - self.path_cost(size, RUNG_PARTIAL)
-                return Plan(size, rung, max(store_s, self.min_store_timeout_s))
-        # The oldest records are late already: decide without waiting on the store (it still
-        # receives them right after, from the pending queue), and take the whole buffer:
-        # per-batch costs are fixed, so small late batches would fall further behind.
-        return Plan(cap, RUNG_PARTIAL, 0.0)
+                return self._with_store_bound(size, rung, float(tightest[size - 1]))
+        return Plan(cap, RUNG_FULL, self.store_down_after_s)  # unreachable: see fastest
+
+    def _with_store_bound(self, size: int, rung: str | None, slack_s: float) -> Plan:
+        """The store may make the batch skip it only where partial features are allowed to
+        meet a deadline; otherwise a slow reply is waited for, up to the outage bound."""
+        if rung == RUNG_PARTIAL:
+            return Plan(size, rung, 0.0, store_may_wait=False)
+        if RUNG_PARTIAL not in self.degraded_rungs() or not np.isfinite(slack_s):
+            return Plan(size, rung, self.store_down_after_s)
+        store_s = slack_s - self.path_cost(size, RUNG_PARTIAL)
+        bound = min(max(store_s, self.min_store_timeout_s), self.store_down_after_s)
+        return Plan(size, rung, bound, store_may_wait=False)
 
     def _largest_fitting(self, tightest: np.ndarray, rung: str | None) -> int:
         """Largest n with path_cost(n) <= tightest[n-1] (both sides monotone in n)."""

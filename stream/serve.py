@@ -24,6 +24,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from features.schema import DecodeLimits, decode_transactions
+from stream.clock import SkewTracker
 from stream.deadletter import dead_letter
 from stream.decision import REVIEW
 from stream.delivery import BatchAborted, Delivery
@@ -69,12 +70,15 @@ class Server:
     max_pending: int = 200_000
     guard: Any = None
     """``StoreGuard`` checking the store's completeness at assignment (None: off)."""
+    skew: SkewTracker = field(default_factory=SkewTracker)
+    """Producers' clock skew per partition: where each record's budget starts."""
     wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
     stopping: threading.Event = field(default_factory=threading.Event)
     assigned: set[tuple[str, int]] = field(default_factory=set)
     batches: int = 0
-    _buffer: deque[tuple[Any, int]] = field(default_factory=deque)
-    """Consumed records, each with the wall ms at which the consumer handed it over."""
+    _buffer: deque[tuple[Any, int, int]] = field(default_factory=deque)
+    """Consumed records, each with the wall ms at which the consumer handed it over and
+    the wall ms at which its budget started (``stream.clock``)."""
     _lag_at: float = 0.0
     _to_check: list[TopicPartition] = field(default_factory=list)
 
@@ -116,25 +120,48 @@ class Server:
         # block briefly for a first message only when there is nothing else to do
         msgs = take_queued(self.consumer, room, 0.0 if self._buffer else 0.1)
         fetched = self.wall_ms()
+        good = []
         for msg in msgs:
             err = msg.error()
             if err is None:
-                self._buffer.append((msg, fetched))
+                good.append(msg)
             elif err.code() != KafkaError._PARTITION_EOF:
                 if err.fatal():
                     raise RuntimeError(err.str())
                 logger.warning("consumer error: %s", err.str())
+        if good:
+            starts = self._starts(good, fetched)
+            self._buffer.extend(zip(good, [fetched] * len(good), starts.tolist(), strict=True))
+
+    def _starts(self, msgs: list[Any], fetched: int) -> np.ndarray:
+        """Where the records' budgets start, after feeding the skew tracker."""
+        n = len(msgs)
+        part = np.fromiter((m.partition() for m in msgs), np.int64, n)
+        offset = np.fromiter((m.offset() for m in msgs), np.int64, n)
+        stamp = np.fromiter((_timestamp_ms(m, fetched) for m in msgs), np.int64, n)
+        at = np.full(n, fetched, dtype=np.int64)
+        self.skew.observe(part, offset, stamp, at, self._end_offsets(msgs[0].topic(), part))
+        return self.skew.starts(part, stamp, at)
+
+    def _end_offsets(self, topic: str, partitions: np.ndarray) -> dict[int, int]:
+        ends = {}
+        for p in np.unique(partitions).tolist():
+            try:
+                ends[p] = self.consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), cached=True
+                )[1]
+            except Exception:  # noqa: BLE001, S112 - no sample this time
+                continue
+        return ends
 
     def _step(self) -> None:
         now = self.wall_ms()
-        arrival = np.fromiter(
-            (_arrival_ms(m, now) for m, _ in self._buffer), np.int64, len(self._buffer)
-        )
+        arrival = np.fromiter((s for _, _, s in self._buffer), np.int64, len(self._buffer))
         slacks = (arrival + self.budget_ms - now) / 1e3
         plan = self.planner.plan(slacks, len(self._buffer), self.models.get() is not None)
         taken = [self._buffer.popleft() for _ in range(plan.size)]
-        msgs = [m for m, _ in taken]
-        fetched = np.fromiter((f for _, f in taken), np.int64, len(taken))
+        msgs = [m for m, _, _ in taken]
+        fetched = np.fromiter((f for _, f, _ in taken), np.int64, len(taken))
         try:
             self._process(msgs, arrival[: plan.size], fetched, plan, now)
         except BatchAborted as exc:
@@ -189,7 +216,7 @@ class Server:
         """The challenger runs only when the next waiting record can afford it."""
         if not self._buffer:
             return True
-        slack_ms = _arrival_ms(self._buffer[0][0], 0) + self.budget_ms - self.wall_ms()
+        slack_ms = self._buffer[0][2] + self.budget_ms - self.wall_ms()
         return slack_ms / 1e3 > 2 * self.planner.costs["score_full"].predict(len(scored.codes))
 
     def _emit(
@@ -255,6 +282,8 @@ class Server:
                 continue
             if high >= 0 and pos >= 0:
                 self.metrics.lag.labels(partition=str(partition)).set(max(high - pos, 0))
+        for partition, correction in self.skew.corrections().items():
+            self.metrics.clock_skew.labels(partition=str(partition)).set(-correction / 1e3)
 
     def _on_assign(self, _consumer: Consumer, parts: list[TopicPartition]) -> None:
         self.assigned |= {(p.topic, p.partition) for p in parts}
@@ -270,13 +299,15 @@ class Server:
         gone = {(p.topic, p.partition) for p in parts}
         self.assigned -= gone
         self._buffer = deque(
-            (m, f) for m, f in self._buffer if (m.topic(), m.partition()) not in gone
+            (m, f, a) for m, f, a in self._buffer if (m.topic(), m.partition()) not in gone
         )
+        for _, partition in gone:
+            self.skew.forget(partition)
         self.metrics.lag.clear()  # refilled for the partitions still owned within 5 s
         logger.info("partitions revoked", extra={"partitions": sorted(p for _, p in gone)})
 
 
-def _arrival_ms(msg: Any, now: int) -> int:
+def _timestamp_ms(msg: Any, now: int) -> int:
     kind, ts = msg.timestamp()
     return int(ts) if kind != 0 and ts > 0 else now
 

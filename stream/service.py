@@ -13,6 +13,7 @@ from features.definitions import FeatureConfig
 from features.redis_store import RedisStore
 from models.registry import Registry
 from models.scorer import Scorer
+from stream.clock import SkewTracker
 from stream.deadletter import DeadLetters
 from stream.decision import Rules
 from stream.delivery import AtLeastOnce, Delivery, ExactlyOnce
@@ -21,7 +22,7 @@ from stream.kafka.connection import ensure_reachable
 from stream.kafka.limits import LIBRDKAFKA_DEFAULT, max_message_bytes
 from stream.metrics import HealthServer, ServeMetrics
 from stream.model_watch import ModelHolder
-from stream.pipeline import Pipeline
+from stream.pipeline import Pipeline, ScorerLike
 from stream.planner import Planner
 from stream.serve import Server, Topics, install_signal_handlers
 from stream.settings import ServeSettings, redact_url
@@ -87,11 +88,27 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
     def load(version: str | None) -> Scorer:
         return Scorer.load(registry, version, device=settings.device, config=config)
 
+    planner = Planner(
+        max_batch=settings.max_batch,
+        degrade=settings.degrade,
+        store_down_after_s=settings.store_timeout_ms / 1e3,
+    )
+
+    def swapped(scorer: ScorerLike) -> None:
+        metrics.set_model(scorer.version, getattr(scorer, "device", "cpu"))
+        planner.set_quality(scorer.rung_quality())
+        if scorer.truncation_trees is None:
+            logger.warning(
+                "model %s has no thresholds for the truncated rung (a manifest written before "
+                "they existed): that rung is off; `fraudstream models tradeoff` records them",
+                scorer.version,
+            )
+
     holder = ModelHolder(
         load=load,
         current_version=registry.current,
         poll_s=settings.model_poll_s,
-        on_swap=lambda s: metrics.set_model(s.version, getattr(s, "device", "cpu")),
+        on_swap=swapped,
         on_error=lambda _v, _e: metrics.model_load_errors.inc(),
     )
     holder.start()
@@ -114,7 +131,6 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
             metrics.registry,
         )
         guard.claim_epoch(store)
-    planner = Planner(max_batch=settings.max_batch)
     pipeline = Pipeline(
         store=store,
         model=holder.get,
@@ -154,6 +170,7 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
         shadow=shadow,
         max_pending=settings.max_pending,
         guard=guard,
+        skew=SkewTracker(tolerance_ms=settings.clock_skew_tolerance_ms),
     )
     health = None
     if settings.metrics_port:

@@ -115,7 +115,20 @@ class ServeSettings(KafkaSecurity):
     store_rebuild: bool = True
     """Rebuild the feature store from Kafka when it lost data (see ``stream.store_guard``)."""
     budget_ms: float = Field(default=50.0, gt=0, le=60_000)
-    """Per-message latency budget from the Kafka timestamp."""
+    """Per-message latency budget from the Kafka timestamp (corrected for the producer's
+    clock skew, see ``stream.clock``)."""
+    degrade: Literal["never", "to-meet-deadlines"] = "to-meet-deadlines"
+    """``to-meet-deadlines``: a rung below the full path only where it makes a deadline the
+    full path would miss, and only one keeping at least half the full path's average
+    precision (in practice the truncated model; partial features only when the store is
+    down). ``never``: the full path always (deadlines may be missed, decisions keep their
+    quality)."""
+    store_timeout_ms: int = Field(default=1_000, ge=10, le=60_000)
+    """A store call unanswered this long counts as an outage (partial features, backoff,
+    catch-up); a slower-than-usual reply within it is waited for."""
+    clock_skew_tolerance_ms: float = Field(default=20.0, ge=0, le=10_000)
+    """Producer timestamps up to this far behind serve's clock are taken as they are; more is
+    taken for clock skew and corrected (see ``stream.clock``)."""
     max_batch: int = Field(default=1024, ge=1, le=65_536)
     """Largest micro-batch."""
     fetch_wait_ms: int | None = Field(default=None, ge=0, le=1_000)

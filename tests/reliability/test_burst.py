@@ -1,5 +1,6 @@
 """A burst of many times what serve sustains (issue 9 item 8): memory stays bounded, the lag
-grows and drains back to zero, late records are decided and flagged, nothing is lost.
+grows and drains back to zero, late records are decided on the full path and flagged,
+nothing is lost.
 
 What bounds serve's memory under a backlog: the loop buffers at most 2 × max_batch records;
 librdkafka prefetches at most ``queued.max.messages.kbytes`` (16 MiB) per consumer; the
@@ -161,7 +162,8 @@ def test_burst_of_ten_times_the_sustainable_rate(
         assert d["budget_ms"] == BUDGET_MS
         assert d["deadline_met"] == (d["latency_ms"]["total"] <= BUDGET_MS)
     assert _deadline_missed(serve) == len(late)
-    assert {d["degraded"] for d in late} - {None}, "late records never took a lower rung"
+    # late anyway: a lower rung would not save a deadline, so every one keeps the full path
+    assert {d["degraded"] for d in out} == {None}
 
     everything = pd.concat([warm, burst], ignore_index=True)
     assert_store_equals_one_application(redis_url, serve.prefix, everything)

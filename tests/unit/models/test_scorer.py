@@ -12,6 +12,7 @@ import xgboost as xgb
 
 from models import scorer as scorer_module
 from models.exceptions import ModelCorrupt, ModelNotFound, ModelSchemaMismatch
+from models.manifest import RUNG_PARTIAL, RUNG_TRUNCATED, Thresholds
 from models.registry import Registry
 from models.scorer import Scorer
 from models.threads import ThreadPolicy
@@ -43,11 +44,56 @@ def test_scores_match_the_booster_and_truncation_uses_first_trees(
 def test_attributes_come_from_the_manifest(registry: Registry, booster: xgb.Booster) -> None:
     plain = open_scorer(registry, register(registry, booster))
     assert (plain.version, plain.device, plain.num_trees) == ("v0001", "cpu", TREES)
-    assert plain.truncation_trees == 5  # 25% of 20 when not measured
+    assert plain.truncation_trees is None  # no thresholds for it: the truncated rung is off
+    assert plain.rung_quality() == {RUNG_TRUNCATED: None, RUNG_PARTIAL: None}
     assert plain.feature_names == NAMES
     assert plain.thresholds.review == 0.3
-    measured = open_scorer(registry, register(registry, booster, truncation_trees=9))
+    own = Thresholds(review=0.4, decline=0.9)
+    default = open_scorer(registry, register(registry, booster, truncated_thresholds=own))
+    assert default.truncation_trees == 5  # 25% of 20 when not measured
+    measured = open_scorer(
+        registry, register(registry, booster, truncation_trees=9, truncated_thresholds=own)
+    )
     assert measured.truncation_trees == 9
+
+
+def test_each_rung_decides_with_its_own_thresholds(
+    registry: Registry, booster: xgb.Booster
+) -> None:
+    version = register(
+        registry,
+        booster,
+        truncated_thresholds=Thresholds(review=0.5, decline=0.6),
+        partial_thresholds=Thresholds(review=0.1, decline=0.2),
+        metrics={
+            "validation_average_precision": 0.8,
+            "validation_average_precision_truncated_model": 0.72,
+            "validation_average_precision_partial_features": 0.1,
+        },
+    )
+    scorer = open_scorer(registry, version)
+    scores = np.array([0.15, 0.35, 0.55, 0.65, 0.85])
+    assert scorer.decide(scores).tolist() == [0, 1, 1, 1, 2]  # review 0.3, decline 0.8
+    assert scorer.decide(scores, RUNG_TRUNCATED).tolist() == [0, 0, 1, 2, 2]
+    assert scorer.decide(scores, RUNG_PARTIAL).tolist() == [1, 2, 2, 2, 2]
+    quality = scorer.rung_quality()
+    assert quality[RUNG_TRUNCATED] == pytest.approx(0.9)
+    assert quality[RUNG_PARTIAL] == pytest.approx(0.125)
+
+
+def test_truncated_reasons_explain_the_truncated_score(
+    registry: Registry, version: str, booster: xgb.Booster
+) -> None:
+    scorer = open_scorer(registry, version)
+    x, _ = synthetic(20, seed=4)
+    got = scorer.reasons(x, k=15, trees=5)
+    matrix = xgb.DMatrix(x, feature_names=list(NAMES))
+    want = booster.predict(matrix, pred_contribs=True, iteration_range=(0, 5))[:, :-1]
+    for row, reasons in zip(want, got, strict=True):
+        for name, value in reasons:
+            assert value == pytest.approx(float(row[NAMES.index(name)]), rel=1e-4, abs=1e-6)
+    full = scorer.reasons(x, k=15)
+    assert got != full
 
 
 def test_none_loads_current(registry: Registry, booster: xgb.Booster) -> None:

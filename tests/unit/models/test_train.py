@@ -10,6 +10,7 @@ from features.definitions import FeatureConfig
 from features.exceptions import ConfigError
 from models import evaluation, train
 from models.exceptions import ModelSchemaMismatch, TrainingError
+from models.manifest import RUNG_PARTIAL, RUNG_TRUNCATED
 from models.params import DEFAULT_PARAMS, Params
 from models.registry import Registry
 from models.scorer import Scorer
@@ -138,6 +139,26 @@ def test_the_partial_features_rung_flags_about_as_much_as_the_full_path(
     partial[:, 3:] = np.nan
     flagged_full = np.mean(scorer.decide(scorer.score(window.x)) > 0)
     partial_scores = scorer.score(partial)
-    flagged_partial = np.mean(scorer.decide(partial_scores, partial=True) > 0)
+    flagged_partial = np.mean(scorer.decide(partial_scores, RUNG_PARTIAL) > 0)
     assert flagged_partial <= max(3 * flagged_full, 0.05), (flagged_partial, flagged_full)
     assert np.mean(scorer.decide(partial_scores) > 0) > 0.5  # the full-path thresholds
+
+
+def test_the_truncated_rung_has_thresholds_and_a_measured_quality(
+    simulated: pd.DataFrame, trained: train.TrainResult, registry: Registry
+) -> None:
+    """Training records thresholds fitted for the truncated model (same targets as the
+    full path's) and both lower rungs' average precision on the validation folds; decided
+    with its own thresholds the truncated rung flags about as much as the full path."""
+    scorer = Scorer.load(registry, train.register(registry, trained), "cpu")
+    manifest = scorer.manifest
+    assert manifest.truncated_thresholds == trained.truncated_thresholds
+    assert scorer.truncation_trees == max(1, round(manifest.num_trees * 0.25))
+    quality = scorer.rung_quality()
+    assert quality[RUNG_TRUNCATED] is not None and 0.3 < quality[RUNG_TRUNCATED] < 1.3
+    assert quality[RUNG_PARTIAL] is not None and quality[RUNG_PARTIAL] < quality[RUNG_TRUNCATED]
+    window = evaluation.load_test_window(simulated, "2018-06-03")
+    flagged_full = np.mean(scorer.decide(scorer.score(window.x)) > 0)
+    truncated = scorer.score(window.x, trees=scorer.truncation_trees)
+    flagged = np.mean(scorer.decide(truncated, RUNG_TRUNCATED) > 0)
+    assert flagged <= max(3 * flagged_full, 0.05), (flagged, flagged_full)

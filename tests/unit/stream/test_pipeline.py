@@ -1,5 +1,6 @@
-"""The pipeline's store bookkeeping: offset marks ride with every store call, and
-transactions decided while the store is away are applied later, in order, marks included."""
+"""The pipeline's store bookkeeping: offset marks ride with every store call, transactions
+decided while the store is away are applied later, in order, marks included, and a slow
+reply is not an outage."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import numpy as np
 import pytest
 
 from features.batch import TransactionBatch
-from features.exceptions import FeatureStoreUnavailable
+from features.exceptions import FeatureStoreTimeout, FeatureStoreUnavailable
 from features.memory_store import MemoryStore
 from features.store import DEFAULT_TOPIC
-from stream.pipeline import Pipeline
+from stream.pipeline import Pipeline, ScoredBatch
 from stream.planner import RUNG_PARTIAL, Plan, Planner
 
 TOPIC = "transactions-under-test"
@@ -25,6 +26,7 @@ class SwitchableStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.down = False
+        self.slow = False
         self.calls: list[tuple[list[str], dict[int, int]]] = []
 
     def apply(
@@ -38,7 +40,10 @@ class SwitchableStore(MemoryStore):
         if self.down:
             raise FeatureStoreUnavailable("switched off")
         self.calls.append((list(batch.transaction_id), dict(offsets or {})))
-        return super().apply(batch, timeout_s, offsets=offsets, topic=topic)
+        out = super().apply(batch, timeout_s, offsets=offsets, topic=topic)
+        if self.slow:  # applied by the server, but the reply came after the bound
+            raise FeatureStoreTimeout("no reply in time")
+        return out
 
 
 def _batch(*ids: str) -> TransactionBatch:
@@ -112,3 +117,40 @@ def test_dead_letter_only_marks_wait_for_pending_transactions(
     store.down = False
     assert pipeline.flush_pending()
     assert store.applied_offsets(TOPIC) == {0: 2}
+
+
+def test_a_reply_slower_than_the_deadline_is_not_an_outage(
+    pipeline: Pipeline, store: SwitchableStore
+) -> None:
+    backs: list[int] = []
+    pipeline.on_store_back = lambda: backs.append(1)
+    store.slow = True
+    bounded = Plan(0, None, 0.005, store_may_wait=False)
+    first = pipeline.run(_batch("a"), bounded, {0: 1})
+    assert _blind(first)  # this batch meets its deadline without the store
+    store.slow = False
+    second = pipeline.run(_batch("b"), bounded, {0: 2})
+    assert not _blind(second)  # no backoff: the very next batch asks the store again
+    assert [ids for ids, _ in store.calls] == [["a"], ["a"], ["b"]]  # "a" once more: idempotent
+    assert store.applied_offsets(TOPIC) == {0: 2}
+    assert backs == []  # never taken for down
+
+
+def test_a_reply_slower_than_the_outage_bound_is_an_outage(
+    pipeline: Pipeline, store: SwitchableStore
+) -> None:
+    backs: list[int] = []
+    pipeline.on_store_back = lambda: backs.append(1)
+    store.slow = True
+    assert _blind(pipeline.run(_batch("a"), FULL, {0: 1}))
+    store.slow = False
+    # the test clock moves 1 s a call, past the first backoff (50 ms): the store is asked
+    # again, answers, and the outage ends
+    assert not _blind(pipeline.run(_batch("b"), FULL, {0: 2}))
+    assert pipeline.pending_count == 0
+    assert backs == [1]
+
+
+def _blind(scored: ScoredBatch) -> bool:
+    """True when the batch was decided without the store's features."""
+    return bool(np.isnan(scored.features[:, 3:]).all())

@@ -56,23 +56,63 @@ def test_plenty_of_slack_takes_the_whole_buffer_up_to_max_batch() -> None:
     assert (plan.size, plan.rung) == (1000, RUNG_FULL)
 
 
+def _quality(planner: Planner, truncated: float | None, partial: float | None) -> Planner:
+    planner.set_quality({RUNG_TRUNCATED: truncated, RUNG_PARTIAL: partial})
+    return planner
+
+
 def test_truncated_rung_when_full_model_cannot_make_it() -> None:
-    planner = _planner(per_record_s=1e-4)
+    planner = _quality(_planner(per_record_s=1e-4), 0.9, 0.1)
     planner.costs["features"].per_record_s = 0.0
     planner.costs["score_full"].fixed_s = 0.010  # the full model costs 10 ms at least
     slacks = np.full(10, 0.005)
     plan = planner.plan(slacks, 10, has_model=True)
     assert plan.rung == RUNG_TRUNCATED
     assert plan.size == 10
+    assert plan.store_may_wait  # partial features may not meet deadlines: wait for a slow store
 
 
-def test_late_records_skip_the_store() -> None:
-    planner = _planner()
+def test_never_degrade_keeps_the_full_path_and_waits_for_the_store() -> None:
+    planner = _quality(_planner(per_record_s=1e-4), 0.9, 0.9)
+    planner.degrade = "never"
+    planner.costs["score_full"].fixed_s = 0.010
+    plan = planner.plan(np.full(10, 0.005), 10, has_model=True)
+    assert (plan.rung, plan.size) == (RUNG_FULL, 10)
+    assert plan.store_timeout_s == planner.store_down_after_s and plan.store_may_wait
+
+
+def test_a_rung_below_the_quality_floor_is_never_taken_to_meet_a_deadline() -> None:
+    planner = _quality(_planner(per_record_s=1e-4), None, 0.13)  # no truncated thresholds
+    planner.costs["features"].fixed_s = 0.010  # a slow store
+    plan = planner.plan(np.full(10, 0.005), 10, has_model=True)
+    assert plan.rung is RUNG_FULL  # late on the full path beats on time nearly blind
+    planner.set_quality({RUNG_PARTIAL: 0.6})
+    plan = planner.plan(np.full(10, 0.005), 10, has_model=True)
+    assert plan.rung == RUNG_PARTIAL and plan.store_timeout_s == 0.0
+
+
+def test_partial_allowed_bounds_the_store_call_by_the_deadline_without_waiting() -> None:
+    planner = _quality(_planner(per_record_s=1e-5), None, 0.6)
+    plan = planner.plan(np.full(10, 0.020), 10, has_model=True)
+    assert plan.rung is RUNG_FULL
+    assert 0.002 <= plan.store_timeout_s < 0.020 and not plan.store_may_wait
+
+
+def test_late_records_take_the_full_path_and_bound_nothing() -> None:
+    planner = _quality(_planner(per_record_s=1e-4), 0.9, 0.6)
     slacks = np.array([-0.5, -0.1, 5.0, 5.0])
     plan = planner.plan(slacks, 4, has_model=True)
-    assert plan.rung == RUNG_PARTIAL
-    assert plan.size == 4  # a late head takes the buffer: small batches would fall behind
-    assert plan.store_timeout_s == 0.0
+    assert (plan.rung, plan.size) == (RUNG_FULL, 4)
+    backlog = planner.plan(np.full(3000, -1.0), 3000, has_model=True)
+    assert (backlog.rung, backlog.size) == (RUNG_FULL, 1000)  # a late backlog: full batches
+    assert backlog.store_may_wait
+
+
+def test_records_behind_a_late_head_bound_the_batch() -> None:
+    planner = _quality(_planner(per_record_s=1e-4), None, None)  # full path 0.2 ms per record
+    slacks = np.concatenate([np.full(50, -1.0), np.full(500, 0.02)])
+    plan = planner.plan(slacks, 550, has_model=True)
+    assert (plan.rung, plan.size) == (RUNG_FULL, 100)
 
 
 def test_no_model_means_rules_and_no_deadline_means_full() -> None:
