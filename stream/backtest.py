@@ -10,6 +10,7 @@ older than that change no test feature (the offline computation agrees, and a te
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -23,21 +24,23 @@ import orjson
 import pandas as pd
 
 from features.batch import TransactionBatch
-from features.definitions import DAY_S, FeatureConfig, IntArray, seconds
+from features.definitions import DAY_S, TRANSACTION_LEVEL_NAMES, FeatureConfig, IntArray, seconds
 from features.exceptions import ConfigError, DataFileError, FeatureStoreUnavailable
 from features.replay import LabelFeed, fraud_labels
 from features.store import FeatureStore
 from models import metrics, protocol
 from models.manifest import Thresholds
 from models.protocol import DAY_MS, EvalSet, Split
+from stream.decision import Rules
 from stream.pipeline import Pipeline, ScorerLike
-from stream.planner import Planner
+from stream.planner import RUNG_PARTIAL, RUNG_RULES, RUNG_TRUNCATED, Planner
 
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 CodeArray = npt.NDArray[np.int8]
 Progress = Callable[[int], None]
+_Part = tuple[IntArray, FloatArray, CodeArray, FloatArray | None, dict[str, FloatArray]]
 
 
 class ModelLike(ScorerLike, Protocol):
@@ -45,6 +48,7 @@ class ModelLike(ScorerLike, Protocol):
 
     @property
     def thresholds(self) -> Thresholds: ...
+
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,9 @@ class ModelRun:
     """``models.protocol.evaluate`` output."""
     card_per_day: tuple[float, ...]
     """Card precision@k of each test day."""
+    rungs: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Rung -> ROC AUC, average precision and card precision@k of the same test set scored
+    the way that rung scores (the champion only): what each step down the ladder costs."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,9 @@ class Scored:
     """Challenger score per row (same features), when there is one."""
     challenger_codes: CodeArray | None
     """Challenger decision per row."""
+    rung_scores: dict[str, FloatArray] = field(default_factory=dict)
+    """Champion score per row on each lower rung (truncated model when the model has one,
+    partial features, rules), from the same features."""
 
 
 @dataclass(frozen=True)
@@ -277,7 +287,7 @@ class Backtest:
             planner=Planner(max_batch=self.batch_size),
             config=self.config,
         )
-        parts: list[tuple[IntArray, FloatArray, CodeArray, FloatArray | None]] = []
+        parts: list[_Part] = []
         applied = fed = 0
         for step in steps(table, feed, window, history_start, self.batch_size):
             labels = feed.labels[step.labels]
@@ -296,7 +306,7 @@ class Backtest:
 
     def _score(
         self, pipeline: Pipeline, batch: TransactionBatch
-    ) -> tuple[FloatArray, CodeArray, FloatArray | None]:
+    ) -> tuple[FloatArray, CodeArray, FloatArray | None, dict[str, FloatArray]]:
         plan = pipeline.planner.plan(None, len(batch), has_model=True)
         result = pipeline.run(batch, plan)
         if result.rung is not None:
@@ -306,21 +316,22 @@ class Backtest:
         other = None
         if self.challenger is not None:
             other = np.asarray(self.challenger.score(result.features), dtype=np.float64)
-        return np.asarray(result.scores, dtype=np.float64), result.codes, other
+        rungs = lower_rung_scores(self.champion, result.features, batch.amount)
+        return np.asarray(result.scores, dtype=np.float64), result.codes, other, rungs
 
-    def _collect(
-        self, parts: list[tuple[IntArray, FloatArray, CodeArray, FloatArray | None]]
-    ) -> Scored:
+    def _collect(self, parts: list[_Part]) -> Scored:
         if not parts:
             msg = "the test window holds no transaction: pick a --test-start inside the data"
             raise ConfigError(msg)
         rows = np.concatenate([p[0] for p in parts])
         scores = np.concatenate([p[1] for p in parts])
         codes = np.concatenate([p[2] for p in parts]).astype(np.int8)
+        rungs = {name: np.concatenate([p[4][name] for p in parts]) for name in parts[0][4]}
         if self.challenger is None:
-            return Scored(rows, scores, codes, None, None)
+            return Scored(rows, scores, codes, None, None, rungs)
         other = np.concatenate([p[3] for p in parts if p[3] is not None])
-        return Scored(rows, scores, codes, other, self.challenger.decide(other).astype(np.int8))
+        challenger_codes = self.challenger.decide(other).astype(np.int8)
+        return Scored(rows, scores, codes, other, challenger_codes, rungs)
 
     def _evaluate(
         self, split: Split, eval_set: EvalSet, scored: Scored, window: Window
@@ -329,6 +340,11 @@ class Backtest:
         champion = model_run(
             self.champion, eval_set, scored.scores[where], scored.codes[where], window.k
         )
+        ladder = {"full": scored.scores} | scored.rung_scores
+        rungs = {
+            name: rung_metrics(eval_set, values[where], window.k) for name, values in ladder.items()
+        }
+        champion = dataclasses.replace(champion, rungs=rungs)
         if self.challenger is None or scored.challenger_scores is None:
             return champion, None
         assert scored.challenger_codes is not None
@@ -349,6 +365,32 @@ def model_run(
     values = protocol.evaluate(eval_set, scores, model.thresholds, k)
     card = metrics.card_precision_at_k(eval_set.day, eval_set.customer, eval_set.y, scores, k)
     return ModelRun(model.version, model.thresholds, scores, codes, values, card.per_day)
+
+
+def lower_rung_scores(
+    model: ModelLike, x: npt.NDArray[np.floating[Any]], amount: FloatArray
+) -> dict[str, FloatArray]:
+    """The scores the lower rungs would give rows whose full features are ``x``."""
+    out: dict[str, FloatArray] = {}
+    if model.truncation_trees is not None:
+        out[RUNG_TRUNCATED] = np.asarray(
+            model.score(x, trees=model.truncation_trees), dtype=np.float64
+        )
+    blind = np.array(x, dtype=np.float32, copy=True)
+    blind[:, len(TRANSACTION_LEVEL_NAMES) :] = np.nan
+    out[RUNG_PARTIAL] = np.asarray(model.score(blind), dtype=np.float64)
+    out[RUNG_RULES] = Rules().decide(amount)[1]
+    return out
+
+
+def rung_metrics(eval_set: EvalSet, scores: FloatArray, k: int) -> dict[str, float]:
+    """The threshold-free metrics of one rung's scores on the test set."""
+    card = metrics.card_precision_at_k(eval_set.day, eval_set.customer, eval_set.y, scores, k)
+    return {
+        "roc_auc": metrics.roc_auc(eval_set.y, scores),
+        "average_precision": metrics.average_precision(eval_set.y, scores),
+        f"card_precision_at_{k}": card.mean,
+    }
 
 
 def check_table(table: pd.DataFrame, window: Window) -> None:

@@ -460,6 +460,10 @@ def backtest_summary(result: bt.BacktestResult, live: bt.LiveRun | None) -> list
     for run in runs:
         values = "  ".join(f"{n} {run.metrics[n]:.4f}" for n in names)
         lines.append(f"  {run.version}: {values}")
+    rungs = result.champion.rungs
+    if rungs:
+        per_rung = ", ".join(f"{r} {m['average_precision']:.4f}" for r, m in rungs.items())
+        lines.append(f"  average precision per rung of the ladder: {per_rung}")
     if live is not None:
         verdict = "yes" if _live_ok(live) else "NO"
         p = np.quantile(live.latency_ms, [0.5, 0.99]) if live.latency_ms.size else [np.nan] * 2

@@ -105,13 +105,16 @@ def write_metrics(inputs: ReportInputs, path: Path) -> Path:
 
 def _model_doc(run: ModelRun) -> dict[str, Any]:
     counts = np.bincount(run.codes.astype(np.int64), minlength=3)
-    return {
+    doc = {
         "version": run.version,
         "thresholds": {"review": run.thresholds.review, "decline": run.thresholds.decline},
         "metrics": dict(run.metrics),
         "card_precision_per_day": list(run.card_per_day),
         "decisions": dict(zip(DECISIONS, counts.tolist(), strict=True)),
     }
+    if run.rungs:
+        doc["rungs"] = run.rungs
+    return doc
 
 
 def _window_doc(result: BacktestResult) -> dict[str, Any]:
@@ -302,6 +305,7 @@ def write_markdown(inputs: ReportInputs, path: Path, files: list[str]) -> Path:
     lines = ["# Backtest report", ""]
     lines += _run_section(doc["run"])
     lines += _metrics_section(inputs.result)
+    lines += _rungs_section(inputs.result)
     lines += _card_section(inputs.result)
     if inputs.live is not None:
         lines += _live_section(doc["live"])
@@ -351,6 +355,25 @@ def _metrics_section(result: BacktestResult) -> list[str]:
             row.append(row[2] - row[1])
         rows.append(row)
     return ["## Metrics on the protocol's test set", "", *_table(head, rows)]
+
+
+def _rungs_section(result: BacktestResult) -> list[str]:
+    rungs = result.champion.rungs
+    if not rungs:
+        return []
+    metrics = list(next(iter(rungs.values())))
+    full_ap = rungs.get("full", {}).get("average_precision", float("nan"))
+    rows = [
+        [name, *(values[m] for m in metrics), values["average_precision"] / full_ap]
+        for name, values in rungs.items()
+    ]
+    intro = (
+        f"What each rung of the latency ladder costs: {result.champion.version} on the same "
+        "test set, scored the way each rung scores (a truncated model appears when the model "
+        "has thresholds for one; rules score 0, 0.5 or 0.95 by amount)."
+    )
+    head = ["rung", *metrics, "AP vs full"]
+    return ["## Decision quality per rung", "", intro, "", *_table(head, rows)]
 
 
 def _card_section(result: BacktestResult) -> list[str]:

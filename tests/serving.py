@@ -61,6 +61,7 @@ def register(registry: Registry, booster: xgb.Booster, promote: bool = True) -> 
         data_fingerprint="test",
         metrics={},
         thresholds=Thresholds(review=0.2, decline=0.8),
+        truncated_thresholds=Thresholds(review=0.2, decline=0.8),
         device="cpu",
         truncation_trees=5,
     )

@@ -18,6 +18,7 @@ from models import metrics, protocol
 from models.registry import Registry
 from models.scorer import Scorer
 from stream.backtest import Window, steps
+from stream.decision import Rules
 from tests.integration.history.cli_run import fraudstream
 from tests.serving import register, train_model
 
@@ -76,6 +77,40 @@ def test_metrics_equal_a_direct_computation_on_the_predictions(
     assert doc["run"]["test_transactions"] == len(test.y) == len(predictions)
     out = capsys.readouterr().out
     assert f"{len(test.y):,} test transactions" in out and "report:" in out
+
+
+def test_each_rung_of_the_ladder_is_measured_on_the_same_test_set(
+    data_file: Path,
+    registry: Registry,
+    history: pd.DataFrame,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    report = tmp_path / "report"
+    assert _backtest(data_file, registry, report, monkeypatch) == 0
+    doc = json.loads((report / "metrics.json").read_text())["models"]["champion"]
+    test = _test_set(history)
+    split = protocol.split(history, "2018-04-01", 7, 7, 6)
+    x = compute_features(history, FeatureConfig()).astype(np.float32)[split.test_rows]
+    scorer = Scorer.load(registry, device="cpu")
+    blind = x.copy()
+    blind[:, 3:] = np.nan
+    amounts = history["amount"].to_numpy()[split.test_rows]
+    expected = {
+        "full": scorer.score(x),
+        "truncated_model": scorer.score(x, trees=scorer.truncation_trees),
+        "partial_features": scorer.score(blind),
+        "rules": Rules().decide(amounts)[1],
+    }
+    assert list(doc["rungs"]) == list(expected)
+    for rung, scores in expected.items():
+        got = doc["rungs"][rung]
+        assert got["roc_auc"] == pytest.approx(metrics.roc_auc(test.y, scores), abs=1e-12)
+        ap = metrics.average_precision(test.y, scores)
+        assert got["average_precision"] == pytest.approx(ap, abs=1e-12)
+    assert doc["rungs"]["full"]["average_precision"] == doc["metrics"]["average_precision"]
+    text = (report / "report.md").read_text()
+    assert "## Decision quality per rung" in text and "| partial_features |" in text
 
 
 def test_live_path_scores_equal_offline_features_scored(
