@@ -320,12 +320,31 @@ def summary(expected: int, decided: float, text: str, replay_out: str, report: P
     console.print(
         f"latency p50 / p99: {quantile_ms(text, 0.5):.1f} ms / {quantile_ms(text, 0.99):.1f} ms"
     )
+    rungs = rung_counts(text, decided)
+    console.print(
+        "decisions per rung of the latency ladder: "
+        + ", ".join(f"{rung} {count:,.0f}" for rung, count in rungs.items())
+    )
     console.print(f"model: {model_label(text)}")
     console.print(
         f"replay: {replay_out.strip().splitlines()[-1] if replay_out.strip() else 'done'}"
     )
-    console.print(f"backtest report: {report / 'report.md'}")
-    print(f"DEMO SUMMARY decisions={decided:.0f} transactions={expected} report={report}")
+    console.print(f"backtest report: {report / 'report.md'} (its quality per rung, too)")
+    console.print("Kafka and Redis are still running for you; `make down` stops them.")
+    shown = ",".join(f"{rung}:{count:.0f}" for rung, count in rungs.items())
+    print(
+        f"DEMO SUMMARY decisions={decided:.0f} transactions={expected} rungs={shown} "
+        f"report={report}"
+    )
+
+
+def rung_counts(text: str, decided: float) -> dict[str, float]:
+    """Decisions per rung, from serve's counters (the full path is what no rung took)."""
+    lower = {
+        rung: sample(text, "fraudstream_degraded_total", rung=rung)
+        for rung in ("truncated_model", "partial_features", "rules")
+    }
+    return {"full": decided - sum(lower.values()), **lower}
 
 
 def live_view(port: int, expected: int, replay: subprocess.Popen[bytes]) -> str:

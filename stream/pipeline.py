@@ -21,7 +21,7 @@ from features.definitions import (
     FeatureConfig,
     transaction_level_features,
 )
-from features.exceptions import FeatureStoreTimeout, FeatureStoreUnavailable
+from features.exceptions import FeatureStoreUnavailable
 from features.schema import TransactionBatch
 from features.store import FeatureStore, OffsetTrackingStore
 from stream.decision import DECISIONS, REVIEW, Decision, Rules
@@ -248,12 +248,7 @@ class Pipeline:
                 full = self._apply(batch, plan.store_timeout_s, offsets)
                 self._timed("features", len(batch), t0, stage_ms, "features")
                 return full.astype(np.float32, copy=False), None
-            except FeatureStoreTimeout as exc:
-                if plan.store_may_wait:
-                    self._fail(exc)
-                else:  # slow, not down: this batch meets its deadline without the store
-                    logger.info("feature store slower than the batch's deadline (%s)", exc)
-            except FeatureStoreUnavailable as exc:
+            except FeatureStoreUnavailable as exc:  # refused, unreachable, or silent that long
                 self._fail(exc)
         self.pending.append((batch, offsets))
         x = np.full((len(batch), len(FEATURE_NAMES)), np.nan, dtype=np.float32)

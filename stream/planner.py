@@ -5,14 +5,15 @@ weighted least squares over recent batches, so the model follows the machine as 
 changes. Predictions add a safety margin; planning is cheap (a few float operations).
 
 The objective is decisions both on time and good. Every rung below the full path costs
-decision quality (on the handbook data the partial-features rung keeps about an eighth of
-the full path's average precision), so a lower rung is taken only where it turns a deadline
-the full path would miss into a met one, and only a rung that keeps at least
-``quality_floor`` of the full path's average precision as measured for the model serving
+decision quality, so the truncated model is taken only where it turns a deadline the full
+path would miss into a met one, and only when it keeps at least ``quality_floor`` of the full
+path's average precision as measured for the model serving
 (``models.scorer.Scorer.rung_quality``). A record that no allowed rung can get in time is
-late anyway: it takes the full path. With ``degrade="never"`` every batch takes the full
-path. Whatever the mode, a store that is down sends batches to partial features, and no
-model means rules (``stream.pipeline``).
+late anyway: it takes the full path. Partial features are never chosen to meet a deadline
+(on the handbook data they keep about an eighth of the full path's average precision): a
+store call waits for a slow reply up to ``store_down_after_s``, and only a store that is
+down (refused, unreachable, or silent that long) sends batches there (``stream.pipeline``).
+With ``degrade="never"`` every batch takes the full path; without a model, rules.
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ __all__ = ["RUNG_FULL", "RUNG_PARTIAL", "RUNG_RULES", "RUNG_TRUNCATED", "RUNGS",
 
 Degrade = Literal["never", "to-meet-deadlines"]
 QUALITY_FLOOR = 0.5
-"""Least average precision, relative to the full path's, of a rung taken to meet a deadline:
-the truncated model (about 0.9 on the handbook data) qualifies, partial features (about
-0.13) does not."""
+"""Least average precision, relative to the full path's, of the truncated model for it to
+be taken to meet a deadline (about 0.9 on the handbook data)."""
 STORE_DOWN_AFTER_S = 1.0
 """A store call without an answer for this long counts as an outage."""
 
@@ -106,12 +106,8 @@ class Plan:
     rung: str | None
     """Planned rung: None (full path), truncated_model, partial_features or rules."""
     store_timeout_s: float
-    """Bound on the store call for this batch."""
-    store_may_wait: bool = True
-    """True when ``store_timeout_s`` is the outage bound: the batch waits for a slow store
-    (no lower rung can meet its deadline better). False when it is the batch's deadline:
-    a reply that does not come by then sends the batch to partial features, and the store
-    is not taken for down."""
+    """Bound on the store call for this batch (0: no call); unanswered that long, the store
+    counts as down."""
 
 
 @dataclass
@@ -127,8 +123,6 @@ class Planner:
     """Least relative average precision of a rung taken to meet a deadline."""
     store_down_after_s: float = STORE_DOWN_AFTER_S
     """Bound on a store call that may wait; past it the store counts as down."""
-    min_store_timeout_s: float = 0.002
-    """Below this a store call is not attempted (its reply could not arrive in time)."""
     costs: dict[str, StageCost] = field(default_factory=_default_costs)
     """Cost model per stage."""
     alert_share: float = 0.05
@@ -145,15 +139,11 @@ class Planner:
         self.quality = dict(quality)
 
     def degraded_rungs(self) -> list[str]:
-        """Rungs that may be taken to meet a deadline, best quality first."""
+        """Rungs that may be taken to meet a deadline."""
         if self.degrade == "never":
             return []
-        usable = [
-            (q, rung)
-            for rung in (RUNG_TRUNCATED, RUNG_PARTIAL)
-            if (q := self.quality.get(rung)) is not None and q >= self.quality_floor
-        ]
-        return [rung for _, rung in sorted(usable, reverse=True)]
+        quality = self.quality.get(RUNG_TRUNCATED)
+        return [RUNG_TRUNCATED] if quality is not None and quality >= self.quality_floor else []
 
     def path_cost(self, n: int, rung: str | None) -> float:
         c = self.costs
@@ -187,19 +177,8 @@ class Planner:
         for rung in rungs:
             size = self._largest_fitting(tightest, rung)
             if size:
-                return self._with_store_bound(size, rung, float(tightest[size - 1]))
+                return Plan(size, rung, self.store_down_after_s)
         return Plan(cap, RUNG_FULL, self.store_down_after_s)  # unreachable: see fastest
-
-    def _with_store_bound(self, size: int, rung: str | None, slack_s: float) -> Plan:
-        """The store may make the batch skip it only where partial features are allowed to
-        meet a deadline; otherwise a slow reply is waited for, up to the outage bound."""
-        if rung == RUNG_PARTIAL:
-            return Plan(size, rung, 0.0, store_may_wait=False)
-        if RUNG_PARTIAL not in self.degraded_rungs() or not np.isfinite(slack_s):
-            return Plan(size, rung, self.store_down_after_s)
-        store_s = slack_s - self.path_cost(size, RUNG_PARTIAL)
-        bound = min(max(store_s, self.min_store_timeout_s), self.store_down_after_s)
-        return Plan(size, rung, bound, store_may_wait=False)
 
     def _largest_fitting(self, tightest: np.ndarray, rung: str | None) -> int:
         """Largest n with path_cost(n) <= tightest[n-1] (both sides monotone in n)."""

@@ -45,6 +45,49 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     )
     scale = results.get("scale") or {}
     rows.append(_target("two processes / one", ">= 1.6", scale.get("ratio"), lambda v: v >= 1.6))
+    return rows + _quality_targets(results)
+
+
+def _quality_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 18: decisions keep their features under load."""
+    rows = []
+    by_share = {r["share_of_max"]: r for r in results.get("latency", [])}
+    quarter = by_share.get("25%")
+    rows.append(
+        _target("p99 at 25% of max (ms)", "<= 25", quarter and quarter["p99_ms"], lambda v: v <= 25)
+    )
+    for share in ("25%", "50%"):
+        row = by_share.get(share)
+        rows.append(
+            _target(
+                f"full-rung share at {share} of max",
+                ">= 0.999",
+                row and row.get("full_rung_share"),
+                lambda v: v >= 0.999,
+            )
+        )
+        gap = None
+        if row and row.get("live_ap") is not None and row.get("offline_ap") is not None:
+            gap = round(abs(row["live_ap"] - row["offline_ap"]), 4)
+        rows.append(
+            _target(
+                f"|live AP - offline AP| at {share} of max", "<= 0.01", gap, lambda v: v <= 0.01
+            )
+        )
+    drain = results["arms"].get("fraudstream_50ms") or {}
+    rows.append(
+        _target(
+            "50 ms backlog drain: full-rung share",
+            ">= 0.99",
+            drain.get("full_rung_share"),
+            lambda v: v >= 0.99,
+        )
+    )
+    free = results["throughput"].get("fraudstream")
+    speed = round(drain["tx_per_s"] / free, 3) if drain.get("tx_per_s") and free else None
+    rows.append(
+        _target("50 ms backlog drain / no-budget drain", ">= 0.95", speed, lambda v: v >= 0.95)
+    )
     return rows
 
 
@@ -103,17 +146,26 @@ def _latency(r: dict[str, Any]) -> list[str]:
         return out
     out += [
         "| offered | tx/s | count | p50 ms | p95 ms | p99 ms | p99.9 ms | deadline met | rungs"
-        " | median stage ms | mean batch |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
+        " | full rung | AP live / offline | AUC live / offline | median stage ms | mean batch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|---|---:|",
     ]
     for x in rows:
         stages = ", ".join(f"{k} {v:g}" for k, v in x.get("stage_p50_ms", {}).items())
+        share = x.get("full_rung_share")
         out.append(
             f"| {x['share_of_max']} of max | {x['offered_rate']:,.0f} | {x['count']:,} "
             f"| {x['p50_ms']} | {x['p95_ms']} | {x['p99_ms']} | {x['p999_ms']} "
-            f"| {x['deadline_met']:.2%} | {x['degraded']} | {stages} "
+            f"| {x['deadline_met']:.2%} | {x['degraded']} "
+            f"| {'—' if share is None else f'{share:.2%}'} "
+            f"| {_pair(x.get('live_ap'), x.get('offline_ap'))} "
+            f"| {_pair(x.get('live_auc'), x.get('offline_auc'))} | {stages} "
             f"| {x.get('mean_batch_approx', '—')} |"
         )
+    out.append(
+        "\nAP and AUC: the live decisions' scores on the simulator's labels, beside the same"
+        " transactions scored offline (the arm's input through the offline features, the same"
+        " model): what the decisions were worth at that rate."
+    )
     max_rate = r.get("latency_max_rate")
     if max_rate:
         out.append(f"\nmax = the fraudstream arm's backlog drain rate, {max_rate:,.0f} tx/s.")
@@ -179,7 +231,7 @@ def _scoring(r: dict[str, Any]) -> list[str]:
 def _targets(r: dict[str, Any]) -> list[str]:
     out = [
         "",
-        "## Targets (issue 8)",
+        "## Targets (issues 8 and 18)",
         "",
         "| target | goal | measured | met |",
         "|---|---|---:|---|",
@@ -203,6 +255,10 @@ def _num(v: Any) -> str:
     if isinstance(v, float) and v < 10:
         return f"{v:.3g}"
     return f"{v:,.0f}" if isinstance(v, (int, float)) else str(v)
+
+
+def _pair(live: float | None, offline: float | None) -> str:
+    return f"{_num(live)} / {_num(offline)}"
 
 
 def _ratio(v: float | None) -> str:

@@ -342,8 +342,8 @@ def _notes(results: dict[str, Any]) -> list[str]:
         "fraudstream's headline arm runs serve with its largest budget (60 s), so no backlog"
         " record is late and every one takes the full path (features from Redis, full"
         " model), the same work as naive and faust. fraudstream_50ms drains the same"
-        " backlog at the default 50 ms budget: every backlog record is late on arrival and"
-        " the ladder decides it without waiting on the store.",
+        " backlog at the default 50 ms budget: every backlog record is late on arrival, and"
+        " late anyway it keeps the full path (the ladder steps down only to save a deadline).",
         f"naive and faust read the first {results['slow_n']:,} transactions of the same"
         " backlog from a topic of their own (--slow-n): their per-message rate is steady, and"
         " the whole backlog would keep them busy for tens of minutes.",

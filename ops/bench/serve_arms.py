@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pandas as pd
+import xgboost as xgb
 from arms import HERE, PARTITIONS, ArmResult, Env, judge, rate, stop
 from broker import (
     Item,
@@ -27,6 +29,10 @@ from broker import (
 )
 from serve_process import ServeSpec, start, tail
 from workload import Feed
+
+from features.definitions import FeatureConfig
+from features.offline import compute_features
+from models import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +108,7 @@ def _ladder(decisions: list[dict[str, Any]]) -> dict[str, Any]:
     met = sum(1 for d in decisions if d.get("deadline_met"))
     return {
         "degraded": dict(rungs),
+        "full_rung_share": round(rungs["full"] / len(decisions), 5) if decisions else None,
         "deadline_met": round(met / len(decisions), 5) if decisions else None,
     }
 
@@ -141,7 +148,55 @@ def latency(
     inputs = read_all(env.bootstrap, input_topic)
     out = read_all(env.bootstrap, spec.decisions)
     _summarise(run, phases, inputs, out)
+    if run.failed is None:
+        _quality(run, phases, inputs, out, feed, env.model.booster)
     return run
+
+
+def _quality(
+    run: LatencyRun,
+    phases: list[Phase],
+    inputs: list[Record],
+    out: list[Record],
+    feed: Feed,
+    booster: xgb.Booster,
+) -> None:
+    """Per offered rate, what the decisions were worth: the live scores' average precision
+    and ROC AUC on the simulator's labels, beside the offline figures for the same
+    transactions (the arm's whole input through ``compute_features``, no labels fed, as
+    serve's fresh store saw it, scored by the same model), and the full path's share."""
+    sent = pd.DataFrame([orjson.loads(r.value) for r in inputs])
+    table = pd.DataFrame(
+        {
+            "transaction_id": sent["transaction_id"].astype(str),
+            "event_time_ms": sent["event_time"].astype(np.int64),
+            "customer_id": sent["customer_id"].astype(str),
+            "terminal_id": sent["terminal_id"].astype(str),
+            "amount": sent["amount"].astype(np.float64),
+            "is_fraud": 0,
+        }
+    )
+    x = compute_features(table, FeatureConfig()).astype(np.float32)
+    offline = dict(zip(table["transaction_id"], booster.inplace_predict(x).tolist(), strict=True))
+    live = {str(d["transaction_id"]): float(d["score"]) for d in _decoded(out)}
+    for (_label, _offered, items), row in zip(phases, run.rows, strict=True):
+        ids = _ids(items)
+        y = feed.labels(ids)
+        live_scores = np.asarray([live[i] for i in ids])
+        offline_scores = np.asarray([offline[i] for i in ids])
+        full = row["degraded"].get("full", 0)
+        row |= {
+            "full_rung_share": round(full / len(ids), 5),
+            "frauds": int(y.sum()),
+            "live_ap": _rounded(metrics.average_precision(y, live_scores)),
+            "offline_ap": _rounded(metrics.average_precision(y, offline_scores)),
+            "live_auc": _rounded(metrics.roc_auc(y, live_scores)),
+            "offline_auc": _rounded(metrics.roc_auc(y, offline_scores)),
+        }
+
+
+def _rounded(value: float) -> float | None:
+    return round(value, 4) if np.isfinite(value) else None
 
 
 def _paced_run(

@@ -12,10 +12,17 @@ import orjson
 import pandas as pd
 import xgboost as xgb
 
-from features.definitions import FEATURE_NAMES, FeatureConfig
+from features.definitions import FEATURE_NAMES, TRANSACTION_LEVEL_NAMES, FeatureConfig
 from features.offline import compute_features
 from features.simulator import SimulatorConfig, simulate
-from models.manifest import Thresholds, TrainWindow
+from models import metrics
+from models.manifest import (
+    RUNG_PARTIAL,
+    RUNG_TRUNCATED,
+    Thresholds,
+    TrainWindow,
+    default_truncation,
+)
 from models.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -33,6 +40,10 @@ TRAIN_PARAMS = {
 }
 TRAIN_ROUNDS = 100
 THRESHOLDS = Thresholds(review=0.2, decline=0.8)
+"""The bench model's thresholds, on every rung (its decisions' shares are not what the
+bench measures; its scores' quality is)."""
+VALID_WORLD = SimulatorConfig(n_customers=1_000, n_terminals=2_000, n_days=20, seed=12)
+"""Where the bench model's rungs are measured (a world it was not trained on)."""
 
 
 @dataclass(frozen=True)
@@ -98,13 +109,38 @@ def train_and_register(root: Path) -> Model:
         params={k: v for k, v in TRAIN_PARAMS.items() if k != "nthread"},
         train_window=TrainWindow("2018-04-01T00:00:00+00:00", "2018-05-11T00:00:00+00:00"),
         data_fingerprint=f"bench-simulated-{len(df)}",
-        metrics={},
+        metrics=rung_metrics(booster),
         thresholds=THRESHOLDS,
+        truncated_thresholds=THRESHOLDS,
+        truncation_trees=default_truncation(TRAIN_ROUNDS),
+        partial_thresholds=THRESHOLDS,
         device="cpu",
     )
     registry.promote(version)
     logger.info("bench model %s: %d trees on %d rows", version, TRAIN_ROUNDS, len(df))
     return Model(root, version, booster)
+
+
+def rung_metrics(booster: xgb.Booster) -> dict[str, float | None]:
+    """Average precision of each rung of the ladder on a world the model never saw, as the
+    manifest records them for the planner (``validation_average_precision[_<rung>]``)."""
+    df = simulate(VALID_WORLD)
+    x = compute_features(df, FeatureConfig()).astype(np.float32)
+    y = df["is_fraud"].to_numpy().astype(bool)
+    blind = x.copy()
+    blind[:, len(TRANSACTION_LEVEL_NAMES) :] = np.nan
+    trees = default_truncation(TRAIN_ROUNDS)
+    scores = {
+        "": booster.inplace_predict(x),
+        f"_{RUNG_TRUNCATED}": booster.inplace_predict(x, iteration_range=(0, trees)),
+        f"_{RUNG_PARTIAL}": booster.inplace_predict(blind),
+    }
+    return {
+        f"validation_average_precision{suffix}": metrics.average_precision(
+            y, np.asarray(values, dtype=np.float64)
+        )
+        for suffix, values in scores.items()
+    }
 
 
 class Feed:
@@ -117,6 +153,13 @@ class Feed:
         self.n = n
         self._cursor = n
         self._spare: list[tuple[bytes, bytes]] = []
+
+    def labels(self, transaction_ids: list[str]) -> np.ndarray:
+        """``is_fraud`` of the given transactions (any handed out so far)."""
+        known = pd.Series(
+            self.df["is_fraud"].to_numpy(), index=self.df["transaction_id"].astype(str)
+        )
+        return known.loc[transaction_ids].to_numpy().astype(bool)
 
     def backlog(self) -> list[tuple[bytes, bytes]]:
         return self.items[: self.n]

@@ -36,12 +36,19 @@ def test_tiny_demo_decides_every_replayed_transaction_and_writes_a_report(
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    match = re.search(r"DEMO SUMMARY decisions=(\d+) transactions=(\d+) report=(\S+)", done.stdout)
+    match = re.search(
+        r"DEMO SUMMARY decisions=(\d+) transactions=(\d+) rungs=(\S+) report=(\S+)", done.stdout
+    )
     assert match, done.stdout[-3000:]
     decisions, transactions = int(match.group(1)), int(match.group(2))
     assert transactions > 5000
     assert decisions == transactions
-    report = Path(match.group(3))
+    rungs = {k: int(v) for k, v in (pair.split(":") for pair in match.group(3).split(","))}
+    assert sum(rungs.values()) == decisions
+    # the store is up all along: no decision is made blind (slow replies are waited for)
+    assert rungs["partial_features"] == 0 and rungs["rules"] == 0
+    assert "`make down` stops them" in done.stdout
+    report = Path(match.group(4))
     assert (report / "report.md").is_file()
     assert (report / "metrics.json").is_file()
     assert list(report.glob("*.png"))

@@ -69,33 +69,31 @@ def test_truncated_rung_when_full_model_cannot_make_it() -> None:
     plan = planner.plan(slacks, 10, has_model=True)
     assert plan.rung == RUNG_TRUNCATED
     assert plan.size == 10
-    assert plan.store_may_wait  # partial features may not meet deadlines: wait for a slow store
+    assert plan.store_timeout_s == planner.store_down_after_s  # a slow store is waited for
 
 
-def test_never_degrade_keeps_the_full_path_and_waits_for_the_store() -> None:
+def test_never_degrade_keeps_the_full_path() -> None:
     planner = _quality(_planner(per_record_s=1e-4), 0.9, 0.9)
     planner.degrade = "never"
     planner.costs["score_full"].fixed_s = 0.010
     plan = planner.plan(np.full(10, 0.005), 10, has_model=True)
     assert (plan.rung, plan.size) == (RUNG_FULL, 10)
-    assert plan.store_timeout_s == planner.store_down_after_s and plan.store_may_wait
 
 
-def test_a_rung_below_the_quality_floor_is_never_taken_to_meet_a_deadline() -> None:
-    planner = _quality(_planner(per_record_s=1e-4), None, 0.13)  # no truncated thresholds
+def test_a_truncated_rung_below_the_quality_floor_is_never_taken() -> None:
+    planner = _quality(_planner(per_record_s=1e-4), 0.4, 0.9)
+    planner.costs["score_full"].fixed_s = 0.010
+    plan = planner.plan(np.full(10, 0.005), 10, has_model=True)
+    assert plan.rung is RUNG_FULL  # late on the full path beats on time with a poor model
+    planner.set_quality({RUNG_TRUNCATED: None})  # no thresholds for it: off
+    assert planner.plan(np.full(10, 0.005), 10, has_model=True).rung is RUNG_FULL
+
+
+def test_partial_features_are_never_chosen_to_meet_a_deadline() -> None:
+    planner = _quality(_planner(per_record_s=1e-4), None, 1.0)  # even at full quality
     planner.costs["features"].fixed_s = 0.010  # a slow store
     plan = planner.plan(np.full(10, 0.005), 10, has_model=True)
-    assert plan.rung is RUNG_FULL  # late on the full path beats on time nearly blind
-    planner.set_quality({RUNG_PARTIAL: 0.6})
-    plan = planner.plan(np.full(10, 0.005), 10, has_model=True)
-    assert plan.rung == RUNG_PARTIAL and plan.store_timeout_s == 0.0
-
-
-def test_partial_allowed_bounds_the_store_call_by_the_deadline_without_waiting() -> None:
-    planner = _quality(_planner(per_record_s=1e-5), None, 0.6)
-    plan = planner.plan(np.full(10, 0.020), 10, has_model=True)
-    assert plan.rung is RUNG_FULL
-    assert 0.002 <= plan.store_timeout_s < 0.020 and not plan.store_may_wait
+    assert plan.rung is RUNG_FULL and plan.store_timeout_s == planner.store_down_after_s
 
 
 def test_late_records_take_the_full_path_and_bound_nothing() -> None:
@@ -105,7 +103,6 @@ def test_late_records_take_the_full_path_and_bound_nothing() -> None:
     assert (plan.rung, plan.size) == (RUNG_FULL, 4)
     backlog = planner.plan(np.full(3000, -1.0), 3000, has_model=True)
     assert (backlog.rung, backlog.size) == (RUNG_FULL, 1000)  # a late backlog: full batches
-    assert backlog.store_may_wait
 
 
 def test_records_behind_a_late_head_bound_the_batch() -> None:
