@@ -24,6 +24,9 @@ SERVE_METRICS = {
     "fraudstream_consumer_lag": "gauge",
     "fraudstream_model_info": "gauge",
     "fraudstream_model_load_errors_total": "counter",
+    "fraudstream_dead_letters_truncated_total": "counter",
+    "fraudstream_dead_letters_lost_total": "counter",
+    "fraudstream_producer_clock_skew_seconds": "gauge",
 }
 LABEL_METRICS = {
     "fraudstream_labels_applied_total": "counter",
