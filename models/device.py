@@ -24,6 +24,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -130,10 +131,16 @@ def _try_cuda(device: str, need_cupy: bool) -> str | None:
     x = np.linspace(0.0, 1.0, 64, dtype=np.float32).reshape(32, 2)
     y = (x[:, 0] > 0.5).astype(np.float32)
     try:
+        cupy = _cupy_for(device) if need_cupy else None  # before XGBoost meets a bad ordinal
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")  # XGBoost warns, and trains on the CPU, without a GPU
             booster = xgb.train(_PROBE_PARAMS | {"device": device}, xgb.DMatrix(x, y), 2)
-            got = _predict_cupy(booster, x, device) if need_cupy else _predict(booster, x)
+            if cupy is None:
+                got = _predict(booster, x)
+            else:
+                with cupy.cuda.Device(cuda_ordinal(device)):
+                    out = booster.inplace_predict(cupy.asarray(x))
+                    got = np.asarray(cupy.asnumpy(out), dtype=np.float64)
             booster.set_param({"device": "cpu"})
             want = _predict(booster, x)
     except Exception as exc:  # noqa: BLE001 - any failure means the device does not work
@@ -162,18 +169,14 @@ def _predict(booster: xgb.Booster, x: npt.NDArray[np.float32]) -> npt.NDArray[np
     return np.asarray(booster.predict(xgb.DMatrix(x)), dtype=np.float64)
 
 
-def _predict_cupy(
-    booster: xgb.Booster, x: npt.NDArray[np.float32], device: str
-) -> npt.NDArray[np.float64]:
+def _cupy_for(device: str) -> ModuleType:
+    """CuPy, once it is known to see ``device``."""
     cupy = importlib.import_module("cupy")
-    ordinal = cuda_ordinal(device)
     count = int(cupy.cuda.runtime.getDeviceCount())
-    if ordinal >= count:
+    if cuda_ordinal(device) >= count:
         msg = f"CuPy sees {count} GPU(s), so there is no {device}"
         raise DeviceUnavailable(msg)
-    with cupy.cuda.Device(ordinal):
-        out = booster.inplace_predict(cupy.asarray(x))
-        return np.asarray(cupy.asnumpy(out), dtype=np.float64)
+    return cupy
 
 
 def _one_line(text: str) -> str:

@@ -144,5 +144,46 @@ def topic_factory(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
                 pass
 
 
+# The ``gpu`` marker: such tests run on a CUDA device that really works and are skipped,
+# with the reason, everywhere else (before any of their fixtures is built).
+GPU_DRY_RUN = "FRAUDSTREAM_TEST_GPU_AS"
+"""Set to ``cpu`` to run the gpu tests' own logic without a GPU: the "cuda" side is then the
+cuda code path on the CPU (see tests/gpu/conftest.py). For checking those tests, not the GPU."""
+_cuda: list[tuple[str | None, str]] = []
+
+
+def _usable_cuda() -> tuple[str | None, str]:
+    """(device, "") when CUDA works (probed once: XGBoost trains and predicts there from a
+    CuPy array), else (None, why not)."""
+    if not _cuda:
+        from models.device import choose_device
+        from models.exceptions import DeviceUnavailable
+
+        if os.environ.get(GPU_DRY_RUN) == "cpu":
+            _cuda.append(("cpu", ""))
+        else:
+            try:
+                _cuda.append((choose_device("cuda", need_cupy=True)[0], ""))
+            except DeviceUnavailable as exc:
+                _cuda.append((None, f"no usable CUDA device: {exc}"))
+    return _cuda[0]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("gpu") is not None:
+        device, why = _usable_cuda()
+        if device is None:
+            pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def cuda_device() -> str:
+    """The CUDA device of the gpu tests (``cpu`` in a dry run)."""
+    device, why = _usable_cuda()
+    if device is None:
+        pytest.skip(why)
+    return device
+
+
 # Fixtures of tests that run ``fraudstream serve`` (integration and reliability suites).
 from tests.serving import history, registry, serve_factory, trained  # noqa: E402, F401
