@@ -1,7 +1,10 @@
 # syntax=docker/dockerfile:1
 # fraudstream image: `docker build -t fraudstream .` (CPU) or
-# `docker build --build-arg VARIANT=gpu -t fraudstream:gpu .` (CUDA runtime base + the `gpu`
-# extra, CuPy; run it with a GPU reserved, e.g. the compose `gpu` profile).
+# `docker build --build-arg VARIANT=gpu -t fraudstream:gpu .` (the `gpu` extra: CuPy with the
+# CUDA 12 libraries it loads, from pip; run it with a GPU reserved, e.g. the compose `gpu`
+# profile). Both variants start from the same python:3.11-slim: the same interpreter,
+# whatever the device. XGBoost's wheel carries its own CUDA kernels, and the NVIDIA
+# container toolkit mounts the host's driver (libcuda) at run time; no CUDA base image.
 #
 # Two stages: the builder installs the project and its pinned dependencies into a virtual
 # environment; the runtime copies only that environment, so no compiler, pip cache or
@@ -10,7 +13,6 @@
 
 ARG VARIANT=cpu
 ARG PYTHON_IMAGE=python:3.11-slim
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu24.04
 
 # --- bases: the same base for builder and runtime, so the venv's interpreter path matches ---
 FROM ${PYTHON_IMAGE} AS base-cpu
@@ -19,12 +21,11 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/*
 
-FROM ${CUDA_IMAGE} AS base-gpu
-# The CUDA runtime images carry no Python; Ubuntu 24.04's is 3.12 (the project needs >= 3.11).
-RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-       python3 python3-venv libgomp1 \
-    && rm -rf /var/lib/apt/lists/*
+FROM base-cpu AS base-gpu
+# What the NVIDIA container toolkit reads to mount the driver's compute libraries (the
+# nvidia/cuda images set the same); which GPUs, the runtime decides (--gpus, the device
+# plugin).
+ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 # --- builder ---
 FROM base-${VARIANT} AS builder

@@ -1,4 +1,4 @@
-"""Loaders for the deployment files: docker-compose.yml, ops/k8s/*.yaml, ops/topics.py."""
+"""Loaders for the deployment files: docker-compose.yml, ops/k8s/base/*.yaml, ops/topics.py."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from tests.infra import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
 K8S = ROOT / "ops/k8s"
+K8S_BASE = K8S / "base"
+"""The manifests of every deployment; ``ops/k8s`` applies them, ``ops/k8s/gpu`` adds to them."""
 PROMETHEUS = ROOT / "ops/prometheus/prometheus.yml"
 GRAFANA = ROOT / "ops/grafana"
 DASHBOARD = GRAFANA / "dashboards/fraudstream.json"
@@ -54,7 +56,7 @@ def port_flag(tokens: list[str]) -> str:
 @cache
 def k8s_documents() -> tuple[dict[str, Any], ...]:
     docs: list[dict[str, Any]] = []
-    for path in sorted(K8S.glob("*.yaml")):
+    for path in sorted(K8S_BASE.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc is not None:
                 doc["__file__"] = path.name
@@ -64,7 +66,7 @@ def k8s_documents() -> tuple[dict[str, Any], ...]:
 
 def k8s(kind: str, name: str) -> dict[str, Any]:
     found = [d for d in k8s_documents() if d["kind"] == kind and d["metadata"]["name"] == name]
-    assert len(found) == 1, f"expected one {kind} {name} in ops/k8s, found {len(found)}"
+    assert len(found) == 1, f"expected one {kind} {name} in ops/k8s/base, found {len(found)}"
     return found[0]
 
 

@@ -67,6 +67,8 @@ def test_the_commands_are_serve_and_features_run_against_the_compose_brokers() -
 
 
 def test_the_scorer_and_the_label_pipeline_use_different_consumer_groups() -> None:
+    """serve and serve-gpu share one group on purpose (each transaction decided once, by the
+    scorer owning its partition; see the compose file); the label pipeline has its own."""
     services = compose_services()
     groups = {
         n: flag_value(command_tokens(services[n]), "--group-id")

@@ -57,10 +57,21 @@ def test_the_runtime_is_python_3_11_slim_built_in_stages() -> None:
     assert args["VARIANT"] == "cpu"
     assert len(stages) >= 2
     assert _root_image(stages[-1].base, args, stages) == "python:3.11-slim"
-    gpu = args | {"VARIANT": "gpu"}
-    assert _root_image(stages[-1].base, gpu, stages).startswith("nvidia/cuda:")
     copies = [rest for op, rest in _runtime().instructions if op == "COPY"]
     assert copies and all(c.startswith("--from=") for c in copies), "runtime copies only builds"
+
+
+def test_the_gpu_image_runs_the_same_python_as_the_cpu_image() -> None:
+    args, stages = _parse()
+    gpu = args | {"VARIANT": "gpu"}
+    for stage in (stages[-1], next(s for s in stages if s.name == "builder")):
+        assert _root_image(stage.base, gpu, stages) == _root_image(stage.base, args, stages)
+    named = {s.name: s for s in stages if s.name}
+    env = " ".join(rest for op, rest in named["base-gpu"].instructions if op == "ENV")
+    assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in env, "else no libcuda is mounted"
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    [cupy] = extras["optional-dependencies"]["gpu"]
+    assert cupy.startswith("cupy-cuda12x[ctk]"), "the slim base has no CUDA libraries of its own"
 
 
 def test_the_install_is_pinned_regular_and_without_dev_extras() -> None:

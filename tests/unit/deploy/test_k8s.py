@@ -11,6 +11,7 @@ from stream.cli import build_parser
 from tests.unit.deploy.contract import check_command, env_names, flag_value, split_command
 from tests.unit.deploy.manifests import (
     K8S,
+    K8S_BASE,
     container,
     container_env,
     k8s,
@@ -54,9 +55,10 @@ def _setting(name: str, flag: str) -> str | None:
 
 
 def test_every_manifest_is_in_the_kustomization_but_the_secret_example() -> None:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"] == ["base"]
+    kustomization = yaml.safe_load((K8S_BASE / "kustomization.yaml").read_text())
     listed = set(kustomization["resources"])
-    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    on_disk = {p.name for p in K8S_BASE.glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == on_disk - {"secret.example.yaml"}
     kinds = {(d["kind"], d["metadata"]["name"]) for d in k8s_documents() if "metadata" in d}
     assert ("Secret", "fraudstream-kafka") in kinds
