@@ -50,7 +50,6 @@ class ModelLike(ScorerLike, Protocol):
     def thresholds(self) -> Thresholds: ...
 
 
-
 @dataclass(frozen=True)
 class Window:
     """The protocol window of a backtest, in epoch ms."""

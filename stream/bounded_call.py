@@ -36,8 +36,17 @@ class BoundedCaller:
         self._thread.start()
 
     def run(self, call: Callable[[], object], limit_s: float, what: str) -> object:
+        return self.wait(self.submit(call), limit_s, what)
+
+    def submit(self, call: Callable[[], object]) -> Future[object]:
+        """Queue ``call``; its result (or error) comes back through ``wait``."""
         future: Future[object] = Future()
         self._jobs.put((call, future))
+        return future
+
+    @staticmethod
+    def wait(future: Future[object], limit_s: float, what: str) -> object:
+        """The result of a submitted call, waited for at most ``limit_s`` more."""
         try:
             return future.result(timeout=limit_s)
         except FutureTimeout:

@@ -73,11 +73,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="at-least-once: least time between offset commits (default 100; 0: every batch)",
     )
     s("--guarantee", choices=["at-least-once", "exactly-once"])
-    s("--device", choices=["auto", "cpu", "cuda"])
+    s("--device", help="scoring device: auto (default: a GPU when one works), cpu, cuda, cuda:N")
     s("--metrics-port", type=int, help="/metrics, /healthz, /readyz (default 9108; 0 = off)")
     s("--shadow", metavar="VERSION", help="challenger model scored beside the champion")
     s("--shadow-topic", help="default fraud.shadow")
-    s("--transactional-id", help="exactly-once transactional id (default: group-host-pid)")
+    s(
+        "--instance-id",
+        help="this process's name in the group, kept across restarts (e.g. a StatefulSet "
+        "ordinal); exactly-once ids derive from it (default: <host>-<lowest free slot>)",
+    )
+    s(
+        "--transactional-id",
+        help="exactly-once transactional id (default: <group>-<instance id>)",
+    )
+    s(
+        "--liveness-timeout-s",
+        type=float,
+        help="/healthz answers 503 after this long without loop progress (default 60)",
+    )
     s(
         "--transaction-timeout-ms",
         type=int,
@@ -118,8 +131,10 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from models.device import resolve_device
     from stream.service import build
     from stream.settings import ServeSettings, load_settings
 
     settings = load_settings(ServeSettings, flags_of(args), args.config)
+    resolve_device(settings.device, need_cupy=True)  # a device that cannot work: exit 2 now
     return build(settings).run()

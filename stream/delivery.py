@@ -1,17 +1,20 @@
 """Delivery guarantees: how a batch's outputs and its input offsets are made durable together.
 
 ``AtLeastOnce``: produce, wait for every acknowledgement, then commit the input offsets.
-``ExactlyOnce``: one Kafka transaction per batch with the consumer offsets sent inside it;
-the error classes follow librdkafka's transactional pattern (retriable → retry, abortable →
-abort and rewind to the committed position, fatal → exit non-zero).
+``ExactlyOnce``: one Kafka transaction per batch with the consumer offsets sent inside it,
+committed on a helper thread while the next batch is scored; the error classes follow
+librdkafka's transactional pattern (retriable → retry, abortable → abort and rewind to the
+committed position, fatal → exit non-zero).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -71,9 +74,12 @@ class AtLeastOnce:
         max_in_flight: int = 64,
         commit_interval_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        stopping: threading.Event | None = None,
     ):
         self.producer = producer
         self.consumer = consumer
+        self.stopping = stopping
+        """Set when the process stops: a produce waiting on a full queue gives up."""
         self.dead_letters = dead_letters
         """The dead-letter topic; a failed dead letter is retried, then given up, but never
         fails its batch."""
@@ -105,7 +111,9 @@ class AtLeastOnce:
     ) -> None:
         batch = self._current
         batch.outstanding += 1
-        _produce(self.producer, topic, key, value, headers, timestamp, batch.on_delivery)
+        _produce(
+            self.producer, topic, key, value, headers, timestamp, batch.on_delivery, self.stopping
+        )
 
     def dead_letter(self, letter: DeadLetter) -> None:
         self._write_letter(self._current, letter)
@@ -234,13 +242,20 @@ class _InFlight:
 class ExactlyOnce:
     """Consume–score–produce in one transaction per batch, offsets included.
 
-    Every transactional call runs on a helper thread under its own bound (the call's timeout
-    plus ``STALL_MARGIN_S``): librdkafka can block in ``send_offsets_to_transaction``
-    forever after a broker restart, whatever the timeout given (librdkafka#5456, #5511). A
-    call past its bound means the producer is stuck: a new producer with the same
-    transactional id is initialised (which fences the stuck one and aborts its open
-    transaction), the consumer is rewound and the batch is redone. Without a
-    ``make_producer`` factory a stuck call is fatal instead (exit, supervisor restart).
+    A batch's commit (its offsets sent, then the transaction committed) runs on a helper
+    thread while the loop reads, and scores, the next batch; that batch's ``begin`` waits
+    for it before producing, so its errors surface there. A read_committed reader sees a
+    batch's decisions once its commit is done: the loop never waits for a commit while it
+    has work, and while a commit is in flight records gather into the next, larger batch,
+    so the commit rate adapts to what the broker's commits cost.
+
+    Every transactional call runs on that thread under a bound (the timeout plus
+    ``STALL_MARGIN_S``): librdkafka can block in ``send_offsets_to_transaction`` forever
+    after a broker restart, whatever the timeout given (librdkafka#5456, #5511). A call past
+    its bound means the producer is stuck: a new producer with the same transactional id is
+    initialised (which fences the stuck one and aborts its open transaction), the consumer
+    is rewound and the batch is redone. Without a ``make_producer`` factory a stuck call is
+    fatal instead (exit, supervisor restart).
     """
 
     STALL_MARGIN_S = 5.0
@@ -254,6 +269,8 @@ class ExactlyOnce:
         dead_letters: DeadLetters,
         timeout_s: float = TIMEOUT_S,
         make_producer: Callable[[], Producer] | None = None,
+        stopping: threading.Event | None = None,
+        on_commit: Callable[[int, float], None] = lambda _n, _s: None,
     ):
         self.producer = producer
         self.consumer = consumer
@@ -262,8 +279,17 @@ class ExactlyOnce:
         written smaller when the batch is redone, then given up."""
         self.timeout_s = timeout_s
         self.replacements = 0
+        self.stopping = stopping
+        """Set when the process stops: a produce waiting on a full queue gives up."""
+        self.on_commit = on_commit
+        """Called, from the loop's thread, with (outputs, seconds) of every commit done (the
+        planner's cost model)."""
         self._make_producer = make_producer
         self._in_txn = False
+        self._outputs = 0
+        self._pending: Future[object] | None = None
+        self._pending_outputs = 0
+        self._pending_step = ["commit_transaction"]
         self._caller = BoundedCaller()
         self._init()
 
@@ -273,9 +299,12 @@ class ExactlyOnce:
         return self.timeout_s + self.STALL_MARGIN_S
 
     def begin(self) -> None:
+        """Wait for the previous batch's commit (raising its failure), then open this one's."""
+        self._finish_commit()
         if not self._in_txn:
             self._call(self.producer.begin_transaction, "begin_transaction")
             self._in_txn = True
+            self._outputs = 0
 
     def produce(
         self,
@@ -285,7 +314,8 @@ class ExactlyOnce:
         headers: list[Header] | None = None,
         timestamp: int = 0,
     ) -> None:
-        _produce(self.producer, topic, key, value, headers, timestamp, None)
+        self._outputs += 1
+        _produce(self.producer, topic, key, value, headers, timestamp, None, self.stopping)
 
     def dead_letter(self, letter: DeadLetter) -> None:
         letters = self.dead_letters
@@ -306,31 +336,67 @@ class ExactlyOnce:
                 letters.failed(letter, exc.args[0].str())
 
     def commit(self, offsets: list[TopicPartition]) -> None:
-        producer, timeout = self.producer, self.timeout_s
+        """Start committing the open transaction with ``offsets`` (on the helper thread);
+        the next ``begin``, ``settle`` or ``drain`` waits for it."""
+        if not self._in_txn:
+            return
+        producer, timeout, outputs = self.producer, self.timeout_s, self._outputs
+        meta = self.consumer.consumer_group_metadata() if offsets else None
+        step = ["send_offsets_to_transaction" if offsets else "commit_transaction"]
+
+        def job() -> float:
+            began = time.perf_counter()
+            deadline = time.monotonic() + timeout
+            if offsets:
+                _retried(
+                    lambda: producer.send_offsets_to_transaction(
+                        offsets, meta, max(deadline - time.monotonic(), 0.1)
+                    ),
+                    step[0],
+                    deadline,
+                )
+                step[0] = "commit_transaction"
+            _retried(
+                lambda: producer.commit_transaction(max(deadline - time.monotonic(), 0.1)),
+                step[0],
+                deadline,
+            )
+            return time.perf_counter() - began
+
+        self._pending = self._caller.submit(job)
+        self._pending_outputs = outputs
+        self._pending_step = step
+
+    def drain(self, timeout_s: float | None = None) -> None:
+        """Wait for the commit in flight (a rebalance hands over committed work only)."""
+        self._finish_commit()
+
+    def settle(self) -> None:
+        """The loop is idle: finish the commit in flight (its decisions become visible)."""
+        self._finish_commit()
+
+    def _finish_commit(self) -> None:
+        if self._pending is None:
+            return
+        future, self._pending = self._pending, None
         try:
             try:
-                if offsets:
-                    meta = self.consumer.consumer_group_metadata()
-                    self._retry(
-                        lambda: producer.send_offsets_to_transaction(offsets, meta, timeout),
-                        "send_offsets_to_transaction",
-                    )
-                self._retry(lambda: producer.commit_transaction(timeout), "commit_transaction")
+                try:
+                    seconds = self._caller.wait(future, self.stuck_after_s, "commit")
+                except Stalled:  # name the call it is stuck in
+                    raise Stalled(self._pending_step[0], self.stuck_after_s) from None
             except KafkaException as exc:
                 self._abort(exc)
+            else:
+                self.on_commit(self._pending_outputs, float(seconds))  # type: ignore[arg-type]
         except Stalled as stall:
             self._replace(stall)
         finally:
             self._in_txn = False
 
-    def drain(self, timeout_s: float | None = None) -> None:
-        """Nothing to wait for: each batch's transaction is committed before the next."""
-
-    def settle(self) -> None:
-        """Nothing in flight between batches."""
-
     def abort(self, reason: str) -> None:
         """Abort the open transaction on purpose (tests, shutdown) and rewind."""
+        self._finish_commit()
         if self._in_txn:
             producer = self.producer
             try:
@@ -347,6 +413,10 @@ class ExactlyOnce:
         reason serve is stopping) is reported, not raised again."""
         producer = self.producer
         try:
+            if self._pending is not None:  # a commit in flight is let finish
+                future, self._pending = self._pending, None
+                self._caller.wait(future, timeout_s, "commit")
+                self._in_txn = False
             if self._in_txn:
                 self._in_txn = False
                 self._caller.run(lambda: producer.abort_transaction(timeout_s), timeout_s, "abort")
@@ -423,6 +493,25 @@ class ExactlyOnce:
             raise FatalKafkaError(_fatal_text(what, err)) from None
 
 
+def _retried(call: Callable[[], object], what: str, deadline: float) -> None:
+    """``call`` again on retriable errors until ``deadline``; other errors are raised (the
+    waiting loop aborts, or exits on a fatal one)."""
+    while True:
+        try:
+            call()
+            return
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if (
+                err.fatal()
+                or not err.retriable()
+                or err.txn_requires_abort()
+                or time.monotonic() >= deadline
+            ):
+                raise
+            logger.info("%s retriable error, retrying: %s", what, err.str())
+
+
 def _fatal_text(what: str, err: KafkaError) -> str:
     if err.code() == KafkaError._FENCED or "fenced" in err.str().lower():
         return (
@@ -442,6 +531,7 @@ def _produce(
     headers: list[Header] | None,
     timestamp: int,
     callback: Callable[[KafkaError | None, Any], None] | None,
+    stopping: threading.Event | None = None,
 ) -> None:
     kwargs: dict[str, Any] = {"key": key, "value": value}
     if headers:
@@ -455,6 +545,9 @@ def _produce(
             producer.produce(topic, **kwargs)
             return
         except BufferError:  # local queue full: serve delivery reports, then retry
+            if stopping is not None and stopping.is_set():
+                msg = "stopping while the producer's queue is full: this batch is not committed"
+                raise BatchAborted(msg) from None
             producer.poll(0.05)
 
 

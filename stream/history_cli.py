@@ -39,7 +39,7 @@ from stream.commands import add_kafka_flags, flags_of
 from stream.exceptions import StreamError
 from stream.kafka.connection import ensure_reachable
 from stream.report import ReportInputs, write_report
-from stream.settings import KafkaSecurity, load_settings
+from stream.settings import DEVICE_PATTERN, KafkaSecurity, load_settings
 
 if TYPE_CHECKING:
     from models.scorer import Scorer
@@ -113,8 +113,8 @@ class BacktestSettings(KafkaSecurity):
     """Skip bad rows (reported) instead of stopping."""
     batch_size: int = Field(default=1024, ge=1, le=65_536)
     """Largest micro-batch."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """Scoring device."""
+    device: str = Field(default="auto", pattern=DEVICE_PATTERN)
+    """Scoring device: auto, cpu, cuda or cuda:N."""
     k: int = Field(default=100, ge=1)
     """Customers per day for card precision."""
     via_kafka: bool = False
@@ -186,7 +186,7 @@ def _add_backtest(subparsers: SubParsers[argparse.ArgumentParser]) -> None:
     a("--map", dest="column_map", metavar="FIELD=COLUMN,...", help="column names of the file")
     a("--skip-bad", action="store_true", help="skip bad rows (reported) instead of stopping")
     a("--batch-size", type=int, help="largest micro-batch (default 1024)")
-    a("--device", choices=["auto", "cpu", "cuda"], help="scoring device (default auto)")
+    a("--device", help="scoring device: auto (default), cpu, cuda or cuda:N")
     a("--k", type=int, help="customers per day for card precision (default 100)")
     a("--via-kafka", action="store_true", help="also score the test window through serve")
     a("--input-topic", help="serve's input topic (default transactions)")

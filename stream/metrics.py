@@ -171,11 +171,21 @@ class ServeMetrics:
             self.model_info.labels(version=version, device=device).set(1)
 
 
-class HealthServer:
-    """Serves /metrics, /healthz (alive) and /readyz (ready to decide) on a port."""
+Alive = Callable[[], tuple[bool, str]]
+"""(alive, why) of the serve loop (``stream.liveness.Liveness.check``)."""
 
-    def __init__(self, metrics: ServeMetrics, ready: Callable[[], bool], port: int) -> None:
-        handler = _handler(metrics.registry, ready)
+
+class HealthServer:
+    """Serves /metrics, /healthz (the loop makes progress) and /readyz (ready to decide)."""
+
+    def __init__(
+        self,
+        metrics: ServeMetrics,
+        ready: Callable[[], bool],
+        port: int,
+        alive: Alive = lambda: (True, "ok"),
+    ) -> None:
+        handler = _handler(metrics.registry, ready, alive)
         self._server = ThreadingHTTPServer(("0.0.0.0", port), handler)  # noqa: S104 - probes
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(
@@ -192,14 +202,15 @@ class HealthServer:
 
 
 def _handler(
-    registry: CollectorRegistry, ready: Callable[[], bool]
+    registry: CollectorRegistry, ready: Callable[[], bool], alive: Alive
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
             if self.path.startswith("/metrics"):
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif self.path == "/healthz":
-                self._send(200, b"ok\n", "text/plain")
+                ok, why = alive()
+                self._send(200 if ok else 503, f"{why}\n".encode(), "text/plain")
             elif self.path == "/readyz":
                 ok = ready()
                 self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n", "text/plain")

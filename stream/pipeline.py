@@ -75,19 +75,25 @@ class ScoredBatch:
         extra_ms: dict[str, float] | None = None,
         queue_ms: np.ndarray | None = None,
         kafka_ms: np.ndarray | None = None,
+        visible_after_ms: float = 0.0,
     ) -> tuple[list[dict[str, Any]], np.ndarray]:
         """The decisions as ``fraud.decisions`` documents (the fields of ``Decision``, in
         order), built column-wise, and their total latencies in ms. Latency counts from each
-        record's arrival (its Kafka timestamp); ``queue_ms`` is each record's wait before its
-        batch started, ``kafka_ms`` the part of it until the consumer handed the record over
-        (producer, broker and fetch)."""
+        record's arrival (its Kafka timestamp, see ``stream.clock``); ``queue_ms`` is each
+        record's wait before its batch started, ``kafka_ms`` the part of it until the
+        consumer handed the record over (producer, broker and fetch). ``visible_after_ms``:
+        how long after ``scored_at_ms`` a reader sees the decision (exactly-once: the
+        expected commit, stage ``commit``), counted in ``total``."""
         stages = dict(extra_ms or {}) | self.stage_ms
+        if visible_after_ms:
+            stages["commit"] = visible_after_ms
         b = self.batch
         n = len(b)
         if arrival_ms is None:
             total = np.zeros(n)
         else:
-            total = (scored_at_ms - np.asarray(arrival_ms[:n], dtype=np.int64)).astype(np.float64)
+            age = scored_at_ms - np.asarray(arrival_ms[:n], dtype=np.int64)
+            total = age.astype(np.float64) + visible_after_ms
         met = np.ones(n, dtype=bool) if budget_ms is None else total <= budget_ms
         totals, mets = total.tolist(), met.tolist()
         queues = queue_ms.tolist() if queue_ms is not None else None

@@ -38,7 +38,7 @@ be taken to meet a deadline (about 0.9 on the handbook data)."""
 STORE_DOWN_AFTER_S = 1.0
 """A store call without an answer for this long counts as an outage."""
 
-STAGES = ("decode", "features", "score_full", "score_truncated", "reasons", "produce")
+STAGES = ("decode", "features", "score_full", "score_truncated", "reasons", "produce", "commit")
 
 
 @dataclass
@@ -94,6 +94,7 @@ def _default_costs() -> dict[str, StageCost]:
         "score_truncated": StageCost(100e-6, 2e-6),
         "reasons": StageCost(300e-6, 50e-6),
         "produce": StageCost(200e-6, 10e-6),
+        "commit": StageCost(5e-3, 2e-6),
     }
 
 
@@ -130,6 +131,9 @@ class Planner:
     quality: dict[str, float | None] = field(default_factory=dict)
     """Relative average precision per lower rung of the model serving (None: unmeasured or
     off); set by ``set_quality`` at each model swap."""
+    commit_in_path: bool = False
+    """Exactly-once: a decision is visible once its transaction commits, so the commit is
+    part of every record's path (``commit`` stage)."""
 
     def observe(self, stage: str, n: int, seconds: float) -> None:
         self.costs[stage].observe(n, seconds)
@@ -148,12 +152,16 @@ class Planner:
     def path_cost(self, n: int, rung: str | None) -> float:
         c = self.costs
         alerts = max(1, int(n * self.alert_share))
-        post = c["reasons"].predict(alerts) + c["produce"].predict(n)
+        post = c["reasons"].predict(alerts) + c["produce"].predict(n) + self.commit_cost(n)
         if rung is RUNG_RULES:
-            return c["produce"].predict(n)
+            return c["produce"].predict(n) + self.commit_cost(n)
         model = c["score_truncated"] if rung == RUNG_TRUNCATED else c["score_full"]
         store = 0.0 if rung == RUNG_PARTIAL else c["features"].predict(n)
         return store + model.predict(n) + post
+
+    def commit_cost(self, n: int) -> float:
+        """Seconds until a batch of ``n`` decisions is visible after it is produced."""
+        return self.costs["commit"].predict(n) if self.commit_in_path else 0.0
 
     def plan(self, slacks_s: np.ndarray | None, buffered: int, has_model: bool) -> Plan:
         """Plan the next batch from ``buffered`` records in arrival order.

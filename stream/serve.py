@@ -28,7 +28,9 @@ from stream.clock import SkewTracker
 from stream.deadletter import dead_letter
 from stream.decision import REVIEW
 from stream.delivery import BatchAborted, Delivery
+from stream.exceptions import FatalKafkaError
 from stream.kafka.consume import take_queued
+from stream.liveness import Liveness
 from stream.metrics import ServeMetrics
 from stream.model_watch import ModelHolder
 from stream.pipeline import Pipeline, ScoredBatch
@@ -72,6 +74,8 @@ class Server:
     """``StoreGuard`` checking the store's completeness at assignment (None: off)."""
     skew: SkewTracker = field(default_factory=SkewTracker)
     """Producers' clock skew per partition: where each record's budget starts."""
+    liveness: Liveness = field(default_factory=Liveness)
+    """Heartbeat of the loop (``/healthz``)."""
     wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
     stopping: threading.Event = field(default_factory=threading.Event)
     assigned: set[tuple[str, int]] = field(default_factory=set)
@@ -98,6 +102,7 @@ class Server:
         while not self.stopping.is_set():
             if max_batches is not None and self.batches >= max_batches:
                 return
+            self.liveness.beat("consuming")
             self.models.poll()
             if self.pipeline.pending_count >= self.max_pending:
                 self._hold_back()
@@ -127,7 +132,8 @@ class Server:
                 good.append(msg)
             elif err.code() != KafkaError._PARTITION_EOF:
                 if err.fatal():
-                    raise RuntimeError(err.str())
+                    msg = f"the Kafka consumer hit a fatal error ({err.name()}: {err.str()})"
+                    raise FatalKafkaError(msg)
                 logger.warning("consumer error: %s", err.str())
         if good:
             starts = self._starts(good, fetched)
@@ -177,15 +183,21 @@ class Server:
         decoded = decode_transactions([m.value() for m in msgs], self.limits, now_ms=started)
         decode_ms = (perf() - t0) * 1e3
         self.planner.observe("decode", len(msgs), decode_ms / 1e3)
-        self.delivery.begin()
-        for index, error in decoded.errors:
-            self.delivery.dead_letter(dead_letter(msgs[index], error))
-            self.metrics.dead_letters.labels(code=error.code).inc()
         scored = None
         next_offsets = _next_offsets(msgs)
         marks = {tp.partition: tp.offset for tp in next_offsets}
+        self.liveness.beat("feature store and model")
         if len(decoded.batch):
             scored = self.pipeline.run(decoded.batch, plan, marks)
+        else:
+            self.pipeline.mark(marks)
+        self.liveness.beat("waiting for the previous commit")
+        self.delivery.begin()  # exactly-once: the previous batch's commit ran meanwhile
+        self.liveness.beat("producing")
+        for index, error in decoded.errors:
+            self.delivery.dead_letter(dead_letter(msgs[index], error))
+            self.metrics.dead_letters.labels(code=error.code).inc()
+        if scored is not None:
             ok = np.asarray(decoded.ok_index, dtype=np.int64)
             self._emit(
                 scored,
@@ -193,11 +205,10 @@ class Server:
                 fetched[ok],
                 {"queue_start": float(started), "decode": decode_ms},
             )
-        else:
-            self.pipeline.mark(marks)
         if scored is not None and self.shadow is not None and self._slack_left(scored):
             self.shadow.score(scored, self.delivery, self.wall_ms())
         t1 = perf()
+        self.liveness.beat("committing")
         self.delivery.commit(next_offsets)
         self.metrics.commit_seconds.observe(perf() - t1)
         self.pipeline.flush_pending()
@@ -231,7 +242,10 @@ class Server:
         queue_start = int(extra.pop("queue_start"))
         queue = np.maximum(queue_start - arrival, 0).astype(np.float64)
         kafka = np.clip(fetched - arrival, 0, queue).astype(np.float64)
-        rows, total = scored.rows(arrival, self.budget_ms, scored_at, extra, queue, kafka)
+        commit_ms = self.planner.commit_cost(len(scored.codes)) * 1e3
+        rows, total = scored.rows(
+            arrival, self.budget_ms, scored_at, extra, queue, kafka, round(commit_ms, 3)
+        )
         produce, dumps = self.delivery.produce, orjson.dumps
         decisions, alerts = self.topics.decisions, self.topics.alerts
         alert = (scored.codes >= REVIEW).tolist()
@@ -265,6 +279,7 @@ class Server:
         parts = [TopicPartition(t, p) for t, p in self.assigned]
         self.consumer.pause(parts)
         while not self.stopping.is_set() and not self.pipeline.flush_pending():
+            self.liveness.beat("paused: waiting for the feature store")
             self.consumer.consume(1, timeout=0.2)  # keeps the group membership alive
         self.consumer.resume(parts)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +18,11 @@ from stream.clock import SkewTracker
 from stream.deadletter import DeadLetters
 from stream.decision import Rules
 from stream.delivery import AtLeastOnce, Delivery, ExactlyOnce
+from stream.identity import Identity, claim
 from stream.kafka.clients import consumer_config, producer_config
 from stream.kafka.connection import ensure_reachable
 from stream.kafka.limits import LIBRDKAFKA_DEFAULT, max_message_bytes
+from stream.liveness import Liveness
 from stream.metrics import HealthServer, ServeMetrics
 from stream.model_watch import ModelHolder
 from stream.pipeline import Pipeline, ScorerLike
@@ -40,6 +43,7 @@ class Service:
     settings: ServeSettings
     health: HealthServer | None
     store: Any
+    identity: Identity
 
     def run(self) -> int:
         self.server.subscribe()
@@ -63,6 +67,7 @@ class Service:
             self.store.close()
             if self.health is not None:
                 self.health.stop()
+            self.identity.release()
         logger.info("serve stopped cleanly")
 
 
@@ -140,6 +145,8 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
         on_store_back=(lambda: guard.on_store_back(store)) if guard else None,
         rules=Rules(settings.rules_review_amount, settings.rules_decline_amount),
     )
+    identity = claim(settings.group_id, settings.instance_id)
+    transactional = settings.guarantee == "exactly-once"
     consumer = Consumer(
         consumer_config(
             conn,
@@ -148,7 +155,10 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
             fetch_min_bytes=settings.fetch_min_bytes,
         )
     )
-    delivery = _delivery(settings, consumer, _dead_letters(settings, metrics))
+    stopping = threading.Event()
+    planner.commit_in_path = transactional
+    letters = _dead_letters(settings, metrics)
+    delivery = _delivery(settings, consumer, letters, identity, stopping, planner)
     shadow = None
     if settings.shadow:
         shadow = Shadow(load(settings.shadow), settings.shadow_topic)
@@ -171,13 +181,17 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
         max_pending=settings.max_pending,
         guard=guard,
         skew=SkewTracker(tolerance_ms=settings.clock_skew_tolerance_ms),
+        liveness=Liveness(settings.liveness_timeout_s),
+        stopping=stopping,
     )
     health = None
     if settings.metrics_port:
-        health = HealthServer(metrics, server.ready, settings.metrics_port).start()
+        health = HealthServer(
+            metrics, server.ready, settings.metrics_port, server.liveness.check
+        ).start()
     if install_signals:
         install_signal_handlers(server.stopping, settings.shutdown_timeout_s)
-    return Service(server, settings, health, store)
+    return Service(server, settings, health, store, identity)
 
 
 def _dead_letters(settings: ServeSettings, metrics: ServeMetrics) -> DeadLetters:
@@ -193,20 +207,37 @@ def _dead_letters(settings: ServeSettings, metrics: ServeMetrics) -> DeadLetters
     )
 
 
-def _delivery(settings: ServeSettings, consumer: Consumer, letters: DeadLetters) -> Delivery:
+def _delivery(
+    settings: ServeSettings,
+    consumer: Consumer,
+    letters: DeadLetters,
+    identity: Identity,
+    stopping: threading.Event,
+    planner: Planner,
+) -> Delivery:
     conn = settings.kafka()
     sized: dict[str, Any] = {"message.max.bytes": max(LIBRDKAFKA_DEFAULT, letters.limit)}
     if settings.guarantee == "exactly-once":
+        transactional_id = settings.transactional_id or identity.transactional_id
+        logger.info("exactly-once as transactional id %s", transactional_id)
         conf = producer_config(
             conn,
-            settings.effective_transactional_id(),
+            transactional_id,
             **{"transaction.timeout.ms": settings.transaction_timeout_ms},
             **sized,
         )
-        return ExactlyOnce(Producer(conf), consumer, letters, make_producer=lambda: Producer(conf))
+        return ExactlyOnce(
+            Producer(conf),
+            consumer,
+            letters,
+            make_producer=lambda: Producer(conf),
+            stopping=stopping,
+            on_commit=lambda n, seconds: planner.observe("commit", n, seconds),
+        )
     return AtLeastOnce(
         Producer(producer_config(conn, None, **sized)),
         consumer,
         letters,
         commit_interval_s=settings.commit_interval_ms / 1e3,
+        stopping=stopping,
     )

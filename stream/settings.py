@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -19,6 +18,9 @@ from pydantic_settings import (
 
 from features.exceptions import ConfigError
 from stream.kafka.connection import KafkaConnection, SecurityProtocol
+
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
+"""What ``--device`` accepts."""
 
 
 class KafkaSecurity(BaseSettings):
@@ -143,16 +145,23 @@ class ServeSettings(KafkaSecurity):
     """Bytes a fetch waits for (up to ``fetch_wait_ms``); 8 KiB is about 40 transactions."""
     guarantee: Literal["at-least-once", "exactly-once"] = "at-least-once"
     """Delivery guarantee."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """Scoring device."""
+    device: str = Field(default="auto", pattern=DEVICE_PATTERN)
+    """Scoring device: auto (a GPU when one works, else the CPU), cpu, cuda or cuda:N."""
     metrics_port: int = Field(default=9108, ge=0, le=65_535)
     """Port of /metrics, /healthz and /readyz (0: off)."""
     shadow: str | None = None
     """Challenger model version scored beside the champion when slack allows."""
     shadow_topic: str = "fraud.shadow"
     """Topic of shadow scores."""
+    instance_id: str | None = None
+    """This process's name in the group, kept across restarts (a StatefulSet ordinal, a
+    compose replica): exactly-once's transactional id derives from it, so a restart fences
+    its predecessor at once. Default: ``<host>-<slot>``, the lowest slot free on this host
+    (see ``stream.identity``)."""
     transactional_id: str | None = None
-    """Transactional id for exactly-once (default: derived from group, host and pid)."""
+    """Transactional id for exactly-once (default: ``<group>-<instance id>``)."""
+    liveness_timeout_s: float = Field(default=60.0, gt=0, le=3_600)
+    """/healthz answers 503 once serve's loop has made no progress for this long."""
     shutdown_timeout_s: float = Field(default=30.0, gt=0, le=600)
     """Upper bound on a graceful stop."""
     model_poll_s: float = Field(default=2.0, gt=0)
@@ -170,11 +179,6 @@ class ServeSettings(KafkaSecurity):
         if self.fetch_wait_ms is not None:
             return self.fetch_wait_ms
         return int(min(10.0, max(1.0, self.budget_ms / 10)))
-
-    def effective_transactional_id(self) -> str:
-        if self.transactional_id:
-            return self.transactional_id
-        return f"{self.group_id}-{socket.gethostname()}-{os.getpid()}"
 
 
 def redact_url(url: str) -> str:

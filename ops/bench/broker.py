@@ -210,20 +210,57 @@ def _wait_count(
         time.sleep(0.25)
 
 
-def read_all(bootstrap: str, topic: str, timeout_s: float = 300) -> list[Record]:
-    """Every message of ``topic`` from the start: read until a poll comes back empty with
-    as many messages read as the high watermarks say were written (no transactions here),
-    or the timeout."""
+def wait_committed(
+    bootstrap: str,
+    topic: str,
+    expected: int,
+    timeout_s: float,
+    alive: Callable[[], bool] | None = None,
+) -> tuple[int, str | None]:
+    """``wait_count`` for a topic written in transactions: counts what a read_committed
+    reader gets (the high watermarks would count the transactions' markers too)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
-            # named after the topic, so the run's cleanup deletes it with the topic
-            "group.id": f"{topic}-reader-{uuid.uuid4().hex[:8]}",
+            "group.id": f"{topic}-waiter-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
-            "enable.partition.eof": False,
+            "isolation.level": "read_committed",
         }
     )
+    consumer.subscribe([topic])
+    count, deadline = 0, time.monotonic() + timeout_s
+    try:
+        while count < expected:
+            count += sum(1 for m in consumer.consume(10_000, timeout=0.25) if m.error() is None)
+            if alive is not None and not alive():
+                return count, f"process exited after {count} of {expected} outputs"
+            if time.monotonic() > deadline:
+                return count, f"timed out after {timeout_s:.0f} s with {count} of {expected}"
+    finally:
+        consumer.close()
+    return count, None
+
+
+def read_all(
+    bootstrap: str, topic: str, timeout_s: float = 300, committed: int | None = None
+) -> list[Record]:
+    """Every message of ``topic`` from the start: read until a poll comes back empty with
+    as many messages read as the high watermarks say were written, or the timeout. For a
+    topic written in transactions pass ``committed``, the messages expected: it is read
+    with read_committed (aborted messages skipped) until that many came (the high
+    watermarks also count the transactions' markers)."""
+    conf = {
+        "bootstrap.servers": bootstrap,
+        # named after the topic, so the run's cleanup deletes it with the topic
+        "group.id": f"{topic}-reader-{uuid.uuid4().hex[:8]}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "enable.partition.eof": False,
+    }
+    if committed is not None:
+        conf["isolation.level"] = "read_committed"
+    consumer = Consumer(conf)
     consumer.subscribe([topic])
     out: list[Record] = []
     deadline = time.monotonic() + timeout_s
@@ -233,7 +270,10 @@ def read_all(bootstrap: str, topic: str, timeout_s: float = 300) -> list[Record]
             for m in msgs:
                 if m.error() is None:
                     out.append(Record(m.timestamp()[1], m.partition(), m.value()))
-            if not msgs and len(out) >= (end_offsets(consumer, topic) or sys.maxsize):
+            if msgs:
+                continue
+            want = committed if committed is not None else end_offsets(consumer, topic)
+            if len(out) >= (want or sys.maxsize):
                 break
     finally:
         consumer.close()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import arms
+import eos_arm
 import machine
 import plots
 import report
@@ -45,6 +46,7 @@ ALL_ARMS = (
     "naive",
     "faust",
     "latency",
+    "exactly_once",
     "scale",
     "scoring",
 )
@@ -167,6 +169,7 @@ def _run_arms(args: argparse.Namespace, env: arms.Env, feed: Feed, results: dict
         "naive": lambda: _record(results, arms.naive(slow_env())),
         "faust": lambda: _record(results, arms.faust(slow_env())),
         "latency": lambda: _latency(args, env, feed, results),
+        "exactly_once": lambda: _exactly_once(args, env, feed, results),
         "scale": lambda: _scale(args, env, feed, results),
         "scoring": lambda: _scoring(args, env, results),
     }
@@ -229,6 +232,33 @@ def _latency(args: argparse.Namespace, env: arms.Env, feed: Feed, results: dict[
             f"latency {row['share_of_max']} ({row['offered_rate']:,.0f}/s): p50 {row['p50_ms']}"
             f" p99 {row['p99_ms']} p99.9 {row['p999_ms']} ms, met {row['deadline_met']:.2%}"
         )
+
+
+def _exactly_once(
+    args: argparse.Namespace, env: arms.Env, feed: Feed, results: dict[str, Any]
+) -> None:
+    figures: dict[str, Any] = eos_arm.compare(env, feed, args.latency_s)
+    figures["drain"] = eos_arm.drains(env, feed.backlog())
+    figures["recovery"] = eos_arm.recovery(env, feed)
+    results["exactly_once"] = figures
+    for guarantee, mode in figures["modes"].items():
+        if mode.get("failed"):
+            results["failures"].append(f"exactly_once {guarantee}: {mode['failed']}")
+            continue
+        for row in mode["rows"]:
+            _say(
+                f"{guarantee} {row['offered_rate']:,.0f}/s: visible p50 {row['visible_p50_ms']}"
+                f" p99 {row['visible_p99_ms']} ms, full rung {row['full_rung_share']:.2%}"
+            )
+    for guarantee, arm in figures["drain"].items():
+        _say(f"{guarantee} drain: {arm['tx_per_s']} tx/s, rungs {arm.get('degraded')}")
+        if arm.get("failed"):
+            results["failures"].append(f"exactly_once drain {guarantee}: {arm['failed']}")
+    rec = figures["recovery"]
+    if rec.get("failed"):
+        results["failures"].append(f"exactly_once recovery: {rec['failed']}")
+    else:
+        _say(f"recovery after SIGKILL: {rec['restart_to_first_commit_s']} s to the first commit")
 
 
 def _scale(args: argparse.Namespace, env: arms.Env, feed: Feed, results: dict[str, Any]) -> None:

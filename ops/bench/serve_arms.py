@@ -25,6 +25,7 @@ from broker import (
     produce_paced,
     read_all,
     wait_assignment,
+    wait_committed,
     wait_count,
 )
 from serve_process import ServeSpec, start, tail
@@ -42,7 +43,12 @@ Phase = tuple[str, float, list[Item]]
 
 
 def _spec(
-    env: Env, arm: str, input_topic: str, budget_ms: float, append_time: bool = False
+    env: Env,
+    arm: str,
+    input_topic: str,
+    budget_ms: float,
+    append_time: bool = False,
+    extra: tuple[str, ...] = (),
 ) -> ServeSpec:
     t = env.topics
     return ServeSpec(
@@ -56,6 +62,7 @@ def _spec(
         alerts=t.create(f"{arm}-alert", PARTITIONS),
         dlq=t.create(f"{arm}-dlq"),
         budget_ms=budget_ms,
+        extra=extra,
     )
 
 
@@ -74,6 +81,7 @@ def fraudstream(
     backlog: list[Item],
     profile: Path | None = None,
     timeout_s: float = 900,
+    extra: tuple[str, ...] = (),
 ) -> ArmResult:
     """Serve drains the backlog; decisions/s from the decisions' timestamps.
 
@@ -82,16 +90,16 @@ def fraudstream(
     the other arms would be late on arrival and take the ladder's cheaper rungs."""
     input_topic = env.topics.create(f"{name}-in", PARTITIONS)
     produce_backlog(env.bootstrap, input_topic, backlog)
-    spec = _spec(env, name, input_topic, budget_ms, append_time=True)
+    spec = _spec(env, name, input_topic, budget_ms, append_time=True, extra=extra)
     log = env.workdir / f"{name}.log"
     proc = start(spec, log, profile)
+    transactional = "exactly-once" in extra
+    wait = wait_committed if transactional else wait_count
     try:
-        _count, why = wait_count(
-            env.bootstrap, spec.decisions, env.n, timeout_s, alive=_alive(proc)
-        )
+        _count, why = wait(env.bootstrap, spec.decisions, env.n, timeout_s, alive=_alive(proc))
     finally:
         stop(proc)
-    out = read_all(env.bootstrap, spec.decisions)
+    out = read_all(env.bootstrap, spec.decisions, committed=env.n if transactional else None)
     if why is not None:
         why += f"; serve log tail: {tail(log, 600)!r}"
     decisions = _decoded(out)

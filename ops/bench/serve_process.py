@@ -34,6 +34,8 @@ class ServeSpec:
     """Dead-letter topic."""
     budget_ms: float = 50.0
     """Latency budget."""
+    extra: tuple[str, ...] = ()
+    """More serve flags (e.g. the guarantee)."""
 
     def args(self, profile: Path | None = None) -> list[str]:
         """The command line; under cProfile (stats written at exit) when ``profile``."""
@@ -69,6 +71,7 @@ class ServeSpec:
             "0",
             "--budget-ms",
             f"{self.budget_ms:g}",
+            *self.extra,
         ]
 
 

@@ -32,7 +32,8 @@ def consumer_config(
             "fetch.wait.max.ms": fetch_wait_ms,
             "fetch.min.bytes": fetch_min_bytes,
             "queued.max.messages.kbytes": 16_384,
-            "session.timeout.ms": 10_000,
+            # the broker's least: a crashed member's partitions move on 6 s after it died
+            "session.timeout.ms": 6_000,
             "heartbeat.interval.ms": 1_000,
             "max.poll.interval.ms": 120_000,
             "enable.partition.eof": False,

@@ -12,6 +12,8 @@ import os
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -407,3 +409,57 @@ def test_serve_frozen_past_its_transaction_timeout_then_resumed(
         assert exited == 2, log
         assert "Traceback" not in log, log
         assert "error: " in log, log
+
+
+# --- 5. liveness: /healthz while the loop is stuck -------------------------------------
+
+
+def _healthz(serve: ServeHandle) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(  # noqa: S310 - loopback probe
+            f"http://127.0.0.1:{serve.metrics_port}/healthz", timeout=2
+        ) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return int(err.code), err.read().decode()
+
+
+def _until_health(serve: ServeHandle, status: int, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got, body = _healthz(serve)
+        if got == status:
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"/healthz never answered {status}\n{serve.log_text()}")
+
+
+def test_healthz_answers_503_with_the_step_while_a_commit_hangs_then_200(
+    own_kafka: LocalKafka,
+    own_serve: ServeFactory,
+    own_topics: Callable[..., str],
+    registry: Registry,
+    history: pd.DataFrame,
+) -> None:
+    """The broker stopped under an exactly-once serve: its commit cannot finish, the loop
+    waits on it, and past the liveness bound /healthz says so (a probe would restart it);
+    the broker back, the loop goes on and /healthz is 200 again."""
+    df = history.iloc[:1500]
+    bootstrap = own_kafka.bootstrap
+    extra = ["--guarantee", "exactly-once", "--budget-ms", "60000", "--liveness-timeout-s", "3"]
+    extra += ["--labels-topic", own_topics("labels")]
+    serve = own_serve(registry.root, partitions=3, extra=extra)
+    assert _healthz(serve)[0] == 200
+    feeder = Feeder(bootstrap, serve.input, _items(df), rate=200)
+    feeder.start()
+    _progress(serve, 200, bootstrap)
+    own_kafka.stop()
+    try:
+        body = _until_health(serve, 503, 60)
+        assert "no progress for" in body and "last step:" in body, body
+    finally:
+        own_kafka.start()
+    _until_health(serve, 200, 60 + STUCK_CALL_BOUND_S)
+    feeder.finish()
+    _progress(serve, len(df), bootstrap, 60 + STUCK_CALL_BOUND_S)
+    assert serve.proc.poll() is None

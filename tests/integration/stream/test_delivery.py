@@ -209,12 +209,14 @@ def test_a_stuck_transactional_call_fences_the_producer_and_redoes_the_batch(
 
     started = time.monotonic()
     with pytest.raises(BatchAborted, match="send_offsets_to_transaction did not return"):
-        _copy_batch(delivery, consumer, sink, 20)
+        _copy_batch(delivery, consumer, sink, 20)  # the commit runs on the helper thread
+        delivery.drain()  # where the loop waits for it
     assert time.monotonic() - started < 10
     assert delivery.replacements == 1
     release.set()  # the stuck call now runs on a fenced producer: its error goes nowhere
     _copy_batch(delivery, consumer, sink, 20)  # rewound: the same 20 again, then the rest
     _copy_batch(delivery, consumer, sink, 20)
+    delivery.drain()
     delivery.close(10)
     assert _committed(consumer, source) == 40
 
@@ -260,6 +262,7 @@ def test_a_refused_dead_letter_is_written_smaller_and_never_stops_the_batch(
     for _ in range(MAX_ATTEMPTS + 1):  # exactly-once redoes the batch after each refusal
         try:
             _copy_with_letter(delivery, consumer, sink, 10)
+            delivery.drain()
             break
         except BatchAborted:
             assert guarantee == "exactly-once"
@@ -293,6 +296,7 @@ def test_a_dead_letter_refused_in_every_form_is_given_up_and_the_offsets_move_on
     for _ in range(MAX_ATTEMPTS + 1):
         try:
             _copy_with_letter(delivery, consumer, sink, 10)
+            delivery.drain()
             break
         except BatchAborted:
             assert guarantee == "exactly-once"

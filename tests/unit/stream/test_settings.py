@@ -123,3 +123,16 @@ def test_the_consumer_gathers_fetches_as_configured() -> None:
     )
     assert (conf["fetch.wait.max.ms"], conf["fetch.min.bytes"]) == (7, 4096)
     assert conf["isolation.level"] == "read_committed"
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1"])
+def test_every_device_form_is_accepted(device: str) -> None:
+    flags = _flags("--bootstrap-servers", "b:1", "--registry", "/r", "--device", device)
+    settings = load_settings(ServeSettings, {**flags, "redis_url": "redis://x"}, None)
+    assert settings.device == device
+
+
+def test_an_unknown_device_names_the_flag() -> None:
+    flags = _flags("--bootstrap-servers", "b:1", "--registry", "/r", "--device", "gpu")
+    with pytest.raises(ConfigError, match=r"device \(--device / FRAUDSTREAM_DEVICE\)"):
+        load_settings(ServeSettings, {**flags, "redis_url": "redis://x"}, None)
