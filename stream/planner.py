@@ -160,8 +160,13 @@ class Planner:
         return store + model.predict(n) + post
 
     def commit_cost(self, n: int) -> float:
-        """Seconds until a batch of ``n`` decisions is visible after it is produced."""
+        """Seconds until a batch of ``n`` decisions is visible after it is produced, with
+        the planner's margin."""
         return self.costs["commit"].predict(n) if self.commit_in_path else 0.0
+
+    def expected_commit_s(self, n: int) -> float:
+        """The same without the margin: what a decision's ``commit`` stage reports."""
+        return self.costs["commit"].predict_mean(n) if self.commit_in_path else 0.0
 
     def plan(self, slacks_s: np.ndarray | None, buffered: int, has_model: bool) -> Plan:
         """Plan the next batch from ``buffered`` records in arrival order.

@@ -242,7 +242,7 @@ class Server:
         queue_start = int(extra.pop("queue_start"))
         queue = np.maximum(queue_start - arrival, 0).astype(np.float64)
         kafka = np.clip(fetched - arrival, 0, queue).astype(np.float64)
-        commit_ms = self.planner.commit_cost(len(scored.codes)) * 1e3
+        commit_ms = self.planner.expected_commit_s(len(scored.codes)) * 1e3
         rows, total = scored.rows(
             arrival, self.budget_ms, scored_at, extra, queue, kafka, round(commit_ms, 3)
         )

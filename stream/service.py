@@ -223,7 +223,11 @@ def _delivery(
         conf = producer_config(
             conn,
             transactional_id,
-            **{"transaction.timeout.ms": settings.transaction_timeout_ms},
+            # the coordinator answers CONCURRENT_TRANSACTIONS while it writes the previous
+            # transaction's markers, and librdkafka retries AddOffsetsToTxn after this
+            # backoff: 3 ms instead of 10 halves send_offsets_to_transaction (median 13 to
+            # 6 ms on the local broker)
+            **{"transaction.timeout.ms": settings.transaction_timeout_ms, "retry.backoff.ms": 3},
             **sized,
         )
         return ExactlyOnce(

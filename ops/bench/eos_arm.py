@@ -71,10 +71,16 @@ def _paced(env: Env, feed: Feed, guarantee: str, seconds: float) -> dict[str, An
     phases: list[tuple[float, list[Item]]] = []
     failed = None
     try:
-        warm = feed.take(int(RATES[0]))
+        probe = feed.take(1)  # serve is up once it answered
+        produce_paced(env.bootstrap, input_topic, probe, RATES[0])
+        _n, failed = wait_committed(env.bootstrap, spec.decisions, 1, 120, alive=_alive(proc))
+        warm = feed.take(int(RATES[0] * 2))  # then 2 s at the first rate, not measured
         produce_paced(env.bootstrap, input_topic, warm, RATES[0])
-        expected = len(warm)
-        for rate in RATES:
+        expected = 1 + len(warm)
+        _n, failed = wait_committed(
+            env.bootstrap, spec.decisions, expected, 120, alive=_alive(proc)
+        )
+        for rate in RATES if failed is None else ():
             items = feed.take(int(rate * seconds))
             phases.append((rate, items))
             produce_paced(env.bootstrap, input_topic, items, rate)
