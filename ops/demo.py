@@ -250,7 +250,7 @@ def run(demo: Demo) -> int:
         "--decisions-topic",
         topics["fraud.decisions"],
         "--web-port",
-        str(free_port()),
+        str(labels_port := free_port()),
     )
     wait_ready(port, demo)
     console.rule("4. replay history through Kafka")
@@ -290,6 +290,7 @@ def run(demo: Demo) -> int:
     expected = count_rows(demo.data, first_day, last_day)
     text = live_view(port, expected, replay)
     replay_out = replay.stdout.read().decode() if replay.stdout else ""
+    labels = labels_applied(labels_port)
     console.rule("5. stop")
     demo.stop_all()
     decided = sum(
@@ -309,11 +310,29 @@ def run(demo: Demo) -> int:
         "--report",
         str(report),
     )
-    summary(expected, decided, text, replay_out, report)
+    summary(expected, decided, text, replay_out, report, labels)
     return 0 if decided == expected else 1
 
 
-def summary(expected: int, decided: float, text: str, replay_out: str, report: Path) -> None:
+def labels_applied(port: int, settle_s: float = 15.0) -> float:
+    """Labels the label worker put in the store, once that count stops growing: the
+    labels replayed with the history reach the store (compressed or not) or the demo
+    says they did not."""
+    applied, still = -1.0, time.monotonic()
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline:
+        now = sample(metrics_text(port), "fraudstream_labels_applied_total")
+        if now != applied:
+            applied, still = now, time.monotonic()
+        elif applied > 0 and time.monotonic() - still > 2:
+            break
+        time.sleep(0.5)
+    return max(applied, 0.0)
+
+
+def summary(
+    expected: int, decided: float, text: str, replay_out: str, report: Path, labels: float
+) -> None:
     console.rule("summary")
     console.print(f"transactions replayed: {expected:,}")
     console.print(f"decisions: {decided:,.0f}")
@@ -326,6 +345,7 @@ def summary(expected: int, decided: float, text: str, replay_out: str, report: P
         + ", ".join(f"{rung} {count:,.0f}" for rung, count in rungs.items())
     )
     console.print(f"model: {model_label(text)}")
+    console.print(f"fraud labels applied to the feature store by the label worker: {labels:,.0f}")
     console.print(
         f"replay: {replay_out.strip().splitlines()[-1] if replay_out.strip() else 'done'}"
     )
@@ -334,7 +354,7 @@ def summary(expected: int, decided: float, text: str, replay_out: str, report: P
     shown = ",".join(f"{rung}:{count:.0f}" for rung, count in rungs.items())
     print(
         f"DEMO SUMMARY decisions={decided:.0f} transactions={expected} rungs={shown} "
-        f"report={report}"
+        f"labels={labels:.0f} report={report}"
     )
 
 
