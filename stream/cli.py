@@ -12,7 +12,7 @@ from features.exceptions import FraudstreamError
 from stream import logs
 
 # Each module exposes ``register(subparsers)``; each command sets ``func(args) -> int``.
-COMMAND_MODULES = ("stream.commands", "stream.history_cli", "features.cli", "models.cli")
+COMMAND_MODULES = ("stream.commands", "stream.history.cli", "features.cli", "models.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

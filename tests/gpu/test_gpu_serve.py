@@ -22,7 +22,7 @@ from features.replay import fraud_labels
 from features.simulator import SimulatorConfig, simulate
 from models import protocol
 from models.scorer import Scorer
-from stream.backtest import Window, batch_of, id_columns, steps
+from stream.history.backtest import Window, batch_of, id_columns, steps
 from stream.pipeline import Pipeline, ScoredBatch
 from stream.planner import RUNG_PARTIAL, RUNG_TRUNCATED, Plan, Planner
 from tests.gpu.test_gpu_scorer import SCORE_TOLERANCE, same_reasons

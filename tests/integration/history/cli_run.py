@@ -12,10 +12,10 @@ from tests.serving import consume_all
 
 
 def fraudstream(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
-    """``stream.cli.main`` with ``stream.history_cli`` registered (until the CLI lists it)."""
+    """``stream.cli.main`` with ``stream.history.cli`` registered (until the CLI lists it)."""
     modules = stream.cli.COMMAND_MODULES
-    if "stream.history_cli" not in modules:
-        monkeypatch.setattr(stream.cli, "COMMAND_MODULES", (*modules, "stream.history_cli"))
+    if "stream.history.cli" not in modules:
+        monkeypatch.setattr(stream.cli, "COMMAND_MODULES", (*modules, "stream.history.cli"))
     return stream.cli.main(["--plain-logs", "--log-level", "WARNING", *argv])
 
 

@@ -17,8 +17,8 @@ from features.replay import fraud_labels
 from models import metrics, protocol
 from models.registry import Registry
 from models.scorer import Scorer
-from stream.backtest import Window, steps
 from stream.decision import Rules
+from stream.history.backtest import Window, steps
 from tests.integration.history.cli_run import fraudstream
 from tests.serving import register, train_model
 

@@ -15,7 +15,7 @@ from features.memory_store import MemoryStore
 from models import protocol
 from models.registry import Registry
 from models.scorer import Scorer
-from stream.backtest import Backtest, BacktestResult, LiveBacktest, Window, compare
+from stream.history.backtest import Backtest, BacktestResult, LiveBacktest, Window, compare
 from stream.pipeline import Pipeline
 from stream.planner import Planner
 from tests.serving import batch_of

@@ -10,7 +10,7 @@ import pytest
 
 from features.exceptions import ConfigError
 from features.schema import Transaction, decode_label, decode_transactions, encode_transaction
-from stream.replay import (
+from stream.history.replay import (
     LABEL,
     TRANSACTION,
     Pace,

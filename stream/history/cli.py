@@ -33,12 +33,12 @@ from features.datafile import parse_column_map, read_transactions, read_transact
 from features.definitions import FeatureConfig
 from features.exceptions import ConfigError
 from models.protocol import day_start_ms, iso_ms
-from stream import backtest as bt
-from stream import replay as rp
 from stream.commands import add_kafka_flags, flags_of
 from stream.exceptions import StreamError
+from stream.history import backtest as bt
+from stream.history import replay as rp
+from stream.history.report import ReportInputs, write_report
 from stream.kafka.connection import ensure_reachable
-from stream.report import ReportInputs, write_report
 from stream.settings import DEVICE_PATTERN, KafkaSecurity, load_settings
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ import pandas as pd
 from features.exceptions import ConfigError
 from models.manifest import json_safe
 from models.protocol import iso_ms
-from stream.backtest import BacktestResult, LiveRun, ModelRun
+from stream.history.backtest import BacktestResult, LiveRun, ModelRun
 
 logger = logging.getLogger(__name__)
 
