@@ -1,5 +1,6 @@
 """An in-process ``FeatureStore`` with the Redis store's exact semantics (tests, replays,
-single-process backtests). Not shared between processes; history is trimmed the same way.
+single-process backtests). Not shared between processes; what it keeps and flags is
+``features.store``'s rule, the same as Redis's.
 """
 
 from __future__ import annotations
@@ -10,38 +11,81 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from features.batch import TransactionBatch
-from features.definitions import FeatureConfig, FloatArray, seconds
+from features.definitions import FeatureConfig, FloatArray, IntArray, seconds
+from features.memory_history import History, Step, customer_windows
 from features.schema import Label
-from features.store import DEFAULT_TOPIC, SLACK_S, features_from_raw, raw_width
+from features.store import (
+    DEFAULT_TOPIC,
+    FLAG_CONFLICT,
+    MAX_CUSTOMER_RECORDS,
+    MAX_TERMINAL_RECORDS,
+    ROWS_PERIOD_S,
+    check_caps,
+    features_from_raw,
+    fingerprints,
+    keeps,
+    raw_width,
+    watermark_flags,
+    watermarks,
+)
+
+Row = tuple[list[float], int]
+"""A stored answer: the raw row (see ``features.store.raw_width``) and its flags."""
 
 
 @dataclass
 class _Customer:
-    secs: list[int] = field(default_factory=list)
-    amounts: list[float] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
-    results: dict[str, list[float]] = field(default_factory=dict)
+    hist: History = field(default_factory=lambda: History(amounts=[]))
+    rows: dict[int, dict[str, Row]] = field(default_factory=dict)
+    """Period of event time -> tx id -> the answer it got."""
 
 
 @dataclass
 class _Terminal:
-    secs: list[int] = field(default_factory=list)
+    hist: History = field(default_factory=History)
     fraud_secs: list[int] = field(default_factory=list)
     labels: dict[str, int] = field(default_factory=dict)
+    """Labelled tx id -> its event second (the first label wins)."""
+    label_secs: list[tuple[int, str]] = field(default_factory=list)
+    """(second, tx id) of ``labels``, sorted, to forget them by time."""
+
+
+@dataclass(frozen=True)
+class _Tx:
+    """One row of a batch, as the per-row steps take it."""
+
+    tx_id: str
+    customer: str
+    terminal: str
+    sec: int
+    ms: int
+    amount: float
+    wm: float
 
 
 class MemoryStore:
     """Dictionaries of sorted per-entity histories; one Python loop step per transaction."""
 
-    def __init__(self, config: FeatureConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: FeatureConfig | None = None,
+        *,
+        max_customer_records: int = MAX_CUSTOMER_RECORDS,
+        max_terminal_records: int = MAX_TERMINAL_RECORDS,
+    ) -> None:
+        check_caps(max_customer_records, max_terminal_records)
         self.config = config or FeatureConfig()
         self._customers: dict[str, _Customer] = {}
         self._terminals: dict[str, _Terminal] = {}
+        self._ids: dict[str, bytes] = {}
         self._offsets: dict[str, dict[int, int]] = {}
-        self._c_keep = max(self.config.customer_windows_s) + SLACK_S
-        self._t_keep = self.config.delay_s + max(self.config.terminal_windows_s) + SLACK_S
+        self._c_keep, self._t_keep = keeps(self.config)
+        self._c_cap, self._t_cap = max_customer_records, max_terminal_records
+        self._c_reach = max(self.config.customer_windows_s)
+        self._t_reach = self.config.delay_s + max(self.config.terminal_windows_s)
 
     def apply(
         self,
@@ -52,36 +96,60 @@ class MemoryStore:
         topic: str = DEFAULT_TOPIC,
     ) -> FloatArray:
         """See ``FeatureStore.apply``; ``timeout_s`` is accepted and unused."""
+        return self.apply_flagged(batch, timeout_s, offsets=offsets, topic=topic)[0]
+
+    def apply_flagged(
+        self,
+        batch: TransactionBatch,
+        timeout_s: float | None = None,
+        *,
+        offsets: Mapping[int, int] | None = None,
+        topic: str = DEFAULT_TOPIC,
+        watermark_s: npt.ArrayLike | None = None,
+    ) -> tuple[FloatArray, IntArray]:
+        """See ``FeatureStore.apply_flagged``; ``timeout_s`` is accepted and unused."""
         secs = seconds(batch.event_time_ms).tolist()
+        wm = watermarks(batch, watermark_s)
+        fps = fingerprints(batch)
         raw = np.empty((len(batch), raw_width(self.config)), dtype=np.float64)
+        flags = watermark_flags(batch, wm, self.config)
         for i in range(len(batch)):
-            raw[i] = self._apply_one(
+            tx = _Tx(
                 batch.transaction_id[i],
                 batch.customer_id[i],
                 batch.terminal_id[i],
                 secs[i],
                 int(batch.event_time_ms[i]),
                 float(batch.amount[i]),
+                float(wm[i]),
             )
+            row, flag = self._apply_one(tx, fps[8 * i : 8 * i + 8])
+            raw[i] = row
+            flags[i] |= flag
         if offsets:
             marks = self._offsets.setdefault(topic, {})
             for partition, offset in offsets.items():
                 marks[partition] = max(marks.get(partition, offset), offset)
-        return features_from_raw(raw, self.config)
+        return features_from_raw(raw, self.config), flags
 
     def apply_labels(self, labels: Sequence[Label]) -> int:
-        """See ``FeatureStore.apply_labels``: the first label of a transaction wins."""
+        """See ``FeatureStore.apply_labels``: the first label of a transaction wins; labels
+        are forgotten once their terminal's history is trimmed past them."""
         new = 0
+        touched: dict[str, _Terminal] = {}
         for label in labels:
             term = self._terminals.setdefault(label.terminal_id, _Terminal())
+            touched[label.terminal_id] = term
             if label.transaction_id in term.labels:
                 continue
             sec = label.event_time_ms // 1000
             term.labels[label.transaction_id] = sec
+            insort(term.label_secs, (sec, label.transaction_id))
             new += 1
             if label.is_fraud:
                 insort(term.fraud_secs, sec)
-            self._trim_labels(term, sec - self._t_keep)
+        for term in touched.values():
+            _forget_labels(term)
         return new
 
     def applied_offsets(self, topic: str = DEFAULT_TOPIC) -> dict[int, int]:
@@ -90,47 +158,69 @@ class MemoryStore:
     def close(self) -> None:
         """Nothing to release."""
 
-    def _apply_one(
-        self, tx_id: str, customer: str, terminal: str, sec: int, ms: int, amount: float
-    ) -> list[float]:
-        cust = self._customers.setdefault(customer, _Customer())
-        if tx_id in cust.results:
-            return cust.results[tx_id]
-        at = bisect_right(cust.secs, sec)
-        cust.secs.insert(at, sec)
-        cust.amounts.insert(at, amount)
-        cust.ids.insert(at, tx_id)
-        row: list[float] = [float(ms), amount]
-        for w in self.config.customer_windows_s:
-            lo = bisect_right(cust.secs, sec - w)
-            row += [at + 1 - lo, math.fsum(cust.amounts[lo : at + 1])]
-        row += self._terminal_part(terminal, sec)
-        cust.results[tx_id] = row
-        self._trim_customer(cust, sec - self._c_keep)
-        return row
+    def _apply_one(self, tx: _Tx, fp: bytes) -> Row:
+        first = self._ids.setdefault(tx.tx_id, fp)
+        cust = self._customers.setdefault(tx.customer, _Customer())
+        term = self._terminals.setdefault(tx.terminal, _Terminal())
+        if first != fp:
+            row, flags = self._row(tx, cust, term, apply=False)
+            return row, flags | FLAG_CONFLICT
+        period = tx.sec // ROWS_PERIOD_S
+        known = cust.rows.get(period, {}).get(tx.tx_id)
+        if known is not None:
+            return known
+        answer = self._row(tx, cust, term, apply=True)
+        cust.rows.setdefault(period, {})[tx.tx_id] = answer
+        return answer
 
-    def _terminal_part(self, terminal: str, sec: int) -> list[float]:
-        term = self._terminals.setdefault(terminal, _Terminal())
-        insort(term.secs, sec)
+    def _row(self, tx: _Tx, cust: _Customer, term: _Terminal, apply: bool) -> Row:
+        step = cust.hist.plan(tx.sec, tx.wm, self._c_keep, self._c_cap, insert=apply)
+        if apply:
+            self._forget_rows(cust, step, tx.sec)
+            cust.hist.commit(step, tx.sec, tx.amount)
+        row: list[float] = [float(tx.ms), tx.amount]
+        row += customer_windows(cust.hist, step, tx.sec, tx.amount, self.config.customer_windows_s)
+        flags = step.flags(tx.sec - self._c_reach)
+        t_step = term.hist.plan(tx.sec, tx.wm, self._t_keep, self._t_cap, insert=apply)
+        if apply:
+            term.hist.commit(t_step, tx.sec)
+        row += self._terminal_counts(term, t_step, tx.sec)
+        flags |= t_step.flags(tx.sec - self._t_reach)
+        return row, flags
+
+    def _terminal_counts(self, term: _Terminal, step: Step, sec: int) -> list[float]:
         hi = sec - self.config.delay_s
         out: list[float] = []
         for w in self.config.terminal_windows_s:
-            count = bisect_right(term.secs, hi) - bisect_right(term.secs, hi - w)
-            frauds = bisect_right(term.fraud_secs, hi) - bisect_right(term.fraud_secs, hi - w)
-            out += [count, frauds]
-        del term.secs[: bisect_right(term.secs, sec - self._t_keep)]
+            lower = max(hi - w, step.through)
+            frauds = term.fraud_secs
+            top = bisect_right(frauds, hi)
+            out += [term.hist.window_count(lower, hi), top - bisect_right(frauds, lower, 0, top)]
         return out
 
     @staticmethod
-    def _trim_customer(cust: _Customer, cut: int) -> None:
-        n = bisect_right(cust.secs, cut)
-        if n:
-            for tx_id in cust.ids[:n]:
-                cust.results.pop(tx_id, None)
-            del cust.secs[:n], cust.amounts[:n], cust.ids[:n]
+    def _forget_rows(cust: _Customer, step: Step, sec: int) -> None:
+        """Forget the answers of the periods the history is trimmed past by ``step``."""
+        hist = cust.hist
+        if step.through <= hist.through or not hist.secs:
+            return
+        start = hist.secs[0] // ROWS_PERIOD_S
+        kept = len(hist.secs) + step.added - step.first
+        if kept <= 0:
+            end = math.floor(step.through / ROWS_PERIOD_S)
+        elif step.added and step.first == step.pos:
+            end = sec // ROWS_PERIOD_S
+        else:
+            j = step.first - int(step.added and step.pos < step.first)
+            end = hist.secs[j] // ROWS_PERIOD_S
+        for period in [p for p in cust.rows if start <= p < end]:
+            del cust.rows[period]
 
-    @staticmethod
-    def _trim_labels(term: _Terminal, cut: int) -> None:
-        del term.fraud_secs[: bisect_right(term.fraud_secs, cut)]
-        if len(term.labels) > 64 and min(term.labels.values()) <= cut:
-            term.labels = {k: s for k, s in term.labels.items() if s > cut}
+
+def _forget_labels(term: _Terminal) -> None:
+    through = term.hist.through
+    n = bisect_right(term.label_secs, (through, "\U0010ffff"))
+    for _, tx_id in term.label_secs[:n]:
+        del term.labels[tx_id]
+    del term.label_secs[:n]
+    del term.fraud_secs[: bisect_right(term.fraud_secs, through)]

@@ -1,15 +1,15 @@
-"""The online feature store in Redis: one server-side script call per batch.
+"""The online feature store in Redis: server-side script calls, one round trip per batch.
 
 Exact at one-second resolution, idempotent per transaction id (so a client may retry a
 batch whose reply was lost), bounded (history beyond the largest horizon plus a day is
-trimmed; idle keys expire), and every key is hash-tagged per entity (see
-``features.redis_scripts``). Every Redis error or timeout surfaces as
-``FeatureStoreUnavailable``.
+trimmed, a hot key's history is capped; idle keys expire), with ``features.store``'s
+semantics, and every key is hash-tagged per entity (see ``features.redis_scripts``). A
+batch is sent as calls of at most ``chunk_size`` transactions, so no call holds Redis
+long. Every Redis error or timeout surfaces as ``FeatureStoreUnavailable``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -17,48 +17,43 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import hiredis
 import numpy as np
+import numpy.typing as npt
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.connection import SSLConnection
 from redis.driver_info import DriverInfo
-from redis.exceptions import (
-    NoPermissionError,
-    NoScriptError,
-    RedisClusterException,
-    RedisError,
-)
+from redis.exceptions import NoPermissionError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from features.batch import TransactionBatch
-from features.definitions import FeatureConfig, FloatArray, seconds
+from features.definitions import FeatureConfig, FloatArray, IntArray
 from features.exceptions import ConfigError, FeatureStoreTimeout, FeatureStoreUnavailable
-from features.redis_cluster import ClusterBatches, offsets_args
-from features.redis_scripts import (
-    APPLY_LABELS,
-    APPLY_TRANSACTIONS,
-    LAYOUT,
-    TTL_REFRESH_S,
-    rows_keys,
-)
+from features.redis_batches import Head, numbers_of, offsets_key, parse_rows, single_calls
+from features.redis_calls import CHUNK_SIZE, Call, Script, deadline_of, receive, send
+from features.redis_cluster import ClusterBatches
+from features.redis_scripts import APPLY_LABELS, APPLY_TRANSACTIONS, LAYOUT, TTL_REFRESH_S
 from features.schema import Label
-from features.store import DEFAULT_TOPIC, SLACK_S, features_from_raw, raw_width
+from features.store import (
+    DEFAULT_TOPIC,
+    MAX_CUSTOMER_RECORDS,
+    MAX_TERMINAL_RECORDS,
+    SLACK_S,
+    check_caps,
+    features_from_raw,
+    fingerprints,
+    keeps,
+    raw_width,
+    watermark_flags,
+    watermarks,
+)
 from features.validation import MAX_ID_LENGTH
 
 logger = logging.getLogger(__name__)
 
 _SCHEMES = ("redis", "rediss", "unix")
-
-
-class _Script:
-    """A Lua script sent by SHA, loaded on first NOSCRIPT."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
 
 class RedisStore:
@@ -73,22 +68,29 @@ class RedisStore:
         *,
         display_url: str = "redis",
         password: str | None = None,
+        max_customer_records: int = MAX_CUSTOMER_RECORDS,
+        max_terminal_records: int = MAX_TERMINAL_RECORDS,
+        chunk_size: int = CHUNK_SIZE,
     ) -> None:
         _check_prefix(prefix)
+        check_caps(max_customer_records, max_terminal_records)
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            msg = f"chunk_size must be a whole number >= 1, got {chunk_size!r}"
+            raise ConfigError(msg)
         self.config = config or FeatureConfig()
         self.prefix = prefix
         self._client = client
         self._pool = client.connection_pool
         self._display_url = display_url
         self._password = password
-        self._tx_script = _Script(APPLY_TRANSACTIONS)
-        self._label_script = _Script(APPLY_LABELS)
+        self._tx_script = Script(APPLY_TRANSACTIONS)
+        self._label_script = Script(APPLY_LABELS)
+        self._chunk = chunk_size
         self._schema_checked = False
         self._mode_known = False
         self._cluster: ClusterBatches | None = None
-        c_keep = max(self.config.customer_windows_s) + SLACK_S
-        t_keep = self.config.delay_s + max(self.config.terminal_windows_s) + SLACK_S
-        self._header = [
+        c_keep, t_keep = keeps(self.config)
+        header = [
             len(self.config.customer_windows_s),
             len(self.config.terminal_windows_s),
             self.config.delay_s,
@@ -98,8 +100,11 @@ class RedisStore:
             (c_keep + SLACK_S + TTL_REFRESH_S) * 1000,
             # renewed at a terminal's first transaction of each week: two weeks of margin
             (t_keep + SLACK_S + 2 * TTL_REFRESH_S) * 1000,
+            max_customer_records,
+            max_terminal_records,
         ]
-        self._windows = [*self.config.customer_windows_s, *self.config.terminal_windows_s]
+        windows = [*self.config.customer_windows_s, *self.config.terminal_windows_s]
+        self._head = Head(header, windows)
         self._t_keep = t_keep
 
     @classmethod
@@ -110,10 +115,12 @@ class RedisStore:
         config: FeatureConfig | None = None,
         socket_timeout_s: float = 1.0,
         connect_timeout_s: float = 1.0,
+        **limits: int,
     ) -> RedisStore:
         """Connect lazily to ``redis://``, ``rediss://`` (TLS) or ``unix://`` with optional
         ``user:password@``; no call is made until the first apply. A URL naming any node
-        of a Redis Cluster runs the store on the whole cluster."""
+        of a Redis Cluster runs the store on the whole cluster. ``limits``:
+        ``max_customer_records``, ``max_terminal_records``, ``chunk_size``."""
         parts = urlsplit(url)
         if parts.scheme not in _SCHEMES:
             msg = f"Redis URL must start with redis://, rediss:// or unix://, got {parts.scheme!r}"
@@ -128,7 +135,9 @@ class RedisStore:
             protocol=2,
             driver_info=DriverInfo(name=None, lib_version=None),
         )
-        return cls(client, prefix, config, display_url=_redact(url), password=parts.password)
+        return cls(
+            client, prefix, config, display_url=_redact(url), password=parts.password, **limits
+        )
 
     def apply(
         self,
@@ -139,27 +148,48 @@ class RedisStore:
         topic: str = DEFAULT_TOPIC,
     ) -> FloatArray:
         """See ``FeatureStore.apply`` and ``OffsetTrackingStore.apply``."""
-        n = len(batch)
-        if batch.transaction_id and (
-            "" in batch.transaction_id or max(map(len, batch.transaction_id)) > MAX_ID_LENGTH
-        ):
-            msg = (
-                f"transaction_id must have 1 to {MAX_ID_LENGTH} characters "
-                "(decode_transactions rejects other messages)"
-            )
-            raise ValueError(msg)
-        if n == 0 and not offsets:
-            return np.empty((0, self.config.n_features), dtype=np.float64)
+        return self.apply_flagged(batch, timeout_s, offsets=offsets, topic=topic)[0]
+
+    def apply_flagged(
+        self,
+        batch: TransactionBatch,
+        timeout_s: float | None = None,
+        *,
+        offsets: Mapping[int, int] | None = None,
+        topic: str = DEFAULT_TOPIC,
+        watermark_s: npt.ArrayLike | None = None,
+    ) -> tuple[FloatArray, IntArray]:
+        """See ``FeatureStore.apply_flagged``."""
+        _check_ids(batch)
+        wm = watermarks(batch, watermark_s)
+        if len(batch) == 0 and not offsets:
+            empty = np.empty((0, self.config.n_features), dtype=np.float64)
+            return empty, np.zeros(0, dtype=np.int64)
+        numbers = numbers_of(batch, wm)
+        fps = fingerprints(batch)
         with self._guard():
             self._detect()
             self._check_schema()
             if self._cluster is not None:
-                reply = self._apply_cluster(self._cluster, batch, offsets or {}, topic, timeout_s)
+                reply = self._apply_cluster(
+                    self._cluster, batch, numbers, fps, offsets or {}, topic, timeout_s
+                )
             else:
-                keys, args = self._transaction_call(batch, offsets or {}, topic)
-                reply = self._run(self._tx_script, keys, args, timeout_s)
-        raw = _parse_rows(reply, raw_width(self.config))
-        return features_from_raw(raw, self.config)
+                calls = single_calls(
+                    self._tx_script,
+                    self.prefix,
+                    self._head,
+                    batch,
+                    numbers,
+                    fps,
+                    offsets or {},
+                    topic,
+                    self._chunk,
+                )
+                reply = [row for rows in self._run(calls, timeout_s) for row in rows]
+        raw = parse_rows(reply, raw_width(self.config) + 1)
+        flags = raw[:, -1].astype(np.int64) | watermark_flags(batch, wm, self.config)
+        return features_from_raw(raw[:, :-1], self.config), flags
 
     def apply_labels(self, labels: Sequence[Label]) -> int:
         """See ``FeatureStore.apply_labels``: the first label of a transaction wins."""
@@ -169,23 +199,23 @@ class RedisStore:
         with self._guard():
             self._detect()
             if self._cluster is not None:
-                return self._cluster.apply_labels(labels, self._t_keep, ttl_ms)
+                return self._cluster.apply_labels(labels, ttl_ms)
         p = self.prefix
         keys: list[str] = []
-        args: list[Any] = [len(labels), self._t_keep, ttl_ms]
+        args: list[Any] = [len(labels), ttl_ms]
         for label in labels:
             t = f"{p}:{{t:{label.terminal_id}}}"
-            keys += [f"{t}:l", f"{t}:f", f"{t}:fs"]
+            keys += [f"{t}:l", f"{t}:f", f"{t}:fs", f"{t}:w"]
             args += [label.transaction_id, label.event_time_ms // 1000, int(label.is_fraud)]
         with self._guard():
-            return int(self._run(self._label_script, keys, args, None))
+            return int(self._run([(self._label_script, keys, args)], None)[0])
 
     def applied_offsets(self, topic: str = DEFAULT_TOPIC) -> dict[int, int]:
         """Partition -> highest offset mark recorded for ``topic``."""
         with self._guard():
             self._detect()
             client = self._single_key_client()
-            marks = client.hgetall(self._offsets_key(topic))
+            marks = client.hgetall(offsets_key(self.prefix, topic))
         return {int(k): int(v) for k, v in marks.items()}
 
     def epoch(self, topic: str = DEFAULT_TOPIC) -> str:
@@ -229,46 +259,25 @@ class RedisStore:
         (``_detect`` first)."""
         return self._client if self._cluster is None else self._cluster.cluster
 
-    def _offsets_key(self, topic: str) -> str:
-        return f"{self.prefix}:{{o:{topic}}}:offsets"
-
-    def _transaction_call(
-        self, batch: TransactionBatch, offsets: Mapping[int, int], topic: str
-    ) -> tuple[list[str], list[Any]]:
-        p = self.prefix
-        numbers = _numbers(batch)
-        rows = rows_keys(p, batch.customer_id, numbers[:, 0])
-        keys = [
-            key
-            for kr, cust, term in zip(rows, batch.customer_id, batch.terminal_id, strict=True)
-            for key in (kr, f"{p}:{{c:{cust}}}:h", f"{p}:{{t:{term}}}:w", f"{p}:{{t:{term}}}:fs")
-        ]
-        if offsets:
-            keys.append(self._offsets_key(topic))
-        args: list[Any] = [len(batch), *self._header, len(offsets), *self._windows]
-        for partition, offset in offsets.items():
-            args += [int(partition), int(offset)]
-        args.append(numbers.tobytes())
-        args += batch.transaction_id
-        return keys, args
-
     def _apply_cluster(
         self,
         cluster: ClusterBatches,
         batch: TransactionBatch,
+        numbers: np.ndarray,
+        fps: bytes,
         offsets: Mapping[int, int],
         topic: str,
         timeout_s: float | None,
     ) -> list[bytes]:
-        """Both halves per node, then the marks (see ``features.redis_cluster``)."""
+        """The rounds per node, then the marks (see ``features.redis_cluster``)."""
         rows: list[bytes] = []
         if len(batch):
-            head = [*self._header, 0, *self._windows]
+            head = self._head.argv(0, {}, 0)[1:]
             ntw = len(self.config.terminal_windows_s)
-            rows = cluster.apply(batch, _numbers(batch), head, ntw, timeout_s)
+            rows = cluster.apply(batch, numbers, fps, head, ntw, timeout_s)
         if offsets:
-            key = self._offsets_key(topic)
-            args = [0, *self._header, len(offsets), *self._windows, *offsets_args(offsets), b""]
+            key = offsets_key(self.prefix, topic)
+            args = [*self._head.argv(0, offsets, 0), b"", b""]
             cluster.run_one(key, self._tx_script, [key], args)
         return rows
 
@@ -287,22 +296,15 @@ class RedisStore:
             )
             enabled = False
         if enabled:
-            self._cluster = ClusterBatches(_cluster_client(self._pool), self.prefix, _Script, _pack)
+            self._cluster = ClusterBatches(_cluster_client(self._pool), self.prefix, self._chunk)
         self._mode_known = True
 
-    def _run(
-        self, script: _Script, keys: list[str], args: list[Any], timeout_s: float | None
-    ) -> Any:
-        """EVALSHA on one pooled connection (EVAL once on NOSCRIPT): one round trip."""
+    def _run(self, calls: list[Call], timeout_s: float | None) -> list[Any]:
+        """The calls pipelined on one pooled connection: one round trip."""
         conn: Any = self._pool.get_connection()  # redis-py's Connection is untyped
         try:
-            read_timeout: Any = {} if timeout_s is None else {"timeout": timeout_s}
-            try:
-                conn.send_packed_command(_pack("EVALSHA", script.sha, keys, args))
-                return conn.read_response(**read_timeout)
-            except NoScriptError:
-                conn.send_packed_command(_pack("EVAL", script.source, keys, args))
-                return conn.read_response(**read_timeout)
+            send(conn, calls)
+            return receive(conn, calls, deadline_of(timeout_s))
         except BaseException:
             conn.disconnect()  # a late reply must never be read as the next call's
             raise
@@ -353,13 +355,14 @@ class RedisStore:
             raise FeatureStoreUnavailable(msg) from exc
 
 
-def _numbers(batch: TransactionBatch) -> np.ndarray:
-    """(second, amount, ms) per transaction, little-endian doubles."""
-    numbers = np.empty((len(batch), 3), dtype="<f8")
-    numbers[:, 0] = seconds(batch.event_time_ms)
-    numbers[:, 1] = batch.amount
-    numbers[:, 2] = batch.event_time_ms
-    return numbers
+def _check_ids(batch: TransactionBatch) -> None:
+    ids = batch.transaction_id
+    if ids and ("" in ids or max(map(len, ids)) > MAX_ID_LENGTH):
+        msg = (
+            f"transaction_id must have 1 to {MAX_ID_LENGTH} characters "
+            "(decode_transactions rejects other messages)"
+        )
+        raise ValueError(msg)
 
 
 def _cluster_client(pool: redis.ConnectionPool) -> RedisCluster:
@@ -376,16 +379,6 @@ def _cluster_client(pool: redis.ConnectionPool) -> RedisCluster:
         protocol=2,
         retry=Retry(NoBackoff(), 0),
     )
-
-
-def _pack(command: str, script: str, keys: list[str], args: list[Any]) -> list[bytes]:
-    """The RESP bytes of a script call, packed in C (redis-py's packer loops in Python)."""
-    return [hiredis.pack_command((command, script, len(keys), *keys, *args))]
-
-
-def _parse_rows(reply: Sequence[bytes], width: int) -> FloatArray:
-    flat = np.frombuffer(b"".join(reply), dtype="<f8").astype(np.float64)
-    return flat.reshape(len(reply), width)
 
 
 def _check_prefix(prefix: str) -> None:

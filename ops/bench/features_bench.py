@@ -1,19 +1,25 @@
 """Benchmark of the features package: simulator, offline features, online Redis store.
 
     .venv/bin/python ops/bench/features_bench.py [--redis-url URL] [--cluster-url URL]
-        [--quick] [--json FILE]
+        [--quick] [--hot N] [--hot-only] [--json FILE]
 
 Without --redis-url a private redis-server is started on a free port and stopped after.
 Online throughput is measured in steady state: the store is first loaded with 35 days of
 the default simulated dataset (untimed, batches of 512, labels at event time + 7 days), then
 the following transactions are applied in event-time order at each batch size, timing only
-the store calls (one Lua call per batch). With --cluster-url (any node of a Redis Cluster)
-the same steady state is measured there at batch 512 (two rounds of one call per node).
+the store calls. With --cluster-url (any node of a Redis Cluster) the same steady state is
+measured there at batch 512.
+
+--hot N measures hot keys (``hot_arms``): 2N transactions of the simulated
+stream, in order, every other one given one customer (then also one terminal), applied at
+batch 64 into an empty prefix; Redis and client time per transaction by quarter, and the
+slowest store call. --hot-only skips everything else.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -48,6 +54,8 @@ def main() -> int:
     parser.add_argument("--redis-url", help="use this Redis instead of a private one")
     parser.add_argument("--cluster-url", help="also measure batch 512 on this Redis Cluster")
     parser.add_argument("--quick", action="store_true", help="smaller dataset (60 days)")
+    parser.add_argument("--hot", type=int, default=0, help="also measure hot keys of N tx")
+    parser.add_argument("--hot-only", action="store_true", help="only the hot-key arms")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     results: dict[str, object] = {"machine": _machine()}
@@ -55,9 +63,17 @@ def main() -> int:
     started = time.perf_counter()
     df = simulate(config)
     results["simulator"] = _figure("simulate", len(df), time.perf_counter() - started)
+    if args.hot_only:
+        with _redis(args.redis_url) as url:
+            results["hot_keys"] = hot_arms(url, df, args.hot or 20_000)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return 0
     results["offline"] = _offline(df)
     with _redis(args.redis_url) as url:
         results["online_redis"] = _online_all(url, df)
+        if args.hot:
+            results["hot_keys"] = hot_arms(url, df, args.hot)
     if args.cluster_url:
         results["online_redis_cluster"] = _online_all(args.cluster_url, df, {512: 150_000})
     if args.json:
@@ -154,6 +170,98 @@ def _online(
     return figure
 
 
+HOT_BATCH = 64
+
+
+def hot_arms(url: str, df: pd.DataFrame, n_hot: int) -> list[dict[str, object]]:
+    """The store's time per transaction by quarter when one key gets every other one of 2N
+    transactions: none (many keys), a customer, a customer and a terminal."""
+    part = df.iloc[: 2 * n_hot].reset_index(drop=True)
+    arms = []
+    for name, columns in (
+        ("many keys", ()),
+        ("one customer", ("customer_id",)),
+        ("one customer and one terminal", ("customer_id", "terminal_id")),
+    ):
+        hot = part.copy()
+        for column in columns:
+            hot.loc[hot.index % 2 == 0, column] = f"hot-{column}"
+        arms.append(_hot_arm(url, hot, name))
+    return arms
+
+
+def _hot_arm(url: str, part: pd.DataFrame, name: str) -> dict[str, object]:
+    store = RedisStore.from_url(url, prefix=f"hot-{uuid.uuid4().hex[:8]}", socket_timeout_s=60)
+    probe = redis.Redis.from_url(url)
+    slow = _slowlog_on(probe)
+    batches = _batches(part, HOT_BATCH)
+    quarter = -(-len(batches) // 4)
+    redis_us, wall_us, worst_ms, flagged = [], [], 0.0, 0
+    flagged_apply = getattr(store, "apply_flagged", None)  # absent before issue 24
+    for q in range(4):
+        chunk = batches[q * quarter : (q + 1) * quarter]
+        n = sum(len(b) for b in chunk)
+        server = _server_cpu_s(probe)
+        started = time.perf_counter()
+        for batch in chunk:
+            t0 = time.perf_counter()
+            if flagged_apply is not None:
+                flagged += int((flagged_apply(batch)[1] != 0).sum())
+            else:
+                store.apply(batch)
+            worst_ms = max(worst_ms, (time.perf_counter() - t0) * 1000)
+        wall_us.append(round((time.perf_counter() - started) / n * 1e6, 1))
+        redis_us.append(round((_server_cpu_s(probe) - server) / n * 1e6, 1))
+    figure: dict[str, object] = {
+        "arm": name,
+        "transactions": len(part),
+        "batch_size": HOT_BATCH,
+        "redis_cpu_us_per_tx_by_quarter": redis_us,
+        "wall_us_per_tx_by_quarter": wall_us,
+        "slowest_apply_ms": round(worst_ms, 2),
+        "slowest_script_call_ms": _slowest_call_ms(probe) if slow else None,
+        "rows_flagged": flagged,
+    }
+    print(
+        f"hot keys, {name:<30} redis us/tx by quarter {redis_us}, wall {wall_us}; slowest "
+        f"apply {figure['slowest_apply_ms']} ms, script call "
+        f"{figure['slowest_script_call_ms']} ms; {flagged} rows flagged",
+        flush=True,
+    )
+    store.drop()
+    store.close()
+    probe.close()
+    return figure
+
+
+def _batches(part: pd.DataFrame, size: int) -> list[TransactionBatch]:
+    whole = TransactionBatch.from_columns(
+        part["transaction_id"].tolist(),
+        part["customer_id"].tolist(),
+        part["terminal_id"].tolist(),
+        part["event_time_ms"].to_numpy(),
+        part["amount"].to_numpy(),
+    )
+    return [whole.take(range(i, min(i + size, len(part)))) for i in range(0, len(part), size)]
+
+
+def _slowlog_on(probe: redis.Redis) -> bool:
+    """Log every script call over 0.2 ms (False where CONFIG is not allowed)."""
+    try:
+        probe.config_set("slowlog-log-slower-than", 200)
+        probe.config_set("slowlog-max-len", 100_000)
+        probe.slowlog_reset()
+    except redis.RedisError:
+        return False
+    return True
+
+
+def _slowest_call_ms(probe: redis.Redis) -> float:
+    entries = probe.slowlog_get(100_000)
+    calls = [e["duration"] for e in entries if e["command"][:4].upper() in (b"EVAL", "EVAL")]
+    return round(max(calls, default=0) / 1000, 2)
+
+
 @contextmanager
 def _redis(url: str | None) -> Iterator[str]:
     if url:
@@ -203,8 +311,13 @@ def _wait_port(port: int) -> None:
 
 
 def _machine() -> dict[str, object]:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
     return {
         "python": platform.python_version(),
+        "cpu": cpu,
         "cpus": os.cpu_count(),
         "load_avg_1m": os.getloadavg()[0],
         "redis": subprocess.run(

@@ -15,11 +15,13 @@ from features.batch import TransactionBatch
 from features.definitions import DAY_S, FEATURE_NAMES
 from features.memory_store import MemoryStore
 from features.offline import compute_features
+from features.redis_batches import numbers_of
 from features.redis_scripts import TTL_REFRESH_S
 from features.redis_store import RedisStore
 from features.replay import replay
 from features.schema import Label
 from features.simulator import SimulatorConfig, simulate
+from features.store import fingerprints
 from tests.cluster_infra import LocalCluster, redis_cluster  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
@@ -66,20 +68,23 @@ def test_keys_of_one_batch_land_on_several_nodes(
 ) -> None:
     df = simulate(SimulatorConfig(n_customers=50, n_terminals=100, n_days=5, seed=4)).head(512)
     cluster_store.apply(_batch(df))
-    per_node = []
+    per_node, ids = [], 0
     for port in redis_cluster.ports:
         node = redis.Redis(host="127.0.0.1", port=port)
         keys = list(node.scan_iter(match=f"{cluster_store.prefix}:*", count=1000))
         per_node.append(sum(1 for k in keys if b":{c:" in k or b":{t:" in k))
+        ids += sum(1 for k in keys if b":{x:" in k)
         node.close()
     assert sum(1 for n in per_node if n > 0) == 3
     customers, terminals = df["customer_id"].nunique(), df["terminal_id"].nunique()
     # per customer: history, and a rows hash per week of event time it has transactions
-    # in; per terminal: history, own tx id set
+    # in; per terminal: history, and a tx id hash per week; per transaction: its identity
     weeks = df["event_time_ms"] // 1000 // TTL_REFRESH_S
     rows_hashes = len(set(zip(df["customer_id"], weeks, strict=True)))
+    id_hashes = len(set(zip(df["terminal_id"], weeks, strict=True)))
     assert customers < rows_hashes <= 2 * customers  # 5 days: at most two weeks each
-    assert sum(per_node) == rows_hashes + customers + 2 * terminals
+    assert sum(per_node) == rows_hashes + customers + id_hashes + terminals
+    assert ids == len(df) == df["transaction_id"].nunique()
 
 
 def test_redelivery_and_a_crash_between_the_halves_count_once(cluster_store: RedisStore) -> None:
@@ -91,13 +96,12 @@ def test_redelivery_and_a_crash_between_the_halves_count_once(cluster_store: Red
     assert half is not None
     for k, batch in enumerate(batches):
         want = memory.apply(batch)
-        if k % 3 == 1:  # the terminal half applied, then the process died
-            head = [*cluster_store._header, 0, *cluster_store._windows]
-            numbers = np.empty((len(batch), 3), dtype="<f8")
-            numbers[:, 0] = batch.event_time_ms // 1000
-            numbers[:, 1] = batch.amount
-            numbers[:, 2] = batch.event_time_ms
-            half.apply_terminals(batch, numbers, head, 3, None)
+        if k % 3 == 1:  # the ids and the terminal half applied, then the process died
+            head = cluster_store._head.argv(0, {}, 0)[1:]
+            numbers = numbers_of(batch, np.full(len(batch), np.nan))
+            statuses = half.claim(batch, numbers, fingerprints(batch), head, None)
+            assert statuses == bytes(len(batch)), (len(statuses), statuses[:20])
+            half.apply_terminals(batch, numbers, head, statuses, 3, None)
         got = cluster_store.apply(batch)
         assert np.array_equal(got, want)
         # a lost reply: the same batch again gets the same vectors

@@ -16,6 +16,7 @@ from features.batch import TransactionBatch
 from features.definitions import DAY_S, FeatureConfig
 from features.exceptions import ConfigError, FeatureStoreUnavailable
 from features.memory_store import MemoryStore
+from features.redis_calls import CHUNK_SIZE
 from features.redis_scripts import rows_keys
 from features.redis_store import RedisStore
 from features.simulator import SimulatorConfig, simulate
@@ -121,9 +122,8 @@ def test_acl_user_and_password_from_the_url_and_never_in_errors(
 
 @pytest.mark.reliability
 def test_a_lost_reply_is_safe_to_retry(redis_store: RedisStore, raw_redis: redis.Redis) -> None:
-    # 4,000 transactions keep the script busy for about 50 ms here, so that the reply is
-    # not in the socket before the client first reads it (with the 396 of an earlier
-    # version, about 5 ms, a loaded CI run once read the whole reply within the bound)
+    # 4,000 transactions keep the server busy for about 50 ms here (32 calls of 128), so
+    # that no reply is in the socket before the client first reads with its 0.1 ms bound
     df = simulate(SimulatorConfig(n_customers=200, n_terminals=400, n_days=30, seed=5)).head(4000)
     batch = TransactionBatch.from_columns(
         df["transaction_id"].tolist(),
@@ -135,12 +135,14 @@ def test_a_lost_reply_is_safe_to_retry(redis_store: RedisStore, raw_redis: redis
     redis_store.apply(_one("warm-up", "w"))
     with pytest.raises(FeatureStoreUnavailable, match="Timeout"):
         redis_store.apply(batch, timeout_s=0.0001)
-    # the server finished the script although the client gave up
+    # the server finished the first call although the client gave up (the calls after it
+    # may or may not have run: the connection was dropped)
     deadline = time.monotonic() + 5
-    key = rows_keys(redis_store.prefix, batch.customer_id, batch.event_time_ms // 1000)[-1]
-    while not raw_redis.hexists(key, batch.transaction_id[-1]) and time.monotonic() < deadline:
+    last = CHUNK_SIZE - 1
+    key = rows_keys(redis_store.prefix, batch.customer_id, batch.event_time_ms // 1000)[last]
+    while not raw_redis.hexists(key, batch.transaction_id[last]) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert raw_redis.hexists(key, batch.transaction_id[-1])
+    assert raw_redis.hexists(key, batch.transaction_id[last])
     retried = redis_store.apply(batch)
     assert np.array_equal(retried, MemoryStore().apply(batch))
 
@@ -203,7 +205,7 @@ def test_a_prefix_in_an_older_key_layout_is_refused(
     # so a redelivered transaction would count twice
     raw_redis.set(f"{store_prefix}:schema", FeatureConfig().schema_hash())
     store = RedisStore.from_url(redis_url, prefix=store_prefix)
-    with pytest.raises(ConfigError, match="key layout 1 .* writes layout 2"):
+    with pytest.raises(ConfigError, match="key layout 1 .* writes layout 3"):
         store.apply(_one())
     assert raw_redis.keys(f"{store_prefix}:{{*") == []  # nothing written
     store.close()

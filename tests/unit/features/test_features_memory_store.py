@@ -92,9 +92,19 @@ def test_history_beyond_the_horizon_is_dropped() -> None:
     store = MemoryStore()
     for i in range(100):
         store.apply(_batch([(f"x{i}", "c", "t", T0 + i * DAY, 1.0)]))
-    assert len(store._customers["c"].secs) == 31
-    assert len(store._customers["c"].results) == 31
-    assert len(store._terminals["t"].secs) == 38
+    day = [(T0 + i * DAY) // 1000 for i in range(100)]
+    # one record a day, cut at the second-newest record minus 31 days (customer) or 38
+    # (terminal) once 16 records are past it: the customer's last cut was at day 95
+    # (second newest: day 94, cut at day 63), the terminal's at day 86 (cut at day 47)
+    customer, terminal = store._customers["c"], store._terminals["t"]
+    assert customer.hist.tt == day[63]
+    assert customer.hist.secs == day[64:]
+    assert terminal.hist.tt == day[47]
+    assert terminal.hist.secs == day[48:]
+    # stored vectors are forgotten by the week, once the history is trimmed past it
+    assert min(customer.rows) == day[64] // (7 * DAY_S)
+    kept = {tx for rows in customer.rows.values() for tx in rows}
+    assert kept == {f"x{i}" for i in range(100) if day[i] // (7 * DAY_S) >= min(customer.rows)}
 
 
 def test_fraud_labels_are_ordered_by_label_time() -> None:
