@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,11 @@ class Decision:
     """None, or the ladder rung used: truncated_model, partial_features, rules."""
     scored_at: int
     """When the decision was made, epoch milliseconds."""
+    flags: list[str] = field(default_factory=list)
+    """What the feature store found about the transaction (empty: nothing):
+    ``conflicting_duplicate`` (its id was first seen with other content; decided on its own
+    content, the store untouched), ``event_time_outlier`` (dated far from its partition's
+    stream), ``history_capped`` (its windows reach into a hot key's capped history)."""
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict())

@@ -134,6 +134,13 @@ class ServeMetrics:
             "Dead letters given up after repeated failed writes (their offsets are logged)",
             registry=r,
         )
+        self.flagged = Counter(
+            "fraudstream_flagged_decisions",
+            "Decisions the feature store flagged: conflicting_duplicate (a reused transaction "
+            "id with other content), event_time_outlier, history_capped (a hot key's cap)",
+            ["flag"],
+            registry=r,
+        )
         self.deadline_missed = Counter(
             "fraudstream_deadline_missed", "Decisions past budget", registry=r
         )

@@ -23,7 +23,15 @@ from features.definitions import (
 )
 from features.exceptions import FeatureStoreUnavailable
 from features.schema import TransactionBatch
-from features.store import FeatureStore, OffsetTrackingStore
+from features.store import (
+    FLAG_CAPPED,
+    FLAG_CONFLICT,
+    FLAG_OUTLIER,
+    FeatureStore,
+    OffsetTrackingStore,
+    watermark_flags,
+    watermarks,
+)
 from stream.decision import DECISIONS, REVIEW, Decision, Rules
 from stream.planner import RUNG_PARTIAL, RUNG_RULES, RUNG_TRUNCATED, Plan, Planner
 
@@ -66,6 +74,8 @@ class ScoredBatch:
     """Model that scored the batch."""
     stage_ms: dict[str, float]
     """Milliseconds spent per stage on the whole batch."""
+    flags: np.ndarray | None = None
+    """(n,) int64 store flags per row (``features.store.FLAG_*``); None: none raised."""
 
     def rows(
         self,
@@ -101,7 +111,8 @@ class ScoredBatch:
         amounts, times = b.amount.tolist(), b.event_time_ms.tolist()
         scores, labels = self.scores.tolist(), [DECISIONS[c] for c in self.codes.tolist()]
         reasons = self.reasons
-        none: list[dict[str, Any]] = []  # shared by the rows without reasons; never mutated
+        none: list[Any] = []  # shared by the rows without reasons or flags; never mutated
+        flagged = flag_names(self.flags)
         version, rung = self.model_version, self.rung
         out = []
         for i in range(n):
@@ -126,6 +137,7 @@ class ScoredBatch:
                     "deadline_met": mets[i],
                     "degraded": rung,
                     "scored_at": scored_at_ms,
+                    "flags": flagged.get(i, none),
                 }
             )
         return out, total
@@ -176,15 +188,23 @@ class Pipeline:
         return sum(len(b) for b, _ in self.pending)
 
     def run(
-        self, batch: TransactionBatch, plan: Plan, offsets: Mapping[int, int] | None = None
+        self,
+        batch: TransactionBatch,
+        plan: Plan,
+        offsets: Mapping[int, int] | None = None,
+        watermark_s: np.ndarray | None = None,
     ) -> ScoredBatch:
         """Score one batch. ``offsets`` (partition -> next offset) are the input marks the
-        store records with the batch: everything below them has been applied."""
+        store records with the batch: everything below them has been applied.
+        ``watermark_s``: each row's partition watermark (``stream.watermark``), NaN or None
+        where there is none."""
         stage_ms: dict[str, float] = {}
-        x, rung = self._features(batch, plan, stage_ms, dict(offsets or {}))
+        x, rung, flags = self._features(batch, plan, stage_ms, dict(offsets or {}), watermark_s)
         scorer = self.model()
         if scorer is None or plan.rung == RUNG_RULES:
-            return self._rules(batch, x, stage_ms)
+            scored = self._rules(batch, x, stage_ms)
+            scored.flags = flags
+            return scored
         # partial features: every tree (the rung is the missing features); truncated: the
         # first trees, with that rung's own thresholds and reasons
         trees = scorer.truncation_trees if plan.rung == RUNG_TRUNCATED and rung is None else None
@@ -195,7 +215,7 @@ class Pipeline:
         codes = np.asarray(scorer.decide(scores, rung), dtype=np.int8)
         self._timed("score_truncated" if trees else "score_full", len(batch), t0, stage_ms, "score")
         reasons = self._reasons(scorer, x, codes, stage_ms, trees)
-        return ScoredBatch(batch, x, scores, codes, reasons, rung, scorer.version, stage_ms)
+        return ScoredBatch(batch, x, scores, codes, reasons, rung, scorer.version, stage_ms, flags)
 
     def flush_pending(self) -> bool:
         """Apply transactions decided while the store was away; True when none are left."""
@@ -209,7 +229,7 @@ class Pipeline:
             for partition, offset in offsets.items():
                 marks[partition] = max(offset, marks.get(partition, offset))
         try:
-            self._apply(merged, None, marks)
+            self._apply(merged, None, marks)  # judged when decided: no flags wanted here
         except FeatureStoreUnavailable as exc:
             self._fail(exc)
             return False
@@ -227,13 +247,23 @@ class Pipeline:
         self.flush_pending()
 
     def _apply(
-        self, batch: TransactionBatch, timeout_s: float | None, offsets: dict[int, int]
-    ) -> np.ndarray:
+        self,
+        batch: TransactionBatch,
+        timeout_s: float | None,
+        offsets: dict[int, int],
+        watermark_s: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         if self.marks_topic is None or not offsets:
-            out = self.store.apply(batch, timeout_s=timeout_s)
+            out = self.store.apply_flagged(batch, timeout_s=timeout_s, watermark_s=watermark_s)
         else:
             store: OffsetTrackingStore = self.store  # type: ignore[assignment]
-            out = store.apply(batch, timeout_s=timeout_s, offsets=offsets, topic=self.marks_topic)
+            out = store.apply_flagged(
+                batch,
+                timeout_s=timeout_s,
+                offsets=offsets,
+                topic=self.marks_topic,
+                watermark_s=watermark_s,
+            )
         if self._down:
             self._down = False
             if self.on_store_back is not None:
@@ -246,14 +276,15 @@ class Pipeline:
         plan: Plan,
         stage_ms: dict[str, float],
         offsets: dict[int, int],
-    ) -> tuple[np.ndarray, str | None]:
+        watermark_s: np.ndarray | None,
+    ) -> tuple[np.ndarray, str | None, np.ndarray]:
         t0 = self.perf()
         want_store = plan.rung != RUNG_PARTIAL and plan.store_timeout_s > 0
         if want_store and self.flush_pending():
             try:
-                full = self._apply(batch, plan.store_timeout_s, offsets)
+                full, flags = self._apply(batch, plan.store_timeout_s, offsets, watermark_s)
                 self._timed("features", len(batch), t0, stage_ms, "features")
-                return full.astype(np.float32, copy=False), None
+                return full.astype(np.float32, copy=False), None, flags
             except FeatureStoreUnavailable as exc:  # refused, unreachable, or silent that long
                 self._fail(exc)
         self.pending.append((batch, offsets))
@@ -262,7 +293,9 @@ class Pipeline:
             batch.event_time_ms, batch.amount, self.config
         )
         stage_ms["features"] = (self.perf() - t0) * 1e3
-        return x, RUNG_PARTIAL
+        # without the store only the event time can be judged, against the watermark
+        flags = watermark_flags(batch, watermarks(batch, watermark_s), self.config)
+        return x, RUNG_PARTIAL, flags
 
     def _rules(
         self, batch: TransactionBatch, x: np.ndarray, stage_ms: dict[str, float]
@@ -300,6 +333,24 @@ class Pipeline:
         self._retry_at = self.perf() + self._backoff_s
         logger.warning("feature store unavailable (%s); retry in %.2f s", exc, self._backoff_s)
         self._backoff_s = min(self._backoff_s * 2, 1.0)
+
+
+FLAG_NAMES = (
+    (FLAG_CONFLICT, "conflicting_duplicate"),
+    (FLAG_OUTLIER, "event_time_outlier"),
+    (FLAG_CAPPED, "history_capped"),
+)
+"""A decision's ``flags``: what the store found about its transaction."""
+
+
+def flag_names(flags: np.ndarray | None) -> dict[int, list[str]]:
+    """Row -> names of its flags, for the flagged rows only."""
+    if flags is None or not flags.any():
+        return {}
+    return {
+        int(i): [name for bit, name in FLAG_NAMES if int(flags[i]) & bit]
+        for i in np.flatnonzero(flags)
+    }
 
 
 _EMPTY = TransactionBatch.from_columns([], [], [], np.empty(0, np.int64), np.empty(0))

@@ -33,8 +33,9 @@ from stream.kafka.consume import take_queued
 from stream.liveness import Liveness
 from stream.metrics import ServeMetrics
 from stream.model_watch import ModelHolder
-from stream.pipeline import Pipeline, ScoredBatch
+from stream.pipeline import Pipeline, ScoredBatch, flag_names
 from stream.planner import Planner
+from stream.watermark import Watermarks
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ class Server:
     """Producers' clock skew per partition: where each record's budget starts."""
     liveness: Liveness = field(default_factory=Liveness)
     """Heartbeat of the loop (``/healthz``)."""
+    watermarks: Watermarks = field(default_factory=Watermarks)
+    """Event-time watermark per partition (the store trims and flags against it)."""
     wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
     stopping: threading.Event = field(default_factory=threading.Event)
     assigned: set[tuple[str, int]] = field(default_factory=set)
@@ -188,7 +191,10 @@ class Server:
         marks = {tp.partition: tp.offset for tp in next_offsets}
         self.liveness.beat("feature store and model")
         if len(decoded.batch):
-            scored = self.pipeline.run(decoded.batch, plan, marks)
+            ok_rows = np.asarray(decoded.ok_index, dtype=np.int64)
+            parts = np.fromiter((msgs[i].partition() for i in ok_rows), np.int64, len(ok_rows))
+            watermark = self.watermarks.take(parts, decoded.batch.event_time_ms)
+            scored = self.pipeline.run(decoded.batch, plan, marks, watermark)
         else:
             self.pipeline.mark(marks)
         self.liveness.beat("waiting for the previous commit")
@@ -271,6 +277,9 @@ class Server:
             m.decisions.labels(decision=("approve", "review", "decline")[code]).inc(int(count))
         if scored.rung is not None:
             m.degraded.labels(rung=scored.rung).inc(len(scored.codes))
+        for names in flag_names(scored.flags).values():
+            for name in names:
+                m.flagged.labels(flag=name).inc()
         for stage, ms in scored.stage_ms.items():
             m.stage.labels(stage=stage).observe(ms / 1e3)
 
@@ -318,6 +327,7 @@ class Server:
         )
         for _, partition in gone:
             self.skew.forget(partition)
+            self.watermarks.forget(partition)
         self.metrics.lag.clear()  # refilled for the partitions still owned within 5 s
         logger.info("partitions revoked", extra={"partitions": sorted(p for _, p in gone)})
 

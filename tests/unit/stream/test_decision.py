@@ -53,8 +53,10 @@ def test_decision_json_has_every_contract_field() -> None:
         "deadline_met",
         "degraded",
         "scored_at",
+        "flags",
     }
     assert doc["degraded"] is None and doc["latency_ms"] == {"total": 3.0}
+    assert doc["flags"] == []
 
 
 def _scored() -> ScoredBatch:
@@ -105,3 +107,14 @@ def test_decisions_without_a_budget_all_meet_it() -> None:
     assert [d.deadline_met for d in decisions] == [True] * 3
     assert [d.latency_ms["total"] for d in decisions] == [0.0] * 3
     assert decisions[2].reasons == [{"feature": "tx_amount", "contribution": 1.5}]
+
+
+def test_store_flags_become_named_flags_on_the_flagged_rows_only() -> None:
+    scored = _scored()
+    scored.flags = np.array([0, 1 | 2, 4], dtype=np.int64)
+    rows, _ = scored.rows(None, None, 1_700_000_003_000)
+    assert [r["flags"] for r in rows] == [
+        [],
+        ["conflicting_duplicate", "event_time_outlier"],
+        ["history_capped"],
+    ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from features.batch import TransactionBatch
@@ -29,18 +30,21 @@ class SwitchableStore(MemoryStore):
         self.slow = False
         self.calls: list[tuple[list[str], dict[int, int]]] = []
 
-    def apply(
+    def apply_flagged(
         self,
         batch: TransactionBatch,
         timeout_s: float | None = None,
         *,
         offsets: Mapping[int, int] | None = None,
         topic: str = DEFAULT_TOPIC,
-    ) -> np.ndarray:
+        watermark_s: npt.ArrayLike | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         if self.down:
             raise FeatureStoreUnavailable("switched off")
         self.calls.append((list(batch.transaction_id), dict(offsets or {})))
-        out = super().apply(batch, timeout_s, offsets=offsets, topic=topic)
+        out = super().apply_flagged(
+            batch, timeout_s, offsets=offsets, topic=topic, watermark_s=watermark_s
+        )
         if self.slow:  # applied by the server, but the reply came after the bound
             raise FeatureStoreTimeout("no reply in time")
         return out
