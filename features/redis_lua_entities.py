@@ -280,6 +280,19 @@ local function customer_row(kr, kh, txid, i, status, finish)
   end
   local parts = {ms, x}
   local h, len = fetch(kh)
+  if h == '' and status ~= CONFLICT then
+    -- the customer's first record: its history starts with it
+    local aw, ar = split(x)
+    for j = 1, ncw do
+      parts[2 * j + 1], parts[2 * j + 2] = 1, aw / SCALE + ar
+    end
+    local hdr = pack('<dddddd', sec, 0, 0, NEG, NEG, 0)
+    redis.call('SET', kh, hdr .. pack('<ddd', sec, aw, ar), 'PX', cttl)
+    local row = finish(parts, i, sec, wm, true, 0)
+    redis.call('HSET', kr, txid, row)
+    redis.call('PEXPIRE', kr, rttl_)
+    return row
+  end
   if status == NEW then
     local rec, expire, flags = customer_fast(h, sec, x, wm, parts)
     if rec then
@@ -412,6 +425,14 @@ local function terminal_part(kw, ki, txid, sec, wm, applied, parts)
     if sec > max_(tt, cc) then
       applied = redis.call('HSETNX', ki .. period(sec), txid, '1') == 1
     end
+  end
+  if applied and w == '' then
+    -- the terminal's first record: its history starts with it, its windows are empty
+    local k = #parts
+    for j = 1, 2 * ntw do parts[k + j] = 0 end
+    redis.call('SET', kw, pack('<dddddd', sec, NEG, NEG, 0, 0, sec), 'PX', tttl)
+    if ki then redis.call('PEXPIRE', ki .. period(sec), tttl) end
+    return 0
   end
   if applied then
     local flags, fresh = terminal_fast(kw, w, sec, wm, parts)

@@ -1,5 +1,7 @@
 """Redis for the features integration tests: ``REDIS_URL`` if set, else a private
-redis-server on a free port for the session; plus private servers tests may kill."""
+redis-server on a free port for the session; plus private servers tests may kill, and
+``make_store``: one test run against the in-process store, a single Redis and a Redis
+Cluster."""
 
 from __future__ import annotations
 
@@ -12,11 +14,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
+from features.memory_store import MemoryStore
 from features.redis_store import RedisStore
+from features.store import FeatureStore
+from tests.cluster_infra import redis_cluster  # noqa: F401 (fixture, started on request)
 
 
 def _free_port() -> int:
@@ -108,3 +114,27 @@ def raw_redis(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+def make_store(request: pytest.FixtureRequest, redis_url: str) -> Iterator[Callable[..., Any]]:
+    """``make(**limits)``: a fresh store of each kind (limits: max_customer_records,
+    max_terminal_records, and chunk_size for Redis, 7 unless given: several calls a batch)."""
+    made: list[RedisStore] = []
+
+    def make(**limits: int) -> FeatureStore:
+        if request.param == "memory":
+            limits.pop("chunk_size", None)
+            return MemoryStore(**limits)
+        limits.setdefault("chunk_size", 7)
+        url = redis_url
+        if request.param == "cluster":
+            url = request.getfixturevalue("redis_cluster").url
+        store = RedisStore.from_url(url, prefix=f"t{uuid.uuid4().hex[:12]}", **limits)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.drop()
+        store.close()

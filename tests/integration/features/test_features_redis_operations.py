@@ -16,10 +16,12 @@ from features.batch import TransactionBatch
 from features.definitions import DAY_S, FeatureConfig
 from features.exceptions import ConfigError, FeatureStoreUnavailable
 from features.memory_store import MemoryStore
+from features.redis_batches import numbers_of, single_calls
 from features.redis_calls import CHUNK_SIZE
 from features.redis_scripts import rows_keys
 from features.redis_store import RedisStore
 from features.simulator import SimulatorConfig, simulate
+from features.store import fingerprints
 
 pytestmark = pytest.mark.integration
 
@@ -210,3 +212,44 @@ def test_a_prefix_in_an_older_key_layout_is_refused(
     assert raw_redis.keys(f"{store_prefix}:{{*") == []  # nothing written
     store.close()
     raw_redis.delete(f"{store_prefix}:schema")
+
+
+def test_a_prefix_in_layout_2_is_refused(
+    redis_url: str, store_prefix: str, raw_redis: redis.Redis
+) -> None:
+    # layout 2 had no identity keys and shorter history headers: read as layout 3 it would
+    # mistake records for header fields
+    raw_redis.set(f"{store_prefix}:schema", f"{FeatureConfig().schema_hash()} layout 2")
+    store = RedisStore.from_url(redis_url, prefix=store_prefix)
+    with pytest.raises(ConfigError, match="key layout 2 .* writes layout 3"):
+        store.apply(_one())
+    store.close()
+    raw_redis.delete(f"{store_prefix}:schema")
+
+
+def test_marks_are_raised_only_once_every_call_of_the_batch_ran(
+    redis_store: RedisStore,
+) -> None:
+    rows = [(f"m{i}", f"c{i}", "t", T0 + i * 1000, 1.0) for i in range(5)]
+    batch = TransactionBatch.from_columns(*(list(col) for col in zip(*rows, strict=True)))
+    redis_store.apply(_one("warm-up"))  # the store knows it is a single server
+    wm = np.full(len(batch), np.nan)
+    calls = single_calls(
+        redis_store._tx_script,
+        redis_store.prefix,
+        redis_store._head,
+        batch,
+        numbers_of(batch, wm),
+        fingerprints(batch),
+        {0: 5},
+        "marks",
+        2,
+    )
+    assert len(calls) == 3
+    # the first call is lost: the others run, the last one does not raise the mark
+    redis_store._run(calls[1:], None)
+    assert redis_store.applied_offsets("marks") == {}
+    # the batch again, whole: applied (the rows already there kept), the mark raised
+    out = redis_store.apply(batch, offsets={0: 5}, topic="marks")
+    assert redis_store.applied_offsets("marks") == {0: 5}
+    np.testing.assert_array_equal(out, MemoryStore().apply(batch))
