@@ -1,6 +1,11 @@
-"""A corpus of malformed transaction payloads (hand-written plus hypothesis-generated)."""
+"""Corpora of input a stream will eventually carry: malformed transaction payloads
+(hand-written plus hypothesis-generated), to be dead-lettered; and valid but unusual ones
+(reused ids, dates far from the stream, the largest valid record), to be decided with the
+feature store's flags."""
 
 from __future__ import annotations
+
+import time
 
 import orjson
 from hypothesis import HealthCheck, given, settings
@@ -131,3 +136,40 @@ def poison_corpus() -> list[tuple[bytes | None, bytes | None]]:
     ]
     pairs += [(None, b""), (b"", b"{}"), (b"k", None)]
     return pairs
+
+
+def _tx(**changes: object) -> bytes:
+    return orjson.dumps({**GOOD, **changes})
+
+
+def decided_corpus(now_ms: int | None = None) -> list[tuple[bytes, bytes, int]]:
+    """(key, value, store flags of its decision) of valid transactions a stream will
+    eventually carry, in this order after records of ``GOOD``'s time (2018): each must be
+    decided, never dead-lettered. The flags are ``features.store``'s, for a reader that
+    passes the stream's watermark: a reused id with other content is a conflict (the
+    amount, then the customer), the first copy again is a redelivery, a record dated today
+    (``now_ms``) and one 60 days behind are outliers, the largest valid record is plain."""
+    from features.store import FLAG_CONFLICT, FLAG_OUTLIER
+
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    t = int(GOOD["event_time"])  # type: ignore[call-overload]
+    day = 86_400_000
+    first = _tx(transaction_id="reused", amount=10.0)
+    return [
+        (b"c", first, 0),
+        (b"c", _tx(transaction_id="reused", amount=5000.0), FLAG_CONFLICT),
+        (b"other", _tx(transaction_id="reused", customer_id="other", amount=10.0), FLAG_CONFLICT),
+        (b"c", first, 0),
+        (b"c", _tx(transaction_id="today", event_time=now_ms - 3_600_000), FLAG_OUTLIER),
+        (b"c", _tx(transaction_id="behind", event_time=t - 60 * day), FLAG_OUTLIER),
+        (
+            b"k" * 128,
+            _tx(
+                transaction_id="i" * 128,
+                customer_id="c" * 128,
+                terminal_id="t" * 128,
+                metadata={"note": "m" * 64_000},
+            ),
+            0,
+        ),
+    ]
