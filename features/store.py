@@ -188,16 +188,16 @@ def watermark_flags(batch: TransactionBatch, wm: FloatArray, config: FeatureConf
 
 
 def fingerprints(batch: TransactionBatch) -> bytes:
-    """8 bytes per row identifying its content (customer, terminal, event ms, amount)."""
-    out = bytearray()
+    """8 bytes per row identifying its content: a BLAKE2b digest of the customer and the
+    terminal (each with its length, so that no two contents share an encoding), the event
+    ms and the amount's bits. Stored with every transaction id: never change it."""
+    blake = hashlib.blake2b
     amounts = batch.amount.astype("<f8").tobytes()
-    for i, (customer, terminal) in enumerate(
-        zip(batch.customer_id, batch.terminal_id, strict=True)
+    out = []
+    for i, (customer, terminal, ms) in enumerate(
+        zip(batch.customer_id, batch.terminal_id, batch.event_time_ms.tolist(), strict=True)
     ):
-        blob = b"%s\x00%s\x00%d\x00" % (
-            customer.encode(),
-            terminal.encode(),
-            int(batch.event_time_ms[i]),
-        )
-        out += hashlib.blake2b(blob + amounts[8 * i : 8 * i + 8], digest_size=8).digest()
-    return bytes(out)
+        c, t = customer.encode(), terminal.encode()
+        blob = b"%d:%b%d:%b%d:" % (len(c), c, len(t), t, ms)
+        out.append(blake(blob + amounts[8 * i : 8 * i + 8], digest_size=8).digest())
+    return b"".join(out)

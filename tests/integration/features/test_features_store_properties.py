@@ -2,7 +2,8 @@
 
 - Each customer's records in order (one partition each), customers interleaved up to a
   day apart, redeliveries anywhere after the first delivery: every row, the redelivered
-  ones too, is the offline computation on the de-duplicated, time-sorted input.
+  ones too, is the offline computation on the de-duplicated, time-sorted input (equal
+  times in the order they came).
 - Any order up to a day late: every row is the offline computation over the records
   applied before it (its own included); nothing is flagged.
 
@@ -36,18 +37,19 @@ SETTINGS = settings(
 
 @st.composite
 def _records(draw: st.DrawFn) -> list[Row]:
-    """Up to 40 records of 3 customers and 2 terminals over 40 days, distinct seconds."""
+    """Up to 40 records of 3 customers and 2 terminals over 40 days, at multiples of 6 hours
+    give or take a second: window bounds fall on other records, just before or after."""
     n = draw(st.integers(2, 40))
-    seconds = draw(st.lists(st.integers(0, 40 * DAY_S), min_size=n, max_size=n, unique=True))
+    grid = st.tuples(st.integers(0, 160), st.integers(-1, 1)).map(lambda k: k[0] * 21_600 + k[1])
     return [
         (
             f"x{i}",
             f"c{draw(st.integers(0, 2))}",
             f"t{draw(st.integers(0, 1))}",
-            (T0_S + s) * 1000,
+            (T0_S + draw(grid)) * 1000,
             draw(st.integers(0, 100_000)) / 100,
         )
-        for i, s in enumerate(seconds)
+        for i in range(n)
     ]
 
 
