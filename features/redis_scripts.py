@@ -35,6 +35,7 @@ import numpy.typing as npt
 
 from features.redis_lua_entities import ENTITIES
 from features.redis_lua_runs import LABEL_RUNS, RUNS
+from features.redis_lua_terminal import TERMINAL
 from features.store import ROWS_PERIOD_S
 
 TTL_REFRESH_S = ROWS_PERIOD_S
@@ -105,6 +106,7 @@ APPLY_TRANSACTIONS = (
     _HEADER
     + RUNS
     + ENTITIES
+    + TERMINAL
     + r"""
 -- KEYS: 4 per transaction (customer r<period>, h, terminal w, identity x)
 --       [, offsets hash] [, guard]; ARGV as above, then the tx ids
@@ -135,6 +137,7 @@ APPLY_IDS = (
     + _HEADER
     + RUNS
     + ENTITIES
+    + TERMINAL
     + r"""
 -- ARGV as above (no offsets), then the identity key of each transaction. Returns one
 -- byte per transaction: 0 new, 1 the same content again, 2 other content (a conflict).
@@ -152,6 +155,7 @@ APPLY_TERMINALS = (
     + _HEADER
     + RUNS
     + ENTITIES
+    + TERMINAL
     + r"""
 -- ARGV as above (no offsets), then one status byte per transaction (APPLY_IDS), 2 keys
 -- per transaction (terminal w, i), then tx ids. Returns the terminal counts, then the
@@ -176,6 +180,7 @@ APPLY_CUSTOMERS = (
     + _HEADER
     + RUNS
     + ENTITIES
+    + TERMINAL
     + r"""
 -- ARGV as above (no offsets), then one status byte per transaction, the terminal counts
 -- and flags of every transaction (as APPLY_TERMINALS returns them), 2 keys per transaction
