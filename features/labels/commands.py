@@ -35,6 +35,14 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     a("--decisions-topic", help="default fraud.decisions")
     a("--web-port", type=int, help="/kpis, /healthz and /metrics (default 6066)")
     a(
+        "--replication-factor",
+        type=int,
+        metavar="N",
+        help="replicas of the internal topics the worker creates (its join topic and the KPI "
+        "table's changelog); at most the number of brokers: 3 on a production cluster "
+        "(default 1, for a single broker)",
+    )
+    a(
         "--labels-stale-after-s",
         type=float,
         help="warn (and set fraudstream_labels_stale) when no label was applied for this "

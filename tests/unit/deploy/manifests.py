@@ -1,10 +1,13 @@
-"""Loaders for the deployment files: docker-compose.yml, ops/k8s/base/*.yaml, ops/topics.py."""
+"""Loaders for the deployment files: docker-compose.yml, ops/k8s (read as kustomize builds it),
+ops/topics.py."""
 
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -15,6 +18,9 @@ COMPOSE = ROOT / "docker-compose.yml"
 K8S = ROOT / "ops/k8s"
 K8S_BASE = K8S / "base"
 """The manifests of every deployment; ``ops/k8s`` applies them, ``ops/k8s/gpu`` adds to them."""
+K8S_GPU = K8S / "gpu"
+SECRET_EXAMPLE = K8S_BASE / "secret.example.yaml"
+"""The Secret's example, created out of band: not in any kustomization."""
 PROMETHEUS = ROOT / "ops/prometheus/prometheus.yml"
 GRAFANA = ROOT / "ops/grafana"
 DASHBOARD = GRAFANA / "dashboards/fraudstream.json"
@@ -68,6 +74,93 @@ def k8s(kind: str, name: str) -> dict[str, Any]:
     found = [d for d in k8s_documents() if d["kind"] == kind and d["metadata"]["name"] == name]
     assert len(found) == 1, f"expected one {kind} {name} in ops/k8s/base, found {len(found)}"
     return found[0]
+
+
+def kustomization(folder: Path) -> dict[str, Any]:
+    doc = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def kustomize_build(folder: Path) -> list[dict[str, Any]]:
+    """The documents ``kubectl kustomize <folder>`` builds, for the features these
+    kustomizations use: resources (files, other kustomizations), ``images`` (one entry after
+    the other, in their order, as kustomize applies them) and JSON patches of op replace.
+    tests/unit/deploy/test_k8s_gpu.py compares this with kubectl's output where kubectl is."""
+    config = kustomization(folder)
+    docs: list[dict[str, Any]] = []
+    for resource in config["resources"]:
+        path = (folder / resource).resolve()
+        if path.is_dir():
+            docs += kustomize_build(path)
+        else:
+            docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for entry in config.get("images", []):
+        for c in all_containers(docs):
+            c["image"] = retag(c["image"], entry)
+    for patch in config.get("patches", []):
+        _apply_replace_patch(docs, patch)
+    return docs
+
+
+def kubectl_kustomize(folder: Path) -> list[dict[str, Any]]:
+    """The documents the real ``kubectl kustomize <folder>`` builds (kubectl on PATH)."""
+    done = subprocess.run(
+        ["kubectl", "kustomize", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def all_containers(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every container (and init container) of every Deployment in ``docs``."""
+    found: list[dict[str, Any]] = []
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            pod = doc["spec"]["template"]["spec"]
+            found += pod["containers"] + pod.get("initContainers", [])
+    return found
+
+
+def image_name(image: str) -> str:
+    """``registry:5000/app:1.2`` → ``registry:5000/app``: the part kustomize's ``images``
+    entries match by name (the tag follows the last colon after the last slash)."""
+    without_digest = image.split("@", 1)[0]
+    slash = without_digest.rfind("/")
+    colon = without_digest.rfind(":")
+    return without_digest[:colon] if colon > slash else without_digest
+
+
+def retag(image: str, entry: dict[str, str]) -> str:
+    """What one kustomize ``images`` entry makes of a container's image."""
+    assert set(entry) <= {"name", "newName", "newTag"}, f"not emulated: {entry}"
+    name = image_name(image)
+    if name != entry["name"]:
+        return image
+    tag = image[len(name) :]
+    if "newTag" in entry:
+        tag = ":" + str(entry["newTag"])
+    return entry.get("newName", name) + tag
+
+
+def _apply_replace_patch(docs: list[dict[str, Any]], patch: dict[str, Any]) -> None:
+    target = patch["target"]
+    matched = [
+        d for d in docs if d["kind"] == target["kind"] and d["metadata"]["name"] == target["name"]
+    ]
+    assert len(matched) == 1, target
+    for op in yaml.safe_load(patch["patch"]):
+        assert op["op"] == "replace", op
+        *parents, leaf = op["path"].strip("/").split("/")
+        node = matched[0]
+        for key in parents:
+            node = node[key]
+        assert leaf in node, op["path"]
+        node[leaf] = op["value"]
 
 
 def container(deployment: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from tests.unit.deploy.manifests import (
 )
 
 DEPLOYMENTS = {"serve": ("serve",), "labels": ("features", "run")}
+SECRET = "fraudstream-secrets"
 PORT_FLAGS = {"serve": "--metrics-port", "labels": "--web-port"}
 # librdkafka's sasl.mechanism to the KEDA Kafka scaler's `sasl` value.
 KEDA_SASL = {
@@ -61,7 +62,7 @@ def test_every_manifest_is_in_the_kustomization_but_the_secret_example() -> None
     on_disk = {p.name for p in K8S_BASE.glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == on_disk - {"secret.example.yaml"}
     kinds = {(d["kind"], d["metadata"]["name"]) for d in k8s_documents() if "metadata" in d}
-    assert ("Secret", "fraudstream-kafka") in kinds
+    assert ("Secret", SECRET) in kinds
 
 
 @pytest.mark.parametrize("name", DEPLOYMENTS)
@@ -121,22 +122,6 @@ def test_termination_grace_outlasts_serve_shutdown_bound() -> None:
     assert grace == 45
 
 
-def test_the_sasl_password_comes_only_from_the_secret() -> None:
-    secret = k8s("Secret", "fraudstream-kafka")
-    for name in DEPLOYMENTS:
-        c = container(_deployment(name))
-        refs = {e["name"]: e.get("valueFrom", {}) for e in c["env"]}
-        ref = refs["FRAUDSTREAM_SASL_PASSWORD"]["secretKeyRef"]
-        assert ref["name"] == secret["metadata"]["name"]
-        assert ref["key"] in secret["stringData"]
-        assert not any("password" in arg.lower() for arg in c["args"])
-        assert _setting(name, "--security-protocol") == "SASL_SSL"
-        assert _setting(name, "--sasl-mechanism") and _setting(name, "--sasl-username")
-    for doc in k8s_documents():
-        if doc["kind"] == "ConfigMap":
-            assert not any("PASSWORD" in key for key in doc["data"]), doc["metadata"]["name"]
-
-
 def test_serve_and_the_label_pipeline_use_different_consumer_groups() -> None:
     assert _setting("serve", "--group-id") == "fraudstream"
     assert _setting("labels", "--group-id") not in (None, "fraudstream")
@@ -184,7 +169,7 @@ def test_keda_authenticates_like_serve() -> None:
         _setting("serve", "--security-protocol") in ("SSL", "SASL_SSL")
     )
     auth = k8s("TriggerAuthentication", trigger["authenticationRef"]["name"])["spec"]
-    secret = k8s("Secret", "fraudstream-kafka")
+    secret = k8s("Secret", SECRET)
     [password] = auth["secretTargetRef"]
     assert password["parameter"] == "password"
     assert password["name"] == secret["metadata"]["name"]

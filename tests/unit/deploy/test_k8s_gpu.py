@@ -5,67 +5,37 @@ patches), and checked against the CLI and the CPU Deployment."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from stream.cli import build_parser
 from tests.unit.deploy.contract import check_command, flag_value
 from tests.unit.deploy.manifests import (
     K8S,
     K8S_BASE,
+    K8S_GPU,
     container,
     container_env,
     k8s,
+    kubectl_kustomize,
+    kustomization,
+    kustomize_build,
     partitions_default,
     resolved_args,
 )
 
-OVERLAY = K8S / "gpu"
+OVERLAY = K8S_GPU
 
 
 def overlay() -> dict[str, Any]:
-    doc = yaml.safe_load((OVERLAY / "kustomization.yaml").read_text())
-    assert isinstance(doc, dict)
-    return doc
-
-
-def documents(folder: Path) -> list[dict[str, Any]]:
-    """The documents of a kustomization's resources, folders (other kustomizations) too."""
-    listed = yaml.safe_load((folder / "kustomization.yaml").read_text())["resources"]
-    docs: list[dict[str, Any]] = []
-    for resource in listed:
-        path = (folder / resource).resolve()
-        if path.is_dir():
-            docs += documents(path)
-        else:
-            docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return docs
+    return kustomization(OVERLAY)
 
 
 def built() -> list[dict[str, Any]]:
-    """The documents ``kubectl apply -k ops/k8s/gpu`` applies (JSON patches of op replace)."""
-    docs = documents(OVERLAY)
-    for patch in overlay().get("patches", []):
-        target = patch["target"]
-        matched = [
-            d
-            for d in docs
-            if d["kind"] == target["kind"] and d["metadata"]["name"] == target["name"]
-        ]
-        assert len(matched) == 1, target
-        for op in yaml.safe_load(patch["patch"]):
-            assert op["op"] == "replace", op
-            *parents, leaf = op["path"].strip("/").split("/")
-            node = matched[0]
-            for key in parents:
-                node = node[key]
-            assert leaf in node, op["path"]
-            node[leaf] = op["value"]
-    return docs
+    """The documents ``kubectl apply -k ops/k8s/gpu`` applies."""
+    return kustomize_build(OVERLAY)
 
 
 def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -79,8 +49,8 @@ def gpu_deployment() -> dict[str, Any]:
 
 def test_the_overlay_builds_on_the_base_and_adds_only_the_gpu_replica() -> None:
     assert overlay()["resources"] == ["../base", "serve-gpu-deployment.yaml"]
-    base = {(d["kind"], d["metadata"]["name"]) for d in documents(K8S)}
-    assert base == {(d["kind"], d["metadata"]["name"]) for d in documents(K8S_BASE)}
+    base = {(d["kind"], d["metadata"]["name"]) for d in kustomize_build(K8S)}
+    assert base == {(d["kind"], d["metadata"]["name"]) for d in kustomize_build(K8S_BASE)}
     added = {(d["kind"], d["metadata"]["name"]) for d in built()} - base
     assert added == {("Deployment", "fraudstream-serve-gpu")}
 
@@ -132,18 +102,10 @@ def test_all_replicas_together_never_outnumber_the_partitions() -> None:
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
-@pytest.mark.parametrize("folder", [K8S, OVERLAY])
+@pytest.mark.parametrize("folder", [K8S, K8S_BASE, OVERLAY])
 def test_kustomize_builds_what_these_tests_read(folder: Path) -> None:
-    done = subprocess.run(
-        ["kubectl", "kustomize", str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    real = [d for d in yaml.safe_load_all(done.stdout) if d]
-    ours = built() if folder == OVERLAY else documents(folder)
+    real = kubectl_kustomize(folder)
+    ours = kustomize_build(folder)
 
     def key(doc: dict[str, Any]) -> tuple[str, str]:
         return doc["kind"], doc["metadata"]["name"]
