@@ -15,6 +15,8 @@ Key layout under a prefix ``P`` (every key of an entity shares its hash tag):
 - ``P:{t:<terminal>}:f`` sorted set of fraud-labelled tx ids by event second
 - ``P:{t:<terminal>}:fs`` string, their event seconds (what windows count)
 - ``P:{o:<topic>}:offsets`` hash, partition -> highest applied offset mark
+- ``P:{o:<topic>}:guard:<token>`` counter of the calls of a batch sent in several, for
+  the last one's marks (see ``_MARKS``); deleted by it, or expires in 10 minutes
 
 An entity's window history is one binary string, appended to in order (one APPEND) and
 searched in Lua: read whole when short, by blocks when long (``features.redis_lua_runs``), so
