@@ -3,6 +3,8 @@
 Everything that decides *what* a feature means lives here, so the online stores and the
 offline computation share one definition: windows are half-open ``(t - w, t]`` at
 one-second resolution; terminal windows are shifted back by the label delay ``d``.
+Derived features (functions of the window aggregates, no store state of their own) are
+appended by ``assemble_features``, where every store and the offline path end.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -30,6 +33,11 @@ _EPOCH_WEEKDAY = 3
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
+FEATURE_SET_VERSION = 2
+"""Layout of the feature vector; models record it and are refused when it differs.
+1: the handbook's 15 features; 2: those plus ``customer_amount_ratio_{w}d`` per customer
+window (the amount over the window's mean amount)."""
+
 FEATURE_NAMES: tuple[str, ...] = (
     "tx_amount",
     "tx_during_weekend",
@@ -46,6 +54,9 @@ FEATURE_NAMES: tuple[str, ...] = (
     "terminal_risk_7d",
     "terminal_nb_tx_30d",
     "terminal_risk_30d",
+    "customer_amount_ratio_1d",
+    "customer_amount_ratio_7d",
+    "customer_amount_ratio_30d",
 )
 TRANSACTION_LEVEL_NAMES: tuple[str, ...] = FEATURE_NAMES[:3]
 
@@ -89,7 +100,13 @@ class FeatureConfig:
             names += [f"customer_nb_tx_{w}d", f"customer_avg_amount_{w}d"]
         for w in self.terminal_windows_days:
             names += [f"terminal_nb_tx_{w}d", f"terminal_risk_{w}d"]
+        names += [f"customer_amount_ratio_{w}d" for w in self.customer_windows_days]
         return tuple(names)
+
+    @property
+    def feature_set_version(self) -> int:
+        """``FEATURE_SET_VERSION``: the layout these names follow."""
+        return FEATURE_SET_VERSION
 
     @property
     def n_features(self) -> int:
@@ -107,15 +124,20 @@ class FeatureConfig:
     def terminal_windows_s(self) -> tuple[int, ...]:
         return tuple(w * DAY_S for w in self.terminal_windows_days)
 
-    def schema_hash(self) -> str:
-        """sha256 over the ordered names, windows, delay and time zone; models record it."""
-        payload = {
-            "names": list(self.feature_names),
+    def describe(self) -> dict[str, Any]:
+        """Feature set version, windows, delay and time zone (what a manifest records)."""
+        return {
+            "feature_set_version": self.feature_set_version,
             "customer_windows_days": list(self.customer_windows_days),
             "terminal_windows_days": list(self.terminal_windows_days),
             "delay_days": self.delay_days,
             "tz": self.tz,
         }
+
+    def schema_hash(self) -> str:
+        """sha256 over the ordered names, the feature set version, windows, delay and time
+        zone; models record it."""
+        payload = {"names": list(self.feature_names), **self.describe()}
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
 
@@ -171,16 +193,18 @@ def assemble_features(
     terminal_counts: FloatArray,
     terminal_frauds: FloatArray,
 ) -> FloatArray:
-    """Lay window aggregates out in ``feature_names`` order.
+    """Lay window aggregates out in ``feature_names`` order, derived features last.
 
-    Every store and the offline path end here, so averages and risks are divided the same
-    way everywhere: ``avg = sum / count`` (count >= 1, the current transaction is in the
-    window) and ``risk = frauds / count``, 0 when the window is empty.
+    Every store and the offline path end here, so averages, risks and ratios are divided
+    the same way everywhere: ``avg = sum / count`` (count >= 1, the current transaction is
+    in the window), ``risk = frauds / count``, 0 when the window is empty, and
+    ``customer_amount_ratio = amount / avg``, 1 when the average is 0 (every amount in the
+    window is 0, the current one too).
     """
     n = tx_level.shape[0]
     kc = customer_counts.shape[1]
     kt = terminal_counts.shape[1]
-    out = np.empty((n, 3 + 2 * kc + 2 * kt), dtype=np.float64)
+    out = np.empty((n, 3 + 3 * kc + 2 * kt), dtype=np.float64)
     out[:, :3] = tx_level
     out[:, 3 : 3 + 2 * kc : 2] = customer_counts
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -188,6 +212,15 @@ def assemble_features(
         risk = np.where(terminal_counts > 0, terminal_frauds / terminal_counts, 0.0)
     out[:, 4 : 4 + 2 * kc : 2] = avg
     base = 3 + 2 * kc
-    out[:, base::2] = terminal_counts
-    out[:, base + 1 :: 2] = risk
+    out[:, base : base + 2 * kt : 2] = terminal_counts
+    out[:, base + 1 : base + 2 * kt : 2] = risk
+    out[:, base + 2 * kt :] = amount_ratios(tx_level[:, 0], avg)
     return out
+
+
+def amount_ratios(amount: FloatArray, averages: FloatArray) -> FloatArray:
+    """``amount / average`` per customer window (columns of ``averages``); 1 where the
+    average is 0. A compromised card's amounts stand out against its own history."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(averages > 0, amount[:, None] / averages, 1.0)
+    return np.asarray(ratio, dtype=np.float64)

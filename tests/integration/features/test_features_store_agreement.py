@@ -20,7 +20,7 @@ from features.store import FeatureStore
 pytestmark = pytest.mark.integration
 
 COUNTS = [i for i, name in enumerate(FEATURE_NAMES) if "_nb_tx_" in name]
-RATIOS = [i for i, name in enumerate(FEATURE_NAMES) if "_avg_" in name or "_risk_" in name]
+RATIOS = [i for i, n in enumerate(FEATURE_NAMES) if "_avg_" in n or "_risk_" in n or "_ratio_" in n]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_store_equals_offline_on_every_feature(
     assert len(dataset) > 70_000
     assert int(dataset["is_fraud"].sum()) > 500
     online = replay(store, dataset, batch_size=512)
-    assert online.shape == offline.shape == (len(dataset), 15)
+    assert online.shape == offline.shape == (len(dataset), len(FEATURE_NAMES))
     assert np.array_equal(online[:, COUNTS], offline[:, COUNTS])
     assert np.array_equal(online[:, :3], offline[:, :3])
     np.testing.assert_allclose(online[:, RATIOS], offline[:, RATIOS], rtol=1e-9, atol=0)

@@ -9,6 +9,7 @@ import pytest
 
 from features.definitions import (
     FEATURE_NAMES,
+    FEATURE_SET_VERSION,
     FeatureConfig,
     assemble_features,
     seconds,
@@ -38,8 +39,12 @@ def test_feature_names_are_the_contract_in_order() -> None:
         "terminal_risk_7d",
         "terminal_nb_tx_30d",
         "terminal_risk_30d",
+        "customer_amount_ratio_1d",
+        "customer_amount_ratio_7d",
+        "customer_amount_ratio_30d",
     )
     assert FeatureConfig().feature_names == FEATURE_NAMES
+    assert FeatureConfig().feature_set_version == FEATURE_SET_VERSION == 2
 
 
 def test_feature_names_follow_configured_windows() -> None:
@@ -54,6 +59,7 @@ def test_feature_names_follow_configured_windows() -> None:
         "terminal_risk_3d",
         "terminal_nb_tx_14d",
         "terminal_risk_14d",
+        "customer_amount_ratio_2d",
     )
 
 
@@ -127,4 +133,34 @@ def test_assemble_divides_sums_and_frauds_and_zero_risk_when_empty() -> None:
         terminal_counts=np.array([[0.0, 4, 8]]),
         terminal_frauds=np.array([[0.0, 1, 2]]),
     )
-    assert out.tolist() == [[10, 0, 1, 1, 10, 2, 15, 4, 25, 0, 0, 4, 0.25, 8, 0.25]]
+    ratios = [10 / 10, 10 / 15, 10 / 25]
+    assert out.tolist() == [[10, 0, 1, 1, 10, 2, 15, 4, 25, 0, 0, 4, 0.25, 8, 0.25, *ratios]]
+
+
+def test_amount_ratio_is_one_when_every_amount_in_the_window_is_zero() -> None:
+    out = assemble_features(
+        np.array([[0.0, 0, 0], [5.0, 0, 0]]),
+        customer_counts=np.array([[3.0], [2.0]]),
+        customer_sums=np.array([[0.0], [20.0]]),
+        terminal_counts=np.array([[1.0], [1.0]]),
+        terminal_frauds=np.array([[0.0], [1.0]]),
+    )
+    names = FeatureConfig(customer_windows_days=(1,), terminal_windows_days=(1,)).feature_names
+    assert out.shape == (2, len(names))
+    assert out[:, names.index("customer_amount_ratio_1d")].tolist() == [1.0, 0.5]
+    assert np.isfinite(out).all()
+
+
+def test_schema_hash_covers_the_feature_set_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = FeatureConfig()
+    assert config.describe() == {
+        "feature_set_version": 2,
+        "customer_windows_days": [1, 7, 30],
+        "terminal_windows_days": [1, 7, 30],
+        "delay_days": 7,
+        "tz": "UTC",
+    }
+    before = config.schema_hash()
+    monkeypatch.setattr("features.definitions.FEATURE_SET_VERSION", 3)
+    assert config.describe()["feature_set_version"] == 3
+    assert config.schema_hash() != before

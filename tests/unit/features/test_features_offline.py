@@ -41,17 +41,20 @@ def _oracle(df: pd.DataFrame, config: FeatureConfig) -> np.ndarray:
     out = np.zeros((len(df), config.n_features))
     for i in range(len(df)):
         row: list[float] = []
+        means: list[float] = []
         for w in config.customer_windows_s:
             mine = [
                 j
                 for j in range(len(df))
                 if cust[j] == cust[i] and rank[j] <= rank[i] and sec[i] - w < sec[j] <= sec[i]
             ]
-            row += [len(mine), math.fsum(amount[mine]) / len(mine)]
+            means.append(math.fsum(amount[mine]) / len(mine))
+            row += [len(mine), means[-1]]
         for w in config.terminal_windows_s:
             hi = sec[i] - config.delay_s
             seen = [j for j in range(len(df)) if term[j] == term[i] and hi - w < sec[j] <= hi]
             row += [len(seen), (sum(fraud[seen]) / len(seen)) if seen else 0.0]
+        row += [amount[i] / m if m > 0 else 1.0 for m in means]
         out[i, 3:] = row
     out[:, 0] = amount
     return out
@@ -181,15 +184,16 @@ def test_configured_windows_change_the_shape_and_bounds() -> None:
         [(T0, "a", "T", 2.0, 1), (T0 + day, "a", "T", 4.0, 0), (T0 + 2 * day, "a", "T", 6.0, 0)]
     )
     out = compute_features(df, config)
-    assert out.shape == (3, 7)
+    assert out.shape == (3, 8)
     assert out[:, 3].tolist() == [1, 2, 2]
     assert out[:, 4].tolist() == [2, 3, 5]
     assert out[:, 5].tolist() == [0, 1, 1]
     assert out[:, 6].tolist() == [0, 1, 0]
+    assert out[:, 7].tolist() == [1, 4 / 3, 6 / 5]
 
 
 def test_empty_frame_gives_an_empty_matrix() -> None:
-    assert compute_features(_frame([])).shape == (0, 15)
+    assert compute_features(_frame([])).shape == (0, len(FEATURE_NAMES))
 
 
 def test_missing_column_and_bad_amount_are_data_file_errors() -> None:
