@@ -20,10 +20,10 @@ import pandas as pd
 from features.datafile import parse_column_map, read_transactions
 from features.definitions import FeatureConfig
 from features.exceptions import FraudstreamError
-from models import evaluation, tradeoff, train
+from models import evaluation, progress, tradeoff, train
 from models.device import choose_device
 from models.manifest import json_safe
-from models.params import Params
+from models.params import TREE_TOLERANCE, Params
 from models.registry import Registry
 from models.scorer import Scorer
 from models.thresholds import ThresholdTargets
@@ -145,7 +145,8 @@ def _train(args: argparse.Namespace) -> int:
         targets=ThresholdTargets(args.review_per_day, args.decline_precision),
     )
     registry = Registry(args.registry)
-    result = train.train(_read(args), request)
+    with progress.bars() as report:
+        result = train.train(_read(args), request, progress=report)
     version = train.register(registry, result)
     _print_training(result, version)
     if args.promote:
@@ -160,6 +161,13 @@ def _print_training(result: train.TrainResult, version: str) -> None:
         keys = ["candidate", *result.params.to_dict(), "ap_mean", "auc_mean", "seconds"]
         print(_table(keys, [[row[k] for k in keys] for row in table]))
     print(f"params: {json.dumps(result.params.to_dict())}")
+    curve = result.provenance["trees"]["validation_curve"]
+    if curve:
+        print(
+            f"trees: {result.params.n_trees}, the fewest within "
+            f"{TREE_TOLERANCE:.1%} of the best mean validation AP of "
+            f"{', '.join(str(point['trees']) for point in curve)}"
+        )
     folds = result.provenance["folds"]
     print(
         _table(
@@ -187,10 +195,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     manifest = scorer.manifest
     test_start = args.test_start or evaluation.default_test_start(manifest)
     delay = manifest.train_window.delay_days if args.delay_days is None else args.delay_days
-    window = evaluation.load_test_window(
-        _read(args), test_start, args.train_days, delay, args.test_days, FeatureConfig()
-    )
-    result = evaluation.evaluate(scorer, window, args.k)
+    with progress.bars() as report:
+        report("features", 0, 1)
+        window = evaluation.load_test_window(
+            _read(args), test_start, args.train_days, delay, args.test_days, FeatureConfig()
+        )
+        report("features", 1, 1)
+        result = evaluation.evaluate(scorer, window, args.k, report)
     print(f"model {result.version}, test window {test_start} + {args.test_days} days")
     print(_table(["metric", "value"], [[k, v] for k, v in result.metrics.items()]))
     if args.out:
@@ -258,8 +269,11 @@ def _tradeoff(args: argparse.Namespace) -> int:
     scorers, notes = _tradeoff_scorers(registry, args.version)
     test_start = args.test_start or evaluation.default_test_start(scorers[0].manifest)
     delay = scorers[0].manifest.train_window.delay_days
-    window = evaluation.load_test_window(_read(args), test_start, delay_days=delay)
-    rows = tradeoff.measure(scorers, window, budget_s=args.budget_s)
+    with progress.bars() as report:
+        report("features", 0, 1)
+        window = evaluation.load_test_window(_read(args), test_start, delay_days=delay)
+        report("features", 1, 1)
+        rows = tradeoff.measure(scorers, window, budget_s=args.budget_s, progress=report)
     result = tradeoff.report(args.version, rows, notes)
     out_dir = args.out_dir or Path("var") / "tradeoff" / args.version
     paths = tradeoff.write(result, out_dir)

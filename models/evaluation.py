@@ -21,6 +21,7 @@ from models.exceptions import TrainingError
 from models.manifest import Manifest
 from models.protocol import DAY_MS, EvalSet, Split
 from models.scorer import Scorer
+from models.validation import Progress
 
 CHUNK_ROWS = 16_384
 
@@ -86,16 +87,26 @@ def load_test_window(
 
 
 def score_all(
-    scorer: Scorer, x: npt.NDArray[np.float32], trees: int | None = None
+    scorer: Scorer,
+    x: npt.NDArray[np.float32],
+    trees: int | None = None,
+    progress: Progress | None = None,
 ) -> npt.NDArray[np.float64]:
-    """Scores of every row, in chunks of ``CHUNK_ROWS``."""
-    parts = [scorer.score(x[i : i + CHUNK_ROWS], trees) for i in range(0, len(x), CHUNK_ROWS)]
+    """Scores of every row, in chunks of ``CHUNK_ROWS`` (each reported as ``"scoring"``)."""
+    starts = range(0, len(x), CHUNK_ROWS)
+    parts = []
+    for done, i in enumerate(starts, start=1):
+        parts.append(scorer.score(x[i : i + CHUNK_ROWS], trees))
+        if progress is not None:
+            progress("scoring", done, len(starts))
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
 
 
-def evaluate(scorer: Scorer, window: TestWindow, k: int = 100) -> Evaluation:
+def evaluate(
+    scorer: Scorer, window: TestWindow, k: int = 100, progress: Progress | None = None
+) -> Evaluation:
     """Every protocol metric of ``scorer`` on ``window``."""
-    scores = score_all(scorer, window.x)
+    scores = score_all(scorer, window.x, progress=progress)
     result = protocol.evaluate(window.eval_set, scores, scorer.thresholds, k)
     result["excluded_transactions"] = float(window.split.excluded_rows)
     result["review_threshold"] = scorer.thresholds.review

@@ -1,7 +1,8 @@
 """The manifest stored next to every registered model, and its JSON form.
 
-A manifest says what a model is (feature names and schema hash, parameters, training
-window, data fingerprint, checksum) and how to use it (thresholds, truncation level).
+A manifest says what a model is (feature names, feature set version and windows, schema
+hash, parameters, training window, data fingerprint, checksum) and how to use it
+(thresholds, truncation level).
 ``Manifest.from_json`` validates every field; a bad one raises ``ModelCorrupt`` naming it.
 """
 
@@ -96,12 +97,21 @@ class Manifest:
     """Thresholds for scores of the first ``truncated_trees()`` trees (the truncated rung),
     chosen for the same targets on validation data scored that way; None (a manifest
     written before they existed): the truncated rung is off for this model."""
+    features: Mapping[str, Any] = field(default_factory=dict)
+    """``FeatureConfig.describe()`` of the features: feature set version, windows, delay
+    and time zone; empty in manifests written before it was recorded (feature set 1)."""
     provenance: Mapping[str, Any] = field(default_factory=dict)
     """Free-form record of how the model was made (tuning table, threshold choice...)."""
 
     def truncated_trees(self) -> int:
         """Trees of the truncated rung: the measured level, else ``TRUNCATION_SHARE``."""
         return self.truncation_trees or default_truncation(self.num_trees)
+
+    @property
+    def feature_set_version(self) -> int | None:
+        """The feature set the model was trained on; None when the manifest does not say."""
+        value = self.features.get("feature_set_version")
+        return None if value is None else int(value)
 
     def rung_thresholds(self, rung: str | None) -> Thresholds | None:
         """The thresholds of a ladder rung (None: the full path); None when the manifest
@@ -242,6 +252,7 @@ class _Reader:
             truncation_trees=self.truncation(num_trees),
             partial_thresholds=self.optional_thresholds("partial_thresholds"),
             truncated_thresholds=self.optional_thresholds("truncated_thresholds"),
+            features=self.features(),
             provenance=self.raw.get("provenance") or {},
         )
 
@@ -252,6 +263,14 @@ class _Reader:
         if len(set(names)) != len(names):
             self.fail("feature_names", "has duplicate names")
         return tuple(names)
+
+    def features(self) -> dict[str, Any]:
+        raw = self.raw.get("features") or {}
+        if not isinstance(raw, dict):
+            self.fail("features", f"has the wrong type ({type(raw).__name__})")
+        if raw:
+            self.count("features.feature_set_version", raw)
+        return dict(raw)
 
     def train_window(self) -> TrainWindow:
         raw = self.get("train_window", dict)

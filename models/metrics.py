@@ -137,6 +137,27 @@ def fraud_amount_caught(
     return caught, (caught / total if total > 0 else float("nan"))
 
 
+def calibration_ratio(y: npt.ArrayLike, scores: npt.ArrayLike) -> float:
+    """Sum of the scores over the number of frauds: 1 when the scores, read as
+    probabilities, expect as many frauds as there are; NaN without a fraud."""
+    labels, values = _pair(y, scores)
+    frauds = int(labels.sum())
+    return float(values.sum() / frauds) if frauds else float("nan")
+
+
+def expected_calibration_error(y: npt.ArrayLike, scores: npt.ArrayLike, bins: int = 10) -> float:
+    """Mean over ``bins`` equal-width score bins, weighted by their transactions, of
+    |mean score - fraud rate|: how far a score is from the share of frauds it stands for."""
+    labels, values = _pair(y, scores)
+    if not values.size:
+        return float("nan")
+    which = np.clip((values * bins).astype(np.int64), 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    score_sums = np.bincount(which, weights=values, minlength=bins)
+    fraud_sums = np.bincount(which, weights=labels.astype(np.float64), minlength=bins)
+    return float(np.abs(score_sums - fraud_sums).sum() / counts.sum())
+
+
 def _pair(y: npt.ArrayLike, scores: npt.ArrayLike) -> tuple[npt.NDArray[np.bool_], FloatArray]:
     labels = np.asarray(y).astype(bool)
     values = np.asarray(scores, dtype=np.float64)

@@ -170,6 +170,8 @@ def evaluate(
         "decline_precision": metrics.precision_at_threshold(test.y, values, thresholds.decline),
         "fraud_amount_caught": caught,
         "fraud_amount_caught_share": caught_share,
+        "calibration_ratio": metrics.calibration_ratio(test.y, values),
+        "expected_calibration_error": metrics.expected_calibration_error(test.y, values),
         "transactions": float(test.y.size),
         "frauds": float(test.y.sum()),
     }

@@ -150,6 +150,7 @@ class Registry:
         provenance: Mapping[str, Any] | None = None,
         partial_thresholds: Thresholds | None = None,
         truncated_thresholds: Thresholds | None = None,
+        features: Mapping[str, Any] | None = None,
     ) -> str:
         """Store ``booster`` as a new version (UBJSON + manifest) and return the version."""
         raw = bytes(booster.save_raw(raw_format="ubj"))
@@ -169,6 +170,7 @@ class Registry:
             "truncation_trees": truncation_trees,
             "partial_thresholds": partial_thresholds,
             "truncated_thresholds": truncated_thresholds,
+            "features": dict(features or {}),
             "provenance": dict(provenance or {}),
         }
         return self._store(raw, fields)
@@ -179,7 +181,7 @@ class Registry:
         The identity fields (version, sha256, num_trees, feature_names, schema_hash) cannot
         change: a different model is a new version.
         """
-        frozen = {"version", "sha256", "num_trees", "feature_names", "schema_hash"}
+        frozen = {"version", "sha256", "num_trees", "feature_names", "schema_hash", "features"}
         if frozen & changes.keys():
             msg = f"cannot amend {sorted(frozen & changes.keys())}; register a new version"
             raise RegistryError(msg)

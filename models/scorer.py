@@ -13,8 +13,9 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -94,7 +95,8 @@ class Scorer:
         from features.definitions import FeatureConfig
 
         config = config or FeatureConfig()
-        return cls.open(registry, version, device, config.feature_names, config.schema_hash())
+        names, schema_hash = config.feature_names, config.schema_hash()
+        return cls.open(registry, version, device, names, schema_hash, features=config.describe())
 
     @classmethod
     def open(
@@ -105,11 +107,13 @@ class Scorer:
         feature_names: tuple[str, ...],
         schema_hash: str,
         calibrate: bool = True,
+        features: Mapping[str, Any] | None = None,
     ) -> Scorer:
-        """Like ``load`` with the expected feature names and schema hash given explicitly."""
+        """Like ``load`` with the expected feature names and schema hash given explicitly
+        (``features``: the running ``FeatureConfig.describe()``, to say what differs)."""
         version = version or _current(registry)
         manifest, raw = registry.read_model(version)
-        _check_schema(manifest, feature_names, schema_hash)
+        _check_schema(manifest, feature_names, schema_hash, features or {})
         resolved = resolve_device(device, need_cupy=True)
         backend = _build_backend(raw, manifest, resolved)
         policy = _policy(backend, len(feature_names), calibrate)
@@ -243,19 +247,47 @@ def _current(registry: Registry) -> str:
     return current
 
 
-def _check_schema(manifest: Manifest, names: tuple[str, ...], schema_hash: str) -> None:
+def _check_schema(
+    manifest: Manifest, names: tuple[str, ...], schema_hash: str, running: Mapping[str, Any]
+) -> None:
+    """Refuse a model whose features the running code does not compute, saying what
+    differs: the feature set version, the names, or the windows, delay and time zone."""
+    trained_set = manifest.feature_set_version
+    running_set = running.get("feature_set_version")
+    head = f"model {manifest.version} cannot be served by this build: "
+    retrain = "; retrain it with fraudstream train"
+    if None not in (trained_set, running_set) and trained_set != running_set:
+        msg = head + f"it was trained on feature set {trained_set} "
+        msg += f"({len(manifest.feature_names)} features), this build computes feature set "
+        msg += f"{running_set} ({len(names)} features{_name_changes(manifest, names)})"
+        raise ModelSchemaMismatch(msg + retrain)
     if manifest.feature_names != tuple(names):
-        missing = sorted(set(names) - set(manifest.feature_names))
-        extra = sorted(set(manifest.feature_names) - set(names))
-        msg = f"model {manifest.version} was trained on other features (running code adds "
-        msg += f"{missing or 'none'}, model has extra {extra or 'none'}, or the order differs); "
-        msg += "retrain it with fraudstream train"
-        raise ModelSchemaMismatch(msg)
+        msg = head + f"its features differ from the running ones{_name_changes(manifest, names)}"
+        raise ModelSchemaMismatch(msg + retrain)
     if manifest.schema_hash != schema_hash:
-        msg = f"model {manifest.version} has feature schema hash {manifest.schema_hash[:12]}, "
-        msg += f"the running feature definitions hash to {schema_hash[:12]} (windows, delay or "
-        msg += "time zone changed); retrain it with fraudstream train or run the matching config"
-        raise ModelSchemaMismatch(msg)
+        msg = head + f"its feature schema hash is {manifest.schema_hash[:12]}, the running "
+        msg += f"definitions hash to {schema_hash[:12]} ({_setting_changes(manifest, running)})"
+        raise ModelSchemaMismatch(msg + retrain + " or run with the settings it was trained with")
+
+
+def _name_changes(manifest: Manifest, names: tuple[str, ...]) -> str:
+    added = [n for n in names if n not in manifest.feature_names]
+    dropped = [n for n in manifest.feature_names if n not in names]
+    parts = [f"adds {', '.join(added)}"] if added else []
+    parts += [f"lacks {', '.join(dropped)}"] if dropped else []
+    return ": " + "; ".join(parts or ["same names in another order"])
+
+
+def _setting_changes(manifest: Manifest, running: Mapping[str, Any]) -> str:
+    trained = manifest.features
+    if not trained or not running:
+        return "windows, delay or time zone changed"
+    changed = [
+        f"{key} {trained.get(key)!r} in the model, {running.get(key)!r} running"
+        for key in sorted(set(trained) | set(running))
+        if trained.get(key) != running.get(key)
+    ]
+    return "; ".join(changed) or "same settings, other definitions"
 
 
 def _build_backend(raw: bytes, manifest: Manifest, device: str) -> Backend:

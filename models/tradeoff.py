@@ -25,6 +25,7 @@ from models.evaluation import TestWindow, score_all, write_atomically
 from models.manifest import RUNG_TRUNCATED, Manifest, Thresholds, json_safe
 from models.scorer import Scorer
 from models.thresholds import ThresholdTargets, choose_thresholds
+from models.validation import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +72,13 @@ def measure(
     fractions: Sequence[float] = FRACTIONS,
     batch_sizes: Sequence[int] = BATCH_SIZES,
     budget_s: float = 0.5,
+    progress: Progress | None = None,
 ) -> list[TradeoffRow]:
-    """Accuracy (from the first scorer) and timings (every scorer) per tree count."""
+    """Accuracy (from the first scorer) and timings (every scorer) per tree count, each
+    count reported as ``"tradeoff"``."""
     first = scorers[0]
     rows = []
-    for fraction in fractions:
+    for done, fraction in enumerate(fractions, start=1):
         trees = max(1, round(first.num_trees * fraction))
         scores = score_all(first, window.x, trees)
         timings = {s.device: _timings(s, window.x, trees, batch_sizes, budget_s) for s in scorers}
@@ -88,6 +91,8 @@ def measure(
                 ms_per_batch=timings,
             )
         )
+        if progress is not None:
+            progress("tradeoff", done, len(fractions))
     return sorted(rows, key=lambda r: r.trees)
 
 

@@ -1,5 +1,6 @@
 """Training one model on the handbook protocol: features up to the end of the training
-window, prequential validation (and optional tuning), thresholds, the final fit."""
+window, prequential validation (the tree count, optional tuning), thresholds, the final
+fit."""
 
 from __future__ import annotations
 
@@ -27,7 +28,17 @@ from models.params import DEFAULT_PARAMS, Params
 from models.protocol import DAY_MS, EvalSet
 from models.registry import Registry
 from models.thresholds import ThresholdChoice, ThresholdTargets, choose_thresholds
-from models.validation import FoldResult, fit, fold_splits, mean_of, run_fold, score_partial
+from models.validation import (
+    Fitting,
+    FoldResult,
+    Progress,
+    Validation,
+    fit,
+    fold_splits,
+    mean_of,
+    score_partial,
+    validate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -89,20 +100,44 @@ class TrainResult:
 
 
 def train(
-    df: pd.DataFrame, request: TrainRequest, config: FeatureConfig | None = None
+    df: pd.DataFrame,
+    request: TrainRequest,
+    config: FeatureConfig | None = None,
+    progress: Progress | None = None,
 ) -> TrainResult:
-    """Train, validate and choose thresholds on ``df`` (canonical columns, with labels)."""
+    """Train, validate and choose thresholds on ``df`` (canonical columns, with labels).
+
+    ``progress`` hears about the feature computation (``"features"``), each validation fold
+    (``"folds"``), each ``--tune`` candidate (``"tune"``) and the final fit (``"final"``)."""
     config = config or FeatureConfig()
+    end = protocol.day_start_ms(request.train_start) + request.train_days * DAY_MS
+    report = progress or _silent
+    report("features", 0, 1)
+    data = features_until(df, end, config)
+    report("features", 1, 1)
+    return train_on(data, request, config.feature_names, progress)
+
+
+def train_on(
+    data: Dataset,
+    request: TrainRequest,
+    feature_names: tuple[str, ...],
+    progress: Progress | None = None,
+) -> TrainResult:
+    """``train`` on features already computed: ``data.x``'s columns are ``feature_names``
+    (the transaction-level ones first, as ``FeatureConfig`` lays them out)."""
     start = protocol.day_start_ms(request.train_start)
     end = start + request.train_days * DAY_MS
-    data = features_until(df, end, config)
     train_rows = _training_rows(data, start, end)
     splits = fold_splits(
         data, end, request.train_days, request.delay_days, request.valid_days, request.folds
     )
-    params, folds, table = _choose_params(data, splits, request)
     x, y = data.x[train_rows], data.y[train_rows]
-    booster = fit(x, y, params, request.device, request.seed, config.feature_names)
+    fitting = Fitting(request.device, request.seed, base_score=float(y.mean()))
+    chosen, table = _choose_params(data, splits, request, fitting, progress)
+    params, folds = chosen.params, chosen.folds
+    booster = fit(x, y, params, fitting, feature_names)
+    (progress or _silent)("final", 1, 1)
     choice_source, threshold_choice, partial_choice, truncated_choice = _thresholds(
         data, folds, booster, request, train_rows, start
     )
@@ -126,11 +161,13 @@ def train(
             "train_rows": int(train_rows.size),
             "train_frauds": int(data.y[train_rows].sum()),
             "folds": [_fold_row(f) for f in folds],
+            "trees": {"chosen": params.n_trees, "validation_curve": chosen.curve},
             "tuning": table,
             "thresholds": {"source": choice_source, **threshold_choice.detail},
             "partial_thresholds": partial_choice.detail,
             "truncated_thresholds": truncated_choice.detail,
             "seed": request.seed,
+            "base_score": fitting.base_score,
         },
     )
 
@@ -151,8 +188,13 @@ def register(registry: Registry, result: TrainResult, config: FeatureConfig | No
         truncated_thresholds=result.truncated_thresholds,
         truncation_trees=default_truncation(result.booster.num_boosted_rounds()),
         device=result.device,
+        features=config.describe(),
         provenance=result.provenance,
     )
+
+
+def _silent(_stage: str, _done: int, _total: int) -> None:
+    """A ``Progress`` that reports nothing."""
 
 
 def _training_rows(data: Dataset, start: int, end: int) -> npt.NDArray[np.int64]:
@@ -169,15 +211,18 @@ def _training_rows(data: Dataset, start: int, end: int) -> npt.NDArray[np.int64]
 
 
 def _choose_params(
-    data: Dataset, splits: list[protocol.Split], request: TrainRequest
-) -> tuple[Params, list[FoldResult], list[dict[str, Any]]]:
+    data: Dataset,
+    splits: list[protocol.Split],
+    request: TrainRequest,
+    fitting: Fitting,
+    progress: Progress | None,
+) -> tuple[Validation, list[dict[str, Any]]]:
     if request.tune > 0:
-        found = tuning.search(data, splits, request.tune, request.device, request.seed, request.k)
+        found = tuning.search(data, splits, request.tune, fitting, request.k, progress)
         logger.info("tuning chose %s", found.best)
-        return found.best, found.best_folds, found.table
+        return Validation(found.best, found.best_folds, found.best_curve), found.table
     params = request.params or DEFAULT_PARAMS
-    folds = [run_fold(data, s, params, request.device, request.seed, request.k) for s in splits]
-    return params, folds, []
+    return validate(data, splits, params, fitting, request.k, progress), []
 
 
 def _thresholds(
@@ -245,6 +290,7 @@ def _fold_row(fold: FoldResult) -> dict[str, Any]:
         "average_precision": fold.average_precision,
         "roc_auc": fold.roc_auc,
         "card_precision": fold.card_precision,
+        "trees": fold.trees,
         "transactions": int(fold.eval_set.y.size),
         "frauds": int(fold.eval_set.y.sum()),
     }

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from rich.console import Console
 
 from features.datafile import write_transactions
-from models import cli, metrics
+from models import cli, metrics, progress
 from models.registry import Registry
 
 SMALL = '{"n_trees": 20, "max_depth": 3}'
@@ -140,3 +142,17 @@ def test_bad_input_is_one_error_line_and_exit_2(
     assert err.count("\n") == 1
     assert pytest.importorskip("re").match(message, err), err
     assert not (tmp_path / "registry").exists() or not list((tmp_path / "registry").glob("v*"))
+
+
+def test_progress_bars_draw_on_a_terminal_only() -> None:
+    terminal = Console(file=io.StringIO(), force_terminal=True, width=100)
+    with progress.bars(terminal) as report:
+        report("folds", 1, 4)
+        report("tune", 3, 30)
+    drawn = terminal.file.getvalue()
+    assert "validation folds" in drawn and "1/4" in drawn
+    assert "tuning candidates" in drawn and "3/30" in drawn
+    piped = Console(file=io.StringIO(), force_terminal=False)
+    with progress.bars(piped) as report:
+        report("folds", 1, 4)
+    assert piped.file.getvalue() == ""

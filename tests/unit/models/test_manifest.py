@@ -26,6 +26,7 @@ def sample() -> Manifest:
         sha256="0" * 64,
         device="cpu",
         truncation_trees=25,
+        features={"feature_set_version": 2, "customer_windows_days": [1, 7], "tz": "UTC"},
         provenance={"tuning": [{"ap": 0.5}]},
     )
 
@@ -71,6 +72,10 @@ def mutate(path: str, value: Any) -> str:
         ("sha256", "xyz", "field 'sha256' is not a valid value"),
         ("truncation_trees", 101, "field 'truncation_trees' (101) exceeds num_trees"),
         ("format", 99, "field 'format' is 99"),
+        ("features", [2], "field 'features' has the wrong type (list)"),
+        ("features.feature_set_version", 0, "field 'features.feature_set_version' must be >= 1"),
+        ("features.feature_set_version", "2", "'features.feature_set_version' has the wrong type"),
+        ("features.feature_set_version", KeyError, "'features.feature_set_version' is missing"),
     ],
 )
 def test_bad_field_is_refused_naming_it(path: str, value: Any, message: str) -> None:
@@ -89,3 +94,10 @@ def test_thresholds_must_be_ordered_probabilities() -> None:
     with pytest.raises(ConfigError, match="0 <= review <= decline <= 1"):
         Thresholds(review=0.9, decline=0.5)
     assert Thresholds(0.0, 1.0).decline == 1.0
+
+
+def test_feature_set_version_is_read_and_absent_in_older_manifests() -> None:
+    assert Manifest.from_json(sample().to_json()).feature_set_version == 2
+    older = Manifest.from_json(mutate("features", KeyError))
+    assert older.feature_set_version is None
+    assert older.features == {}

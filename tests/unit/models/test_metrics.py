@@ -96,3 +96,16 @@ def test_threshold_metrics() -> None:
     assert metrics.recall_at_threshold(y, s, 0.4) == 2 / 3
     assert metrics.precision_at_threshold(y, s, 0.4) == 2 / 3
     assert metrics.fraud_amount_caught(y, s, amount, 0.4) == (150.0, 150.0 / 160.0)
+
+
+def test_calibration_ratio_and_expected_calibration_error() -> None:
+    y = np.array([1, 0, 0, 0, 1, 0])
+    s = np.array([0.95, 0.05, 0.05, 0.15, 0.35, 0.25])
+    assert metrics.calibration_ratio(y, s) == pytest.approx(1.8 / 2)
+    # bins: [0.0, 0.1) holds 0.05, 0.05 (no fraud); [0.1, 0.2) 0.15; [0.2, 0.3) 0.25;
+    # [0.3, 0.4) 0.35 (a fraud); [0.9, 1.0] 0.95 (a fraud)
+    gaps = [abs(0.1 - 0), abs(0.15 - 0), abs(0.25 - 0), abs(0.35 - 1), abs(0.95 - 1)]
+    assert metrics.expected_calibration_error(y, s) == pytest.approx(sum(gaps) / 6)
+    assert metrics.expected_calibration_error(y.astype(bool), s == s) == pytest.approx(4 / 6)
+    assert np.isnan(metrics.calibration_ratio([0, 0], [0.1, 0.2]))
+    assert np.isnan(metrics.expected_calibration_error([], []))

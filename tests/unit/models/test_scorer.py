@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
+from features.definitions import FeatureConfig
 from models import scorer as scorer_module
 from models.exceptions import ModelCorrupt, ModelNotFound, ModelSchemaMismatch
 from models.manifest import RUNG_PARTIAL, RUNG_TRUNCATED, Thresholds
@@ -107,10 +108,11 @@ def test_none_loads_current(registry: Registry, booster: xgb.Booster) -> None:
 
 def test_bad_batches_and_tree_counts_are_refused(registry: Registry, version: str) -> None:
     scorer = open_scorer(registry, version)
-    with pytest.raises(ValueError, match=r"batch must have shape \(rows, 15\), got \(3, 14\)"):
+    n = len(NAMES)
+    with pytest.raises(ValueError, match=rf"batch must have shape \(rows, {n}\), got \(3, 14\)"):
         scorer.score(np.zeros((3, 14), dtype=np.float32))
     with pytest.raises(ValueError, match="trees must be within 1..20"):
-        scorer.score(np.zeros((3, 15), dtype=np.float32), trees=21)
+        scorer.score(np.zeros((3, len(NAMES)), dtype=np.float32), trees=21)
 
 
 def test_reasons_are_the_top_positive_contributions(
@@ -140,14 +142,45 @@ def test_decide_maps_scores_to_codes(registry: Registry, version: str) -> None:
 
 
 def test_schema_hash_mismatch_is_refused(registry: Registry, version: str) -> None:
-    with pytest.raises(ModelSchemaMismatch, match="feature schema hash schema-hash-, the running"):
+    with pytest.raises(ModelSchemaMismatch, match="feature schema hash is schema-hash-, the run"):
         Scorer.open(registry, version, "cpu", NAMES, "other-hash", calibrate=False)
 
 
 def test_feature_name_mismatch_is_refused(registry: Registry, version: str) -> None:
     names = (*NAMES[:-1], "terminal_risk_90d")
-    with pytest.raises(ModelSchemaMismatch, match=r"adds \['terminal_risk_90d'\], model has extra"):
+    with pytest.raises(
+        ModelSchemaMismatch,
+        match=r"features differ from the running ones: adds terminal_risk_90d; lacks "
+        r"customer_amount_ratio_30d; retrain it with fraudstream train$",
+    ):
         Scorer.open(registry, version, "cpu", names, SCHEMA, calibrate=False)
+
+
+def test_a_model_of_another_feature_set_is_refused_at_load_naming_the_sets(
+    registry: Registry, booster: xgb.Booster
+) -> None:
+    old = FeatureConfig().describe() | {"feature_set_version": 1}
+    version = register(registry, booster, feature_names=NAMES[:15], features=old)
+    with pytest.raises(
+        ModelSchemaMismatch,
+        match=r"^model v0001 cannot be served by this build: it was trained on feature set 1 "
+        r"\(15 features\), this build computes feature set 2 \(18 features: adds "
+        r"customer_amount_ratio_1d, customer_amount_ratio_7d, customer_amount_ratio_30d\); "
+        r"retrain it with fraudstream train$",
+    ):
+        Scorer.load(registry, version, "cpu")
+
+
+def test_a_model_of_other_windows_is_refused_at_load_naming_the_setting(
+    registry: Registry, booster: xgb.Booster
+) -> None:
+    other = FeatureConfig(delay_days=6)
+    version = register(
+        registry, booster, schema_hash=other.schema_hash(), features=other.describe()
+    )
+    with pytest.raises(ModelSchemaMismatch, match=r"\(delay_days 6 in the model, 7 running\)"):
+        Scorer.load(registry, version, "cpu")
+    assert Scorer.load(registry, version, "cpu", config=other).version == version
 
 
 def forge(registry: Registry, version: str, payload: bytes) -> None:
@@ -214,8 +247,8 @@ def test_timing_records_threads_per_batch_size(registry: Registry, version: str)
     loaded = open_scorer(registry, version)
     cores = loaded.thread_policy.cores
     scorer = loaded.with_policy(ThreadPolicy(cores=cores, multi_from_rows=64))
-    small = scorer.score_timed(np.zeros((63, 15), dtype=np.float32))[1]
-    large = scorer.score_timed(np.zeros((64, 15), dtype=np.float32))[1]
+    small = scorer.score_timed(np.zeros((63, len(NAMES)), dtype=np.float32))[1]
+    large = scorer.score_timed(np.zeros((64, len(NAMES)), dtype=np.float32))[1]
     assert (small.threads, large.threads) == (1, cores)
     with pytest.raises(ValueError, match="policy.cores must be"):
         loaded.with_policy(ThreadPolicy(cores=cores + 1, multi_from_rows=1))
@@ -265,7 +298,7 @@ def test_cuda_hands_xgboost_a_device_array(
     monkeypatch.setattr(scorer_module, "tree_shap_for", lambda *_a: None)  # no model to read
     monkeypatch.setattr(Scorer, "warm_up", lambda self: None)
     scorer = Scorer.open(registry, version, "auto", NAMES, SCHEMA)
-    scores, timing = scorer.score_timed(np.zeros((3, 15), dtype=np.float32))
+    scores, timing = scorer.score_timed(np.zeros((3, len(NAMES)), dtype=np.float32))
     assert scorer.device == "cuda"
     assert fake_booster.params == {"device": "cuda"}
     assert fake_booster.inputs == [FakeDeviceArray]

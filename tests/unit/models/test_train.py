@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,10 +12,11 @@ from features.exceptions import ConfigError
 from models import evaluation, train
 from models.exceptions import ModelSchemaMismatch, TrainingError
 from models.manifest import RUNG_PARTIAL, RUNG_TRUNCATED
-from models.params import DEFAULT_PARAMS, Params
+from models.params import DEFAULT_PARAMS, TREE_TOLERANCE, Params
 from models.registry import Registry
 from models.scorer import Scorer
 from models.thresholds import ThresholdTargets
+from models.validation import tree_counts
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +42,13 @@ def test_manifest_records_how_the_model_was_made(
     trained: train.TrainResult, registry: Registry
 ) -> None:
     manifest = registry.manifest(train.register(registry, trained))
-    assert manifest.params == DEFAULT_PARAMS.to_dict()
-    assert manifest.num_trees == DEFAULT_PARAMS.n_trees
+    chosen = trained.params.n_trees
+    assert manifest.params == dataclasses.replace(DEFAULT_PARAMS, n_trees=chosen).to_dict()
+    assert manifest.num_trees == chosen
     assert manifest.feature_names == FeatureConfig().feature_names
     assert manifest.schema_hash == FeatureConfig().schema_hash()
+    assert manifest.features == FeatureConfig().describe()
+    assert manifest.feature_set_version == 2
     assert manifest.train_window.start == "2018-05-20T00:00:00+00:00"
     assert manifest.train_window.end == "2018-05-27T00:00:00+00:00"
     assert manifest.device == "cpu"
@@ -117,6 +122,11 @@ def test_params_are_validated() -> None:
         Params.from_json('{"subsample": 0}')
     with pytest.raises(ConfigError, match="--params is not valid JSON"):
         Params.from_json("{max_depth: 3}")
+    with pytest.raises(ConfigError, match="'early_stopping' must be true or false, got 1"):
+        Params.from_json('{"early_stopping": 1}')
+    with pytest.raises(ConfigError, match=r"'max_bin' must be within \[16, 65536\], got 8"):
+        Params.from_json('{"max_bin": 8}')
+    assert Params.from_json('{"early_stopping": false}').early_stopping is False
     assert json.loads(json.dumps(DEFAULT_PARAMS.to_dict()))["n_trees"] == DEFAULT_PARAMS.n_trees
 
 
@@ -162,3 +172,52 @@ def test_the_truncated_rung_has_thresholds_and_a_measured_quality(
     truncated = scorer.score(window.x, trees=scorer.truncation_trees)
     flagged = np.mean(scorer.decide(truncated, RUNG_TRUNCATED) > 0)
     assert flagged <= max(3 * flagged_full, 0.05), (flagged, flagged_full)
+
+
+def test_early_stopping_keeps_the_fewest_trees_near_the_best_validation_ap(
+    trained: train.TrainResult,
+) -> None:
+    curve = trained.provenance["trees"]["validation_curve"]
+    assert [point["trees"] for point in curve] == tree_counts(DEFAULT_PARAMS.n_trees)
+    assert tree_counts(DEFAULT_PARAMS.n_trees)[:3] == [25, 50, 75]
+    best = max(point["average_precision"] for point in curve)
+    near = [p["trees"] for p in curve if p["average_precision"] >= (1 - TREE_TOLERANCE) * best]
+    assert trained.params.n_trees == near[0] == trained.booster.num_boosted_rounds()
+    assert trained.provenance["trees"]["chosen"] == near[0]
+    assert {fold["trees"] for fold in trained.provenance["folds"]} == {near[0]}
+
+
+def test_without_early_stopping_the_model_has_n_trees(simulated: pd.DataFrame) -> None:
+    params = Params(n_trees=30, early_stopping=False)
+    result = train.train(simulated, train.TrainRequest("2018-05-20", folds=1, params=params))
+    assert result.booster.num_boosted_rounds() == 30
+    assert result.params == params
+    assert result.provenance["trees"] == {"chosen": 30, "validation_curve": []}
+
+
+def test_every_booster_of_a_run_starts_from_the_training_fraud_share(
+    trained: train.TrainResult,
+) -> None:
+    share = trained.provenance["train_frauds"] / trained.provenance["train_rows"]
+    assert trained.provenance["base_score"] == pytest.approx(share)
+    config = json.loads(trained.booster.save_config())
+    base = float(config["learner"]["learner_model_param"]["base_score"].strip("[]"))
+    assert base == pytest.approx(share, rel=1e-6)
+
+
+def test_training_reports_progress_per_stage(simulated: pd.DataFrame) -> None:
+    calls: list[tuple[str, int, int]] = []
+    params = Params(n_trees=10)
+    request = train.TrainRequest("2018-05-20", folds=2, params=params)
+    train.train(simulated, request, progress=lambda *call: calls.append(call))
+    assert calls == [
+        ("features", 0, 1),
+        ("features", 1, 1),
+        ("folds", 1, 2),
+        ("folds", 2, 2),
+        ("final", 1, 1),
+    ]
+    calls.clear()
+    tuned = dataclasses.replace(request, tune=3, folds=1)
+    train.train(simulated, tuned, progress=lambda *call: calls.append(call))
+    assert [c for c in calls if c[0] == "tune"] == [("tune", 1, 3), ("tune", 2, 3), ("tune", 3, 3)]
