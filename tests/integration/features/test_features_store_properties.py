@@ -17,7 +17,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.definitions import DAY_S
 from features.offline import compute_features
 from features.store import SLACK_S
 from tests.integration.features.stores import StoreFactory, batch, frame
