@@ -187,3 +187,28 @@ def test_a_hot_customer_never_holds_redis_for_long(
     np.testing.assert_allclose(scores, want, atol=1e-6)
     assert all(not got[t]["flags"] for t in df["transaction_id"])
     assert orjson.dumps(out[0])  # decisions stay serialisable
+
+
+def test_the_valid_but_unusual_corpus_is_decided_with_its_flags(
+    serve_factory: ServeFactory, registry: Registry, kafka_bootstrap: str
+) -> None:
+    """poison.decided_corpus() after 30 ordinary records of its stream's time: every record
+    decided (none dead-lettered), each with the flags the store gives it."""
+    from features.store import FLAG_CONFLICT, FLAG_OUTLIER
+    from tests.reliability.poison import GOOD, decided_corpus
+
+    names = {0: [], FLAG_CONFLICT: ["conflicting_duplicate"], FLAG_OUTLIER: ["event_time_outlier"]}
+    lead = [
+        (b"c", orjson.dumps({**GOOD, "transaction_id": f"lead-{i}", "terminal_id": f"t{i}"}))
+        for i in range(30)
+    ]
+    corpus = decided_corpus()
+    items: list[tuple[bytes | None, bytes | None]] = [*lead, *((k, v) for k, v, _ in corpus)]
+    serve = serve_factory(registry.root, extra=["--budget-ms", "60000"])
+    produce(kafka_bootstrap, serve.input, items)
+    out = decisions_of(consume_all(kafka_bootstrap, serve.decisions, len(items), settle_s=2))
+    assert len(out) == len(items), serve.log_text()
+    assert consume_all(kafka_bootstrap, serve.dlq, 1, timeout_s=3, settle_s=0) == []
+    got = [d["flags"] for d in out[len(lead) :]]
+    assert got == [names[flags] for _, _, flags in corpus]
+    assert out[len(lead)]["score"] == out[len(lead) + 3]["score"]  # the redelivered first copy
