@@ -14,16 +14,19 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import pandas as pd
+from pydantic import Field, SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+from features.config import KafkaSettings, add_config_flag, given_flags, load_settings
 from features.datafile import parse_column_map, read_transactions, write_transactions
 from features.datafile_formats import FORMATS
 from features.definitions import FeatureConfig
 from features.exceptions import DataFileError, FeatureStoreUnavailable, FraudstreamError
+from features.kafka import add_kafka_flags
 from features.labels.commands import add_commands
 from features.memory_store import MemoryStore
 from features.redis_store import RedisStore
@@ -63,15 +66,14 @@ def _add_simulate(subparsers: SubParsers) -> None:
     sim = subparsers.add_parser(
         "simulate", help="generate the handbook's synthetic transactions with fraud"
     )
-    sim.add_argument("--out", required=True, type=Path, help="file to write")
-    sim.add_argument("--days", type=_positive_int, default=183)
-    sim.add_argument("--customers", type=_positive_int, default=5000)
-    sim.add_argument("--terminals", type=_positive_int, default=10000)
-    sim.add_argument("--start-date", default="2018-04-01", help="first day, YYYY-MM-DD (UTC)")
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument(
-        "--format", choices=["parquet", "csv", "jsonl"], help="default: from --out, else parquet"
-    )
+    a = sim.add_argument
+    a("--out", required=True, type=Path, help="file to write")
+    a("--days", type=_positive_int, default=183, help="days of transactions (default 183)")
+    a("--customers", type=_positive_int, default=5000, help="customers (default 5000)")
+    a("--terminals", type=_positive_int, default=10000, help="terminals (default 10000)")
+    a("--start-date", default="2018-04-01", help="first day, YYYY-MM-DD (UTC)")
+    a("--seed", type=int, default=0, help="random seed: the same seed, the same data (default 0)")
+    a("--format", choices=["parquet", "csv", "jsonl"], help="default: from --out, else parquet")
     sim.set_defaults(func=run_simulate)
 
 
@@ -79,21 +81,67 @@ def _add_compute(commands: SubParsers) -> None:
     comp = commands.add_parser(
         "compute", help="replay a file through a feature store and write the features"
     )
-    comp.add_argument("--data", required=True, type=Path, help="file or folder of transactions")
-    comp.add_argument("--out", required=True, type=Path, help="Parquet file to write")
-    comp.add_argument("--store", required=True, choices=["redis", "memory"])
-    comp.add_argument("--label-delay-days", type=_positive_int, default=7)
-    comp.add_argument(
-        "--redis",
-        default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        help="Redis URL (default: $REDIS_URL or redis://127.0.0.1:6379/0)",
+    a = comp.add_argument
+    a("--data", required=True, type=Path, help="file or folder of transactions")
+    a("--out", required=True, type=Path, help="Parquet file to write")
+    a(
+        "--store",
+        required=True,
+        choices=["redis", "memory"],
+        help="the Redis online store, or the in-process one used offline",
     )
-    comp.add_argument("--prefix", help="Redis key prefix (default: a fresh one, deleted after)")
-    comp.add_argument("--keep-keys", action="store_true", help="keep the Redis keys afterwards")
-    comp.add_argument("--batch-size", type=_positive_int, default=512)
-    comp.add_argument("--column-map", default="", help="FIELD=COLUMN,... for other column names")
-    comp.add_argument("--skip-bad", action="store_true", help="drop bad rows instead of failing")
+    a(
+        "--label-delay-days",
+        type=_positive_int,
+        default=7,
+        help="label delay of the terminal features (default 7)",
+    )
+    a(
+        "--redis-url",
+        "--redis",
+        dest="redis_url",
+        default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="Redis URL for --store redis (default: $REDIS_URL or redis://127.0.0.1:6379/0)",
+    )
+    a(
+        "--redis-prefix",
+        "--prefix",
+        dest="redis_prefix",
+        help="Redis key prefix (default: a fresh one, deleted after)",
+    )
+    a("--keep-keys", action="store_true", help="keep the Redis keys afterwards")
+    a("--batch-size", type=_positive_int, default=512, help="transactions per store call")
+    a(
+        "--map",
+        "--column-map",
+        dest="column_map",
+        default="",
+        metavar="FIELD=COLUMN,...",
+        help="column names of the file, for other names than the contract's",
+    )
+    a("--skip-bad", action="store_true", help="drop bad rows instead of failing")
     comp.set_defaults(func=run_compute)
+
+
+class RebuildSettings(KafkaSettings):
+    """What ``fraudstream features rebuild`` needs; the names and defaults are serve's, whose
+    store it rebuilds (``group_id`` is serve's consumer group)."""
+
+    config_table: ClassVar[str] = "features.rebuild"
+    redis_url: SecretStr
+    """Feature store URL (never logged)."""
+    redis_prefix: str = Field(default="fs", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    """Key prefix of the feature store."""
+    input_topic: str = "transactions"
+    """Topic of transactions."""
+    group_id: str = "fraudstream"
+    """serve's consumer group: the transactions are re-read up to its committed offsets."""
+    labels_topic: str = "fraud.labels"
+    """Topic of fraud labels."""
+    labels_group_id: str | None = None
+    """The label worker's group: labels are re-read up to its committed offsets."""
+    no_labels: bool = False
+    """Re-apply transactions only."""
 
 
 def _add_rebuild(commands: SubParsers) -> None:
@@ -102,38 +150,32 @@ def _add_rebuild(commands: SubParsers) -> None:
         help="re-apply to Redis what it lost, from the transactions and labels topics",
         description="Compares the store's offset marks with the scorer group's committed "
         "offsets and re-reads what is missing (the whole feature horizon when the store was "
-        "emptied). Safe while serve runs. Security flags as for 'features run'; the SASL "
-        "password comes from FRAUDSTREAM_SASL_PASSWORD or --sasl-password-file only.",
+        "emptied). Safe while serve runs. Every flag also comes from FRAUDSTREAM_<FLAG> or a "
+        "TOML file (--config or FRAUDSTREAM_CONFIG: its [common] and [features.rebuild] "
+        "tables), named as for serve.",
     )
+    add_config_flag(rb, "features.rebuild")
+    add_kafka_flags(rb)
     a = rb.add_argument
-    a("--bootstrap-servers", metavar="HOST:PORT", help="Kafka bootstrap servers")
-    a("--redis-url", help="feature store, redis://, rediss:// or unix://")
+    a(
+        "--redis-url",
+        help="feature store, redis://, rediss:// or unix:// (or FRAUDSTREAM_REDIS_URL)",
+    )
     a("--redis-prefix", help="feature key prefix (default fs)")
-    a("--input-topic", default="transactions", help="default transactions")
-    a("--group-id", default="fraudstream", help="serve's consumer group (default fraudstream)")
-    a("--labels-topic", help="default fraud.labels")
+    a("--input-topic", help="serve's input topic (default transactions)")
+    a("--group-id", help="serve's consumer group (default fraudstream)")
+    a("--labels-topic", help="topic of fraud labels (default fraud.labels)")
     a("--labels-group-id", help="label worker group: read labels up to its committed offsets")
-    a("--no-labels", action="store_true", help="do not re-apply labels")
-    a("--security-protocol", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"])
-    a("--sasl-mechanism", choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
-    a("--sasl-username")
-    a("--sasl-password-file", type=Path, help="file holding the SASL password")
-    a("--ssl-ca-location", type=Path, help="CA bundle for the brokers")
-    a("--ssl-certificate-location", type=Path, help="client certificate (mutual TLS)")
-    a("--ssl-key-location", type=Path, help="client key (mutual TLS)")
+    a("--no-labels", action="store_true", default=None, help="do not re-apply labels")
     a("--dry-run", action="store_true", help="print the plan, apply nothing")
     rb.set_defaults(func=run_rebuild)
 
 
 def run_rebuild(args: argparse.Namespace) -> int:
     """``fraudstream features rebuild``."""
-    from features.labels.settings import load_settings
-    from features.rebuild import kafka_conf, rebuild
+    from features.rebuild import rebuild
 
-    names: tuple[str, ...] = ("bootstrap_servers", "redis_url", "redis_prefix", "labels_topic")
-    names += ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password_file")
-    names += ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location")
-    settings = load_settings({k: getattr(args, k) for k in names})
+    settings = load_settings(RebuildSettings, given_flags(RebuildSettings, args), args.config)
     store = RedisStore.from_url(
         settings.redis_url.get_secret_value(),
         prefix=settings.redis_prefix,
@@ -143,11 +185,11 @@ def run_rebuild(args: argparse.Namespace) -> int:
     try:
         report = rebuild(
             store,
-            kafka_conf(settings),
-            args.input_topic,
-            args.group_id,
-            None if args.no_labels else settings.labels_topic,
-            args.labels_group_id,
+            settings.kafka().to_librdkafka(),
+            settings.input_topic,
+            settings.group_id,
+            None if settings.no_labels else settings.labels_topic,
+            settings.labels_group_id,
             dry_run=args.dry_run,
             echo=lambda line: print(line, flush=True),
         )
@@ -221,8 +263,8 @@ def _open_store(args: argparse.Namespace, config: FeatureConfig) -> Iterator[Fea
     if args.store == "memory":
         yield MemoryStore(config)
         return
-    prefix = args.prefix or f"fscompute-{uuid.uuid4().hex[:8]}"
-    store = RedisStore.from_url(args.redis, prefix=prefix, config=config)
+    prefix = args.redis_prefix or f"fscompute-{uuid.uuid4().hex[:8]}"
+    store = RedisStore.from_url(args.redis_url, prefix=prefix, config=config)
     try:
         yield store
     finally:

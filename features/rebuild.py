@@ -24,7 +24,6 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from features.definitions import MS_PER_S, FeatureConfig
 from features.exceptions import FraudstreamError, InvalidLabel
-from features.labels.settings import LabelSettings
 from features.redis_store import RedisStore
 from features.schema import Label, decode_label, decode_transactions
 from features.store import DEFAULT_TOPIC, SLACK_S, OffsetTrackingStore
@@ -111,25 +110,6 @@ class RebuildReport:
         if not self.dry_run:
             out.append(f"labels: applied {self.labels_applied}, skipped {self.labels_skipped}")
         return out + [f"note: {n}" for n in self.notes]
-
-
-def kafka_conf(settings: LabelSettings) -> dict[str, Any]:
-    """librdkafka connection and security settings (secrets revealed here only)."""
-    password, key_password = settings.sasl_password, settings.ssl_key_password
-    optional = {
-        "sasl.mechanism": settings.sasl_mechanism,
-        "sasl.username": settings.sasl_username,
-        "sasl.password": None if password is None else password.get_secret_value(),
-        "ssl.ca.location": settings.ssl_ca_location,
-        "ssl.certificate.location": settings.ssl_certificate_location,
-        "ssl.key.location": settings.ssl_key_location,
-        "ssl.key.password": None if key_password is None else key_password.get_secret_value(),
-    }
-    conf: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap_servers,
-        "security.protocol": settings.security_protocol,
-    }
-    return conf | {k: str(v) for k, v in optional.items() if v is not None}
 
 
 def horizon_ms(config: FeatureConfig) -> int:
@@ -225,7 +205,8 @@ def rebuild(
     echo: Callable[[str], None] = lambda _line: None,
 ) -> RebuildReport:
     """Re-apply what the store lost (see the module docstring); safe while serve runs.
-    ``kafka_conf``: librdkafka connection and security settings."""
+    ``kafka_conf``: librdkafka connection and security settings
+    (``KafkaConnection.to_librdkafka``)."""
     config = config or FeatureConfig()
     ledger = Ledger.of(store, input_topic)
     marks = store.applied_offsets(input_topic)

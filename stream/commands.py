@@ -1,27 +1,43 @@
-"""Registers the streaming commands: ``check``, ``serve`` (``replay`` and ``backtest`` too)."""
+"""Registers ``check`` and ``serve``; ``flags_of`` turns parsed flags into settings input."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from stream.kafka.connection import KafkaConnection, ensure_reachable
+from features.config import add_config_flag, load_settings
+from features.kafka import add_kafka_flags
+
+SETTINGS_SOURCES = (
+    "Every flag also comes from FRAUDSTREAM_<FLAG> or a TOML file (--config or "
+    "FRAUDSTREAM_CONFIG: its [common] table and the command's own); flags win over the "
+    "environment, the environment over the file."
+)
+"""The sentence every command with settings puts in its --help."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    check = subparsers.add_parser("check", help="check that a Kafka broker answers")
-    check.add_argument("--bootstrap-servers", required=True, metavar="HOST:PORT")
-    check.add_argument("--timeout-s", type=float, default=10.0)
+    check = subparsers.add_parser(
+        "check",
+        help="check that a Kafka broker answers, with the configured security",
+        description=SETTINGS_SOURCES,
+    )
+    add_config_flag(check, "check")
+    add_kafka_flags(check)
+    check.add_argument(
+        "--timeout-s", type=float, help="how long to wait for a broker to answer (default 10)"
+    )
     check.set_defaults(func=_check)
+    _add_serve(subparsers)
 
+
+def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = subparsers.add_parser(
         "serve",
         help="score transactions from Kafka under a latency budget",
-        description="Every flag also comes from FRAUDSTREAM_<FLAG> or a TOML file (--config); "
-        "flags win over the environment, the environment over the file. Secrets (SASL "
-        "password, SSL key password) come from the environment or --sasl-password-file only.",
+        description=SETTINGS_SOURCES,
     )
-    serve.add_argument("--config", type=Path, help="TOML file with any of the settings below")
+    add_config_flag(serve, "serve")
     add_kafka_flags(serve)
     s = serve.add_argument
     s("--redis-url", help="feature store, redis:// or rediss:// (env FRAUDSTREAM_REDIS_URL)")
@@ -72,7 +88,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=int,
         help="at-least-once: least time between offset commits (default 100; 0: every batch)",
     )
-    s("--guarantee", choices=["at-least-once", "exactly-once"])
+    s(
+        "--guarantee",
+        choices=["at-least-once", "exactly-once"],
+        help="at-least-once (default): offsets committed once the decisions are acknowledged; "
+        "exactly-once: Kafka transactions, readers use read_committed",
+    )
     s("--device", help="scoring device: auto (default: a GPU when one works), cpu, cuda, cuda:N")
     s("--metrics-port", type=int, help="/metrics, /healthz, /readyz (default 9108; 0 = off)")
     s("--shadow", metavar="VERSION", help="challenger model scored beside the champion")
@@ -100,21 +121,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s("--model-poll-s", type=float, help="seconds between checks of CURRENT (default 2)")
     s("--rules-review-amount", type=float, help="rule fallback review amount (default 220)")
     s("--rules-decline-amount", type=float, help="rule fallback decline amount (default 5000)")
-    s("--max-pending", type=int, help="store backlog before consumption pauses")
+    s(
+        "--max-pending",
+        type=int,
+        help="transactions kept for an unavailable store before consumption pauses "
+        "(default 200000)",
+    )
     serve.set_defaults(func=_serve)
-
-
-def add_kafka_flags(parser: argparse.ArgumentParser) -> None:
-    """Connection and security flags shared by every Kafka command."""
-    a = parser.add_argument
-    a("--bootstrap-servers", metavar="HOST:PORT", help="Kafka bootstrap servers")
-    a("--security-protocol", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"])
-    a("--sasl-mechanism", help="e.g. SCRAM-SHA-256")
-    a("--sasl-username")
-    a("--sasl-password-file", type=Path, help="file holding the SASL password")
-    a("--ssl-ca-location")
-    a("--ssl-certificate-location")
-    a("--ssl-key-location")
 
 
 def flags_of(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, object]:
@@ -124,16 +137,19 @@ def flags_of(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, 
 
 
 def _check(args: argparse.Namespace) -> int:
-    conn = KafkaConnection(bootstrap_servers=args.bootstrap_servers)
-    brokers = ensure_reachable(conn, args.timeout_s)
-    print(f"ok: {brokers} broker(s) answered at {args.bootstrap_servers}")
+    from stream.kafka.connection import ensure_reachable
+    from stream.settings import CheckSettings
+
+    settings = load_settings(CheckSettings, flags_of(args), args.config)
+    brokers = ensure_reachable(settings.kafka(), settings.timeout_s)
+    print(f"ok: {brokers} broker(s) answered at {settings.bootstrap_servers}")
     return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
     from models.device import resolve_device
     from stream.service import build
-    from stream.settings import ServeSettings, load_settings
+    from stream.settings import ServeSettings
 
     settings = load_settings(ServeSettings, flags_of(args), args.config)
     resolve_device(settings.device, need_cupy=True)  # a device that cannot work: exit 2 now

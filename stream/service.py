@@ -10,6 +10,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
+from features.config import redact_url
 from features.definitions import FeatureConfig
 from features.redis_store import RedisStore
 from models.registry import Registry
@@ -28,7 +29,7 @@ from stream.model_watch import ModelHolder
 from stream.pipeline import Pipeline, ScorerLike
 from stream.planner import Planner
 from stream.serve import Server, Topics, install_signal_handlers
-from stream.settings import ServeSettings, redact_url
+from stream.settings import ServeSettings
 from stream.shadow import Shadow
 from stream.store_guard import StoreGuard
 

@@ -1,98 +1,33 @@
-"""Settings of ``fraudstream serve``: flags win over ``FRAUDSTREAM_*`` variables, which win
-over a TOML file. Validated once at start; secrets are ``SecretStr`` and never logged."""
+"""Settings of ``fraudstream serve`` and ``fraudstream check``, built by
+``features.config.load_settings``: flags over ``FRAUDSTREAM_*`` variables over the config
+file's ``[serve]`` (``[check]``) and ``[common]`` tables. Secrets are ``SecretStr``."""
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import Field, SecretStr
 
-from features.exceptions import ConfigError
-from stream.kafka.connection import KafkaConnection, SecurityProtocol
+from features.config import KafkaSettings
 
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
 """What ``--device`` accepts."""
 
 
-class KafkaSecurity(BaseSettings):
-    """Connection and security settings shared by every command that talks to Kafka."""
+class CheckSettings(KafkaSettings):
+    """What ``fraudstream check`` needs: the connection and how long to wait."""
 
-    model_config = SettingsConfigDict(env_prefix="FRAUDSTREAM_", extra="forbid", frozen=True)
-    _toml_file: ClassVar[Path | None] = None
-
-    bootstrap_servers: str
-    """Kafka bootstrap servers, ``host:port[,host:port...]``."""
-    security_protocol: SecurityProtocol = "PLAINTEXT"
-    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
-    sasl_mechanism: str | None = None
-    """SASL mechanism, e.g. SCRAM-SHA-256."""
-    sasl_username: str | None = None
-    """SASL user."""
-    sasl_password: SecretStr | None = None
-    """SASL password (environment or --sasl-password-file only; never a flag)."""
-    sasl_password_file: Path | None = None
-    """File holding the SASL password (e.g. a mounted secret)."""
-    ssl_ca_location: str | None = None
-    """CA bundle for verifying the brokers."""
-    ssl_certificate_location: str | None = None
-    """Client certificate for mutual TLS."""
-    ssl_key_location: str | None = None
-    """Client key for mutual TLS."""
-    ssl_key_password: SecretStr | None = None
-    """Password of the client key (environment only)."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file)
-        return (init_settings, env_settings, toml)
-
-    @model_validator(mode="after")
-    def _read_password_file(self) -> KafkaSecurity:
-        if self.sasl_password_file is not None and self.sasl_password is None:
-            try:
-                secret = self.sasl_password_file.read_text().strip()
-            except OSError as exc:
-                msg = f"sasl_password_file {self.sasl_password_file}: {exc.strerror}"
-                raise ValueError(msg) from None
-            object.__setattr__(self, "sasl_password", SecretStr(secret))
-        if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
-            msg = "security_protocol SASL_* needs sasl_mechanism (e.g. SCRAM-SHA-256)"
-            raise ValueError(msg)
-        return self
-
-    def kafka(self) -> KafkaConnection:
-        """The connection values for the Kafka adapter."""
-        return KafkaConnection(
-            bootstrap_servers=self.bootstrap_servers,
-            security_protocol=self.security_protocol,
-            sasl_mechanism=self.sasl_mechanism,
-            sasl_username=self.sasl_username,
-            sasl_password=self.sasl_password,
-            ssl_ca_location=self.ssl_ca_location,
-            ssl_certificate_location=self.ssl_certificate_location,
-            ssl_key_location=self.ssl_key_location,
-            ssl_key_password=self.ssl_key_password,
-        )
+    config_table: ClassVar[str] = "check"
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
+    """How long to wait for a broker to answer."""
 
 
-class ServeSettings(KafkaSecurity):
+class ServeSettings(KafkaSettings):
     """Everything ``fraudstream serve`` needs; one frozen object built at start."""
+
+    config_table: ClassVar[str] = "serve"
+    reads_flat_file: ClassVar[bool] = True
 
     redis_url: SecretStr
     """Feature store URL (redis:// or rediss://, user and password allowed; never logged)."""
@@ -135,9 +70,8 @@ class ServeSettings(KafkaSecurity):
     """Largest micro-batch."""
     fetch_wait_ms: int | None = Field(default=None, ge=0, le=1_000)
     """How long the broker may hold a fetch until ``fetch_min_bytes`` are there (default:
-    a tenth of the budget, 1 to 10 ms). Gathering there instead of fetching every few
-    records cuts broker and serve CPU by about a third at 5,000 tx/s; a tenth rather than a
-    fifth of the budget took the p99 there from 35 to 25 ms (medians of seven runs, README)."""
+    a tenth of the budget, 1 to 10 ms): records then come in batches rather than one fetch,
+    and one scoring pass, every few records, at a small share of the budget."""
     commit_interval_ms: int = Field(default=100, ge=0, le=60_000)
     """At-least-once: least time between two offset commits (0: after every batch).
     Acknowledged offsets wait at most this long; a drain (revoke, stop) commits them all."""
@@ -179,36 +113,3 @@ class ServeSettings(KafkaSecurity):
         if self.fetch_wait_ms is not None:
             return self.fetch_wait_ms
         return int(min(10.0, max(1.0, self.budget_ms / 10)))
-
-
-def redact_url(url: str) -> str:
-    """``redis://user:secret@host`` → ``redis://user:***@host``."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-
-
-def load_settings(cls: type[KafkaSecurity], flags: dict[str, Any], config_file: Path | None) -> Any:
-    """Build settings from flags (None = not given), the environment and the TOML file."""
-    path = config_file or _env_config()
-    if path is not None and not path.is_file():
-        msg = f"config file {path} does not exist (given by --config or FRAUDSTREAM_CONFIG)"
-        raise ConfigError(msg)
-    given = {k: v for k, v in flags.items() if v is not None}
-    bound = type(cls.__name__, (cls,), {"_toml_file": path})
-    try:
-        return bound(**given)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
-
-
-def _env_config() -> Path | None:
-    value = os.environ.get("FRAUDSTREAM_CONFIG")
-    return Path(value) if value else None
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "settings"
-        flag = "--" + field.replace("_", "-")
-        parts.append(f"{field} ({flag} / FRAUDSTREAM_{field.upper()}): {err['msg']}")
-    return "invalid settings: " + "; ".join(parts)

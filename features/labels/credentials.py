@@ -1,5 +1,5 @@
-"""The one place label settings become faust/aiokafka broker credentials (secrets revealed
-here only)."""
+"""The one place a Kafka connection becomes faust/aiokafka broker credentials, for the label
+worker (secrets revealed here only; librdkafka's is ``KafkaConnection.to_librdkafka``)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,15 @@ import ssl
 from typing import Any
 
 from features.exceptions import ConfigError
-from features.labels.settings import LabelSettings
+from features.kafka import KafkaConnection
 
 
-def broker_urls(settings: LabelSettings) -> list[str]:
+def broker_urls(conn: KafkaConnection) -> list[str]:
     """faust broker URLs for the bootstrap list."""
-    hosts = [h.strip() for h in settings.bootstrap_servers.split(",") if h.strip()]
-    if not hosts:
-        msg = "bootstrap_servers is empty: give host:port[,host:port...]"
-        raise ConfigError(msg)
-    return [f"kafka://{h}" for h in hosts]
+    return [f"kafka://{h}" for h in conn.hosts()]
 
 
-def broker_credentials(settings: LabelSettings) -> Any:
+def broker_credentials(conn: KafkaConnection) -> Any:
     """faust credentials for the security protocol, or None for PLAINTEXT.
 
     faust derives aiokafka's ``security_protocol`` from the credentials' type:
@@ -27,32 +23,32 @@ def broker_credentials(settings: LabelSettings) -> Any:
     """
     import faust
 
-    context = ssl_context(settings) if settings.uses_ssl else None
-    if settings.security_protocol == "PLAINTEXT":
+    context = ssl_context(conn) if conn.uses_ssl else None
+    if conn.security_protocol == "PLAINTEXT":
         return None
-    if settings.security_protocol == "SSL":
+    if conn.security_protocol == "SSL":
         return faust.SSLCredentials(context)
-    password = settings.sasl_password
+    password = conn.sasl_password
     return faust.SASLCredentials(
-        username=settings.sasl_username,
+        username=conn.sasl_username,
         password=None if password is None else password.get_secret_value(),
-        mechanism=settings.sasl_mechanism,
+        mechanism=conn.sasl_mechanism,
         ssl_context=context,
     )
 
 
-def ssl_context(settings: LabelSettings) -> ssl.SSLContext:
+def ssl_context(conn: KafkaConnection) -> ssl.SSLContext:
     """A client TLS context: the CA bundle (or the system's) and the optional client cert."""
     try:
         context = ssl.create_default_context(
             ssl.Purpose.SERVER_AUTH,
-            cafile=None if settings.ssl_ca_location is None else str(settings.ssl_ca_location),
+            cafile=None if conn.ssl_ca_location is None else str(conn.ssl_ca_location),
         )
-        if settings.ssl_certificate_location is not None:
-            key_password = settings.ssl_key_password
+        if conn.ssl_certificate_location is not None:
+            key_password = conn.ssl_key_password
             context.load_cert_chain(
-                str(settings.ssl_certificate_location),
-                None if settings.ssl_key_location is None else str(settings.ssl_key_location),
+                str(conn.ssl_certificate_location),
+                None if conn.ssl_key_location is None else str(conn.ssl_key_location),
                 password=None if key_password is None else key_password.get_secret_value(),
             )
     except (OSError, ssl.SSLError) as exc:

@@ -78,7 +78,7 @@ def aiokafka_auth(settings: LabelSettings) -> dict[str, Any]:
 
 
 async def _check(settings: LabelSettings, auth: dict[str, Any]) -> None:
-    hosts = [h.strip() for h in settings.bootstrap_servers.split(",") if h.strip()]
+    hosts = settings.hosts()
     deadline = time.monotonic() + settings.connect_timeout_s
     while True:
         problems = []
@@ -115,7 +115,7 @@ async def _connect(host: str, auth: dict[str, Any], timeout_s: float) -> None:
 
 def _auth_message(settings: LabelSettings, host: str, exc: BaseException) -> str:
     who = f"user {settings.sasl_username!r} with {settings.sasl_mechanism}"
-    if not settings.security_protocol.startswith("SASL"):
+    if not settings.uses_sasl:
         who = "TLS"
     return (
         f"Kafka authentication failed at {host} ({settings.security_protocol}, {who}): "

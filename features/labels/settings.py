@@ -1,54 +1,25 @@
-"""Settings of ``fraudstream features run``: flags win over ``FRAUDSTREAM_*`` variables, which
-win over a TOML file (``--config`` or ``FRAUDSTREAM_CONFIG``). Secrets are ``SecretStr``."""
+"""Settings of ``fraudstream features run``, built by ``features.config.load_settings``:
+flags over ``FRAUDSTREAM_*`` variables over the config file's ``[features.run]`` and
+``[common]`` tables. Secrets are ``SecretStr``."""
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Self
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import Field, SecretStr, model_validator
 
-from features.exceptions import ConfigError
+from features.config import KafkaSettings, redact_url
 
-SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 _TOPIC = r"^[A-Za-z0-9._-]{1,249}$"
 
 
-class LabelSettings(BaseSettings):
+class LabelSettings(KafkaSettings):
     """Everything the label worker needs; one frozen object built at start."""
 
-    model_config = SettingsConfigDict(env_prefix="FRAUDSTREAM_", extra="forbid", frozen=True)
-    _toml_file: ClassVar[Path | None] = None
+    config_table: ClassVar[str] = "features.run"
+    reads_flat_file: ClassVar[bool] = True
 
-    bootstrap_servers: str = Field(min_length=1)
-    """Kafka bootstrap servers, ``host:port[,host:port...]``."""
-    security_protocol: SecurityProtocol = "PLAINTEXT"
-    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
-    sasl_mechanism: SaslMechanism | None = None
-    """SASL mechanism (what aiokafka supports with a user and password)."""
-    sasl_username: str | None = None
-    """SASL user."""
-    sasl_password: SecretStr | None = None
-    """SASL password (environment, TOML or --sasl-password-file; never a flag, never logged)."""
-    sasl_password_file: Path | None = None
-    """File holding the SASL password (e.g. a mounted secret)."""
-    ssl_ca_location: Path | None = None
-    """CA bundle for verifying the brokers."""
-    ssl_certificate_location: Path | None = None
-    """Client certificate for mutual TLS."""
-    ssl_key_location: Path | None = None
-    """Client key for mutual TLS."""
-    ssl_key_password: SecretStr | None = None
-    """Password of the client key (environment only)."""
     redis_url: SecretStr
     """Feature store URL (redis://, rediss:// or unix://; may hold a password; never logged)."""
     redis_prefix: str = Field(default="fs", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -96,43 +67,12 @@ class LabelSettings(BaseSettings):
     data_dir: Path | None = None
     """faust's data directory (default ``<group_id>-data`` in the working directory)."""
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file)
-        return (init_settings, env_settings, toml)
-
     @model_validator(mode="after")
-    def _check_security(self) -> LabelSettings:
-        if self.sasl_password_file is not None and self.sasl_password is None:
-            object.__setattr__(self, "sasl_password", _read_secret(self.sasl_password_file))
-        if self.security_protocol.startswith("SASL"):
-            if not self.sasl_mechanism:
-                msg = "security_protocol SASL_* needs sasl_mechanism (e.g. SCRAM-SHA-256)"
-                raise ValueError(msg)
-            if not self.sasl_username or self.sasl_password is None:
-                msg = (
-                    "security_protocol SASL_* needs sasl_username and a password "
-                    "(FRAUDSTREAM_SASL_PASSWORD or --sasl-password-file)"
-                )
-                raise ValueError(msg)
-        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
-            msg = "ssl_certificate_location and ssl_key_location go together (mutual TLS)"
-            raise ValueError(msg)
+    def _check_retry(self) -> Self:
         if self.retry_max_s < self.retry_initial_s:
             msg = "retry_max_s must be at least retry_initial_s"
             raise ValueError(msg)
         return self
-
-    @property
-    def uses_ssl(self) -> bool:
-        return self.security_protocol in ("SSL", "SASL_SSL")
 
     def redacted(self) -> dict[str, Any]:
         """The settings for a log line: secrets masked, the Redis URL's password masked."""
@@ -141,45 +81,3 @@ class LabelSettings(BaseSettings):
         for name in ("sasl_password", "ssl_key_password"):
             shown[name] = "***" if getattr(self, name) is not None else None
         return shown
-
-
-def redact_url(url: str) -> str:
-    """``redis://user:secret@host`` → ``redis://user:***@host``."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-
-
-def load_settings(flags: dict[str, Any], config_file: Path | None = None) -> LabelSettings:
-    """Build settings from flags (None = not given), the environment and the TOML file."""
-    path = config_file or _env_config()
-    if path is not None and not path.is_file():
-        msg = f"config file {path} does not exist (given by --config or FRAUDSTREAM_CONFIG)"
-        raise ConfigError(msg)
-    given = {k: v for k, v in flags.items() if v is not None}
-    bound = type("LabelSettings", (LabelSettings,), {"_toml_file": path})
-    try:
-        settings: LabelSettings = bound(**given)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
-    return settings
-
-
-def _read_secret(path: Path) -> SecretStr:
-    try:
-        return SecretStr(path.read_text().strip())
-    except OSError as exc:
-        msg = f"sasl_password_file {path}: {exc.strerror}"
-        raise ValueError(msg) from None
-
-
-def _env_config() -> Path | None:
-    value = os.environ.get("FRAUDSTREAM_CONFIG")
-    return Path(value) if value else None
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_input=False):
-        field = ".".join(str(p) for p in err["loc"]) or "settings"
-        flag = "--" + field.replace("_", "-")
-        parts.append(f"{field} ({flag} / FRAUDSTREAM_{field.upper()}): {err['msg']}")
-    return "invalid settings: " + "; ".join(parts)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -29,17 +29,19 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from features.config import KafkaSettings, add_config_flag, load_settings
 from features.datafile import parse_column_map, read_transactions, read_transactions_report
 from features.definitions import FeatureConfig
 from features.exceptions import ConfigError
+from features.kafka import add_kafka_flags
 from models.protocol import day_start_ms, iso_ms
-from stream.commands import add_kafka_flags, flags_of
+from stream.commands import SETTINGS_SOURCES, flags_of
 from stream.exceptions import StreamError
 from stream.history import backtest as bt
 from stream.history import replay as rp
 from stream.history.report import ReportInputs, write_report
 from stream.kafka.connection import ensure_reachable
-from stream.settings import DEVICE_PATTERN, KafkaSecurity, load_settings
+from stream.settings import DEVICE_PATTERN
 
 if TYPE_CHECKING:
     from models.scorer import Scorer
@@ -49,8 +51,10 @@ logger = logging.getLogger(__name__)
 SubParsers = argparse._SubParsersAction
 
 
-class ReplaySettings(KafkaSecurity):
-    """Everything ``fraudstream replay`` needs (flags, ``FRAUDSTREAM_*`` variables)."""
+class ReplaySettings(KafkaSettings):
+    """Everything ``fraudstream replay`` needs (flags, ``FRAUDSTREAM_*`` variables, config)."""
+
+    config_table: ClassVar[str] = "replay"
 
     data: Path
     """Transactions file or folder (Parquet, CSV, JSON Lines)."""
@@ -78,8 +82,10 @@ class ReplaySettings(KafkaSecurity):
     """Skip bad rows (reported) instead of stopping."""
 
 
-class BacktestSettings(KafkaSecurity):
+class BacktestSettings(KafkaSettings):
     """Everything ``fraudstream backtest`` needs; Kafka only with ``--via-kafka``."""
+
+    config_table: ClassVar[str] = "backtest"
 
     bootstrap_servers: str | None = None  # type: ignore[assignment]
     """Kafka bootstrap servers (``--via-kafka`` only)."""
@@ -141,13 +147,14 @@ def _add_replay(subparsers: SubParsers[argparse.ArgumentParser]) -> None:
         help="publish history into Kafka at any pace, with delayed fraud labels",
         description="Transactions in event-time order keyed by customer; a label for each "
         "fraud at its event time + the label delay, interleaved in time order. --from/--to "
-        "select [from, to): transactions by event time, labels by label time.",
+        "select [from, to): transactions by event time, labels by label time. " + SETTINGS_SOURCES,
     )
+    add_config_flag(p, "replay")
     a = p.add_argument
     a("--data", type=Path, required=True, help="file or folder (Parquet, CSV, JSON Lines)")
     a("--topic", help="transactions topic (default transactions)")
     a("--labels-topic", help="labels topic (default fraud.labels)")
-    a("--no-labels", action="store_true", help="send no labels")
+    a("--no-labels", action="store_true", default=None, help="send no labels")
     a("--label-delay-days", type=float, help="label delay in days (default 7)")
     pace = p.add_mutually_exclusive_group()
     pace.add_argument("--speed", help="max (default), realtime, or Nx: N seconds of event time/s")
@@ -156,7 +163,12 @@ def _add_replay(subparsers: SubParsers[argparse.ArgumentParser]) -> None:
     a("--to", dest="to_time", metavar="DATE", help="last event time (exclusive)")
     a("--map", dest="column_map", metavar="FIELD=COLUMN,...", help="column names of the file")
     a("--start-after", metavar="TRANSACTION_ID", help="resume after this transaction")
-    a("--skip-bad", action="store_true", help="skip bad rows (reported) instead of stopping")
+    a(
+        "--skip-bad",
+        action="store_true",
+        default=None,
+        help="skip bad rows (reported) instead of stopping",
+    )
     add_kafka_flags(p)
     p.set_defaults(func=guarded(run_replay))
 
@@ -168,8 +180,10 @@ def _add_backtest(subparsers: SubParsers[argparse.ArgumentParser]) -> None:
         description="Replays history in event-time order through a feature store (labels at "
         "event time + delay), scores the test window through the serve pipeline, and reports "
         "the protocol's metrics. --via-kafka also sends the test window through a running "
-        "serve (it primes serve's Redis store, --redis-url/--redis-prefix, with the history).",
+        "serve (it primes serve's Redis store, --redis-url/--redis-prefix, with the history). "
+        + SETTINGS_SOURCES,
     )
+    add_config_flag(p, "backtest")
     a = p.add_argument
     a("--data", type=Path, required=True, help="file or folder with is_fraud")
     a("--registry", type=Path, required=True, help="model registry folder")
@@ -184,11 +198,21 @@ def _add_backtest(subparsers: SubParsers[argparse.ArgumentParser]) -> None:
     a("--redis-prefix", help="serve's key prefix with --via-kafka (default fs)")
     a("--report", type=Path, required=True, metavar="DIR", help="report directory")
     a("--map", dest="column_map", metavar="FIELD=COLUMN,...", help="column names of the file")
-    a("--skip-bad", action="store_true", help="skip bad rows (reported) instead of stopping")
+    a(
+        "--skip-bad",
+        action="store_true",
+        default=None,
+        help="skip bad rows (reported) instead of stopping",
+    )
     a("--batch-size", type=int, help="largest micro-batch (default 1024)")
     a("--device", help="scoring device: auto (default), cpu, cuda or cuda:N")
     a("--k", type=int, help="customers per day for card precision (default 100)")
-    a("--via-kafka", action="store_true", help="also score the test window through serve")
+    a(
+        "--via-kafka",
+        action="store_true",
+        default=None,
+        help="also score the test window through serve",
+    )
     a("--input-topic", help="serve's input topic (default transactions)")
     a("--decisions-topic", help="serve's decisions topic (default fraud.decisions)")
     a("--rate", type=float, help="tx/s sent to serve (default: as fast as possible)")
@@ -212,7 +236,7 @@ def guarded(command: Any) -> Any:
 
 def run_replay(args: argparse.Namespace) -> int:
     """``fraudstream replay``: 0 when every message was acknowledged."""
-    settings: ReplaySettings = load_settings(ReplaySettings, flags_of(args), None)
+    settings = load_settings(ReplaySettings, flags_of(args), args.config)
     pace = _pace(settings)
     table = load_table(settings.data, settings.column_map, settings.skip_bad)
     plan = _plan(settings, table)
@@ -302,7 +326,7 @@ def summary_line(settings: ReplaySettings, stats: rp.SendStats, pace: rp.Pace) -
 
 def run_backtest(args: argparse.Namespace) -> int:
     """``fraudstream backtest``: 0 unless ``--via-kafka`` found serve's scores different."""
-    settings: BacktestSettings = load_settings(BacktestSettings, flags_of(args), None)
+    settings = load_settings(BacktestSettings, flags_of(args), args.config)
     _check_backtest(settings)
     window = bt.Window(
         day_start_ms(settings.test_start),

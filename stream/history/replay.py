@@ -22,9 +22,9 @@ import pandas as pd
 
 from features.definitions import MS_PER_DAY
 from features.exceptions import ConfigError
+from features.kafka import KafkaConnection
 from features.schema import Label, encode_label
 from stream.exceptions import FatalKafkaError
-from stream.kafka.connection import KafkaConnection
 
 logger = logging.getLogger(__name__)
 

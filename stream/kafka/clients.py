@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream.kafka.connection import KafkaConnection
+from features.kafka import KafkaConnection
 
 
 def consumer_config(

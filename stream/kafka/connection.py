@@ -1,70 +1,17 @@
-"""Kafka connection settings and the one place they become a librdkafka configuration dict."""
+"""Whether the brokers answer, with the connection's credentials (the connection itself is
+``features.kafka.KafkaConnection``)."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
-from pydantic import BaseModel, ConfigDict, SecretStr
 
+from features.kafka import KafkaConnection
 from stream.exceptions import AuthenticationFailed, BrokerUnavailable
 
 logger = logging.getLogger(__name__)
-
-SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-
-
-class KafkaConnection(BaseModel):
-    """Where the brokers are and how to authenticate; secrets are ``SecretStr``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    bootstrap_servers: str
-    """Comma-separated ``host:port`` list."""
-    security_protocol: SecurityProtocol = "PLAINTEXT"
-    """librdkafka ``security.protocol``."""
-    sasl_mechanism: str | None = None
-    """e.g. ``SCRAM-SHA-256``, ``SCRAM-SHA-512``, ``PLAIN``."""
-    sasl_username: str | None = None
-    """SASL user name."""
-    sasl_password: SecretStr | None = None
-    """SASL password; never logged."""
-    ssl_ca_location: str | None = None
-    """CA bundle file for verifying the brokers."""
-    ssl_certificate_location: str | None = None
-    """Client certificate (mutual TLS)."""
-    ssl_key_location: str | None = None
-    """Client private key (mutual TLS)."""
-    ssl_key_password: SecretStr | None = None
-    """Password of the client private key; never logged."""
-
-    def to_librdkafka(self) -> dict[str, Any]:
-        """The librdkafka settings for these connection values (secrets revealed here only)."""
-        conf: dict[str, Any] = {
-            "bootstrap.servers": self.bootstrap_servers,
-            "security.protocol": self.security_protocol,
-        }
-        optional = {
-            "sasl.mechanism": self.sasl_mechanism,
-            "sasl.username": self.sasl_username,
-            "sasl.password": _reveal(self.sasl_password),
-            "ssl.ca.location": self.ssl_ca_location,
-            "ssl.certificate.location": self.ssl_certificate_location,
-            "ssl.key.location": self.ssl_key_location,
-            "ssl.key.password": _reveal(self.ssl_key_password),
-        }
-        conf.update({k: v for k, v in optional.items() if v is not None})
-        return conf
-
-    def redacted(self) -> dict[str, Any]:
-        """The settings with every secret replaced, for logs."""
-        return {k: ("***" if "password" in k else v) for k, v in self.to_librdkafka().items()}
-
-
-def _reveal(secret: SecretStr | None) -> str | None:
-    return None if secret is None else secret.get_secret_value()
 
 
 def ensure_reachable(conn: KafkaConnection, timeout_s: float) -> int:

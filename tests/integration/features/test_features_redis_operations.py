@@ -64,7 +64,7 @@ def test_stopped_redis_is_unavailable_at_once(
 ) -> None:
     server = redis_server_factory()
     store = RedisStore.from_url(server.url, prefix="p", socket_timeout_s=0.5)
-    assert store.apply(_one()).shape == (1, 15)
+    assert store.apply(_one()).shape == (1, FeatureConfig().n_features)
     server.stop()
     started = time.monotonic()
     with pytest.raises(FeatureStoreUnavailable, match="unavailable"):
@@ -108,7 +108,7 @@ def test_acl_user_and_password_from_the_url_and_never_in_errors(
     admin.acl_setuser("default", enabled=False)
     url = f"redis://scorer:s3cr3t-pw@127.0.0.1:{server.port}/0"
     good = RedisStore.from_url(url)
-    assert good.apply(_one()).shape == (1, 15)
+    assert good.apply(_one()).shape == (1, FeatureConfig().n_features)
     bad = RedisStore.from_url(f"redis://scorer:wrong-pw@127.0.0.1:{server.port}/0")
     with pytest.raises(FeatureStoreUnavailable) as info:
         bad.apply(_one())

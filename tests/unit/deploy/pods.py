@@ -50,9 +50,10 @@ def settings_of(
 ) -> Any:
     """The settings ``fraudstream <args>`` builds with exactly this FRAUDSTREAM_ environment
     (None: a value from a Secret, replaced by a placeholder)."""
+    from features.config import load_settings
     from features.labels.commands import settings_from_args
     from stream.commands import flags_of
-    from stream.settings import ServeSettings, load_settings
+    from stream.settings import ServeSettings
 
     for name in list(os.environ):
         if name.startswith("FRAUDSTREAM_"):

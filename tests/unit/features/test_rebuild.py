@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from features.batch import TransactionBatch
+from features.cli import RebuildSettings
+from features.config import load_settings
 from features.definitions import FeatureConfig
-from features.labels.settings import load_settings
 from features.memory_store import MemoryStore
 from features.rebuild import (
     PartitionPlan,
@@ -18,7 +19,6 @@ from features.rebuild import (
     RebuildReport,
     behind,
     horizon_ms,
-    kafka_conf,
     plan_partition,
 )
 
@@ -89,13 +89,14 @@ def test_the_report_has_one_line_per_partition_then_labels_and_notes() -> None:
     ]
 
 
-def test_kafka_settings_come_from_the_label_worker_settings(
+def test_kafka_settings_are_the_shared_connection_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret = tmp_path / "pw"
     secret.write_text("s3cret\n")
     monkeypatch.delenv("FRAUDSTREAM_CONFIG", raising=False)
     settings = load_settings(
+        RebuildSettings,
         {
             "bootstrap_servers": "b:9092",
             "redis_url": "redis://localhost/0",
@@ -104,9 +105,10 @@ def test_kafka_settings_come_from_the_label_worker_settings(
             "sasl_username": "u",
             "sasl_password_file": secret,
             "ssl_ca_location": tmp_path / "ca.pem",
-        }
+        },
+        None,
     )
-    assert kafka_conf(settings) == {
+    assert settings.kafka().to_librdkafka() == {
         "bootstrap.servers": "b:9092",
         "security.protocol": "SASL_SSL",
         "sasl.mechanism": "SCRAM-SHA-512",

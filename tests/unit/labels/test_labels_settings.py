@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from features.config import load_settings
 from features.exceptions import ConfigError
 from features.labels.commands import add_commands, settings_from_args
 from features.labels.credentials import broker_credentials, broker_urls
-from features.labels.settings import LabelSettings, load_settings
+from features.labels.settings import LabelSettings
 
 SECRET = "s3cr3t-pa55"
 
@@ -48,15 +49,24 @@ def test_defaults_from_the_issue() -> None:
     assert broker_urls(s) == ["kafka://k:9092"]
 
 
-def test_flags_win_over_environment_which_wins_over_toml(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    toml = tmp_path / "labels.toml"
-    toml.write_text(
+@pytest.mark.parametrize(
+    "layout",
+    [
+        '[common]\nbootstrap_servers = "file:1"\nredis_url = "redis://file"\n'
+        '[features.run]\ngroup_id = "file-group"\nweb_port = 7001\n'
+        'labels_topic = "file.labels"\nkpi_partitions = 3\n',
+        # the layout before tables: still the label worker's own file
         'bootstrap_servers = "file:1"\nredis_url = "redis://file"\n'
         'group_id = "file-group"\nweb_port = 7001\nlabels_topic = "file.labels"\n'
-        "kpi_partitions = 3\n"
-    )
+        "kpi_partitions = 3\n",
+    ],
+    ids=["tables", "flat"],
+)
+def test_flags_win_over_environment_which_wins_over_toml(
+    layout: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toml = tmp_path / "labels.toml"
+    toml.write_text(layout)
     monkeypatch.setenv("FRAUDSTREAM_WEB_PORT", "7002")
     monkeypatch.setenv("FRAUDSTREAM_GROUP_ID", "env-group")
     s = _settings("--config", str(toml), "--group-id", "flag-group")
@@ -72,7 +82,7 @@ def test_config_file_from_environment_and_missing_file(
 ) -> None:
     monkeypatch.setenv("FRAUDSTREAM_CONFIG", str(tmp_path / "nope.toml"))
     with pytest.raises(ConfigError, match=r"nope\.toml does not exist"):
-        load_settings({})
+        load_settings(LabelSettings, {}, None)
 
 
 def test_invalid_values_name_the_flag_and_the_variable() -> None:
