@@ -43,10 +43,10 @@ def register(subparsers: SubParsers) -> None:
     sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     _add_registry(sub.add_parser("list", help="list registered versions")).set_defaults(func=_list)
     show = _add_registry(sub.add_parser("show", help="print a version's manifest"))
-    show.add_argument("version")
+    show.add_argument("version", help="registry version, e.g. 20261203-101500")
     show.set_defaults(func=_show)
     promote = _add_registry(sub.add_parser("promote", help="make a version CURRENT"))
-    promote.add_argument("version")
+    promote.add_argument("version", help="registry version to make CURRENT")
     promote.set_defaults(func=_promote)
     rollback = _add_registry(sub.add_parser("rollback", help="re-promote the previous version"))
     rollback.set_defaults(func=_rollback)
@@ -54,12 +54,20 @@ def register(subparsers: SubParsers) -> None:
 
 
 def _add_registry(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--registry", required=True, type=Path, metavar="DIR")
+    parser.add_argument(
+        "--registry", required=True, type=Path, metavar="DIR", help="model registry directory"
+    )
     return parser
 
 
 def _add_data(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, type=Path, metavar="PATH")
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        metavar="PATH",
+        help="transactions file or folder (Parquet, CSV, JSON Lines)",
+    )
     parser.add_argument("--map", default="", metavar="FIELD=COLUMN,...", help="column map")
 
 
@@ -67,17 +75,29 @@ def _add_train(subparsers: SubParsers) -> None:
     p = subparsers.add_parser("train", help="train, validate and register a model")
     _add_data(p)
     _add_registry(p)
-    p.add_argument("--train-start", required=True, metavar="YYYY-MM-DD")
-    p.add_argument("--train-days", type=int, default=7)
-    p.add_argument("--delay-days", type=int, default=7)
+    p.add_argument(
+        "--train-start",
+        required=True,
+        metavar="YYYY-MM-DD",
+        help="first day of the training window",
+    )
+    p.add_argument("--train-days", type=int, default=7, help="days of training data")
+    p.add_argument(
+        "--delay-days",
+        type=int,
+        default=7,
+        help="days between training and validation (label delay)",
+    )
     p.add_argument("--folds", type=int, default=4, help="prequential validation folds")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--params", metavar="JSON", help="e.g. '{\"max_depth\": 4}'")
     how.add_argument("--tune", type=int, default=0, metavar="N", help="random search of N sets")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of training and tuning")
     p.add_argument("--review-per-day", type=int, default=100, help="review target (customers)")
-    p.add_argument("--decline-precision", type=float, default=0.9)
+    p.add_argument(
+        "--decline-precision", type=float, default=0.9, help="validation precision of declines"
+    )
     p.add_argument("--promote", action="store_true", help="make the new version CURRENT")
     p.set_defaults(func=_train)
 
@@ -88,11 +108,11 @@ def _add_evaluate(subparsers: SubParsers) -> None:
     _add_registry(p)
     p.add_argument("--model", metavar="VERSION", help="default: CURRENT")
     p.add_argument("--test-start", metavar="YYYY-MM-DD", help="default: the model's own")
-    p.add_argument("--train-days", type=int, default=7)
+    p.add_argument("--train-days", type=int, default=7, help="days of history before the test")
     p.add_argument("--delay-days", type=int, help="default: the model's")
-    p.add_argument("--test-days", type=int, default=7)
+    p.add_argument("--test-days", type=int, default=7, help="days of the test window")
     p.add_argument("--k", type=int, default=100, help="k of card precision at k")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", type=Path, metavar="FILE", help="metrics as JSON")
     p.add_argument("--predictions", type=Path, metavar="FILE", help="ids and scores, Parquet")
     p.set_defaults(func=_evaluate)
@@ -100,7 +120,7 @@ def _add_evaluate(subparsers: SubParsers) -> None:
 
 def _add_tradeoff(sub: SubParsers) -> None:
     p = _add_registry(sub.add_parser("tradeoff", help="accuracy against speed of truncation"))
-    p.add_argument("version")
+    p.add_argument("version", help="registry version to measure")
     _add_data(p)
     p.add_argument("--test-start", metavar="YYYY-MM-DD", help="default: the model's own")
     p.add_argument("--out-dir", type=Path, help="default: var/tradeoff/VERSION")
@@ -163,10 +183,10 @@ def _print_training(result: train.TrainResult, version: str) -> None:
     print(f"params: {json.dumps(result.params.to_dict())}")
     curve = result.provenance["trees"]["validation_curve"]
     if curve:
+        counts = ", ".join(f"{p['trees']}: {p['average_precision']:.4f}" for p in curve)
         print(
-            f"trees: {result.params.n_trees}, the fewest within "
-            f"{TREE_TOLERANCE:.1%} of the best mean validation AP of "
-            f"{', '.join(str(point['trees']) for point in curve)}"
+            f"trees: {result.params.n_trees}, the fewest within {TREE_TOLERANCE:.1%} of the "
+            f"best mean validation AP ({counts})"
         )
     folds = result.provenance["folds"]
     print(
