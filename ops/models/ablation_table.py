@@ -35,13 +35,21 @@ def summarize(runs: Runs, variants: Mapping[str, Variant]) -> dict[str, Any]:
         metrics = sorted({k for row in per_seed for k in row})
         entry = {m: summary([row[m] for row in per_seed]) for m in metrics}
         against = variants[name].against
-        if against in runs and len(runs[against]) == len(per_seed):
-            entry["paired_difference"] = {
-                m: summary([a[m] - b[m] for a, b in zip(per_seed, runs[against], strict=True)])
-                for m in HEADLINE + ("validation_average_precision",)
-            }
+        if against in runs:
+            entry["paired_difference"] = _paired(per_seed, runs[against])
+        if name != "before" and "before" in runs:
+            entry["paired_difference_with_before"] = _paired(per_seed, runs["before"])
         out[name] = entry
     return out
+
+
+def _paired(
+    rows: Sequence[Mapping[str, float]], others: Sequence[Mapping[str, float]]
+) -> dict[str, dict[str, float]]:
+    return {
+        m: summary([a[m] - b[m] for a, b in zip(rows, others, strict=True)])
+        for m in HEADLINE + ("validation_average_precision",)
+    }
 
 
 def markdown(
@@ -67,10 +75,22 @@ def markdown(
             _mean(entry.get("partial_features_average_precision")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Seeds {', '.join(map(str, seeds))}; ± is the standard deviation over them.",
-              target_line(summaries.get("defaults")),
-              auc_loss_line(summaries.get("defaults"))]  # fmt: skip
+    notes = [
+        f"Seeds {', '.join(map(str, seeds))}; ± is the standard deviation over them.",
+        target_line(summaries.get("defaults")),
+        auc_loss_line(summaries.get("defaults")),
+    ]
+    lines += ["", *[note for note in notes if note]]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def gain_line(entry: Mapping[str, Any] | None) -> str:
+    """The defaults against ``before``, paired over the seeds."""
+    paired = (entry or {}).get("paired_difference_with_before")
+    if not paired:
+        return ""
+    parts = [f"{metric} {_signed(paired[metric])}" for metric in HEADLINE]
+    return f"Defaults against before, paired over the seeds: {', '.join(parts)}."
 
 
 def target_line(entry: Mapping[str, Any] | None) -> str:

@@ -2,6 +2,7 @@
 
     .venv/bin/python ops/models/evaluate_seeds.py [--seeds 101 102 103 104 105]
         [--train-start 2018-07-25] [--variants NAME ...] [--json FILE] [--readme FILE]
+    .venv/bin/python ops/models/evaluate_seeds.py --from-json FILE [--readme FILE]
 
 Each seed is the default simulated world (``fraudstream simulate --seed N``). Every
 variant (``variants.py``) is trained as ``fraudstream train`` trains (7 training days,
@@ -38,8 +39,8 @@ from features.simulator import SimulatorConfig, simulate
 from models import metrics, protocol
 from models.dataset import Dataset
 from models.manifest import json_safe
-from models.protocol import DAY_MS, EvalSet
-from models.train import TrainRequest, train_on
+from models.protocol import DAY_MS, EvalSet, Split
+from models.train import TrainRequest, TrainResult, train_on
 from models.validation import score_partial
 
 SEEDS = (101, 102, 103, 104, 105)
@@ -78,25 +79,45 @@ def build_world(seed: int, train_start: str, prototypes: set[str]) -> World:
     return World(seed, df, columns, groups)
 
 
-def run_variant(world: World, variant: Variant, train_start: str) -> dict[str, float]:
-    """Train ``variant`` on ``world`` as ``fraudstream train`` does; its test metrics."""
+@dataclass(frozen=True)
+class Trained:
+    """A variant's model and what ``measure`` needs of it."""
+
+    result: TrainResult
+    """As ``fraudstream train`` would register it."""
+    x_test: npt.NDArray[np.float32]
+    """Its features of the test window's kept rows."""
+    split: Split
+    """The protocol split from ``--train-start``."""
+    seconds: float
+    """Training time."""
+
+
+def train_variant(world: World, variant: Variant, train_start: str) -> Trained:
+    """Train ``variant`` on ``world`` as ``fraudstream train`` does."""
     names = (*variant.features, *[n for g in variant.prototypes for n in world.groups[g]])
     x = np.column_stack([world.columns[n] for n in names]).astype(np.float32)
     data = Dataset(world.df, x, world.df["is_fraud"].to_numpy().astype(np.int8))
     began = time.perf_counter()
     result = train_on(data, TrainRequest(train_start, params=variant.params), names)
-    seconds = time.perf_counter() - began
     split = protocol.split(world.df, train_start)
-    test = protocol.eval_set(world.df, split)
-    scores = np.asarray(result.booster.inplace_predict(x[split.test_rows]), dtype=np.float64)
-    partial = score_partial(result.booster, x[split.test_rows])
+    return Trained(result, x[split.test_rows], split, time.perf_counter() - began)
+
+
+def measure(world: World, trained: Trained, card_ranking: str) -> dict[str, float]:
+    """Test-window metrics of a trained variant, and its validation figures."""
+    booster, rows = trained.result.booster, trained.split.test_rows
+    test = protocol.eval_set(world.df, trained.split)
+    scores = np.asarray(booster.inplace_predict(trained.x_test), dtype=np.float64)
+    partial = score_partial(booster, trained.x_test)
+    validation = trained.result.metrics["validation_average_precision"]
     return {
-        **window_metrics(test, scores, variant.card_ranking),
-        **auc_loss_by_fraud_kind(world, split.test_rows, scores),
+        **window_metrics(test, scores, card_ranking),
+        **auc_loss_by_fraud_kind(world, rows, scores),
         "partial_features_average_precision": metrics.average_precision(test.y, partial),
-        "validation_average_precision": float(result.metrics["validation_average_precision"] or 0),
-        "trees": float(result.params.n_trees),
-        "train_seconds": seconds,
+        "validation_average_precision": float("nan") if validation is None else validation,
+        "trees": float(trained.result.params.n_trees),
+        "train_seconds": trained.seconds,
     }
 
 
@@ -166,6 +187,22 @@ def progress_bar(total: int) -> Iterator[Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        args.seeds, args.variants, args.json = saved["seeds"], saved["variants"], None
+        runs = saved["runs"]
+    else:
+        runs = run_all(args)
+    variants = {name: VARIANTS[name] for name in args.variants}
+    summaries = ablation_table.summarize(runs, variants)
+    table = ablation_table.markdown(summaries, variants, args.seeds)
+    print(table, end="")
+    _write(args, runs, summaries, table)
+    return 0
+
+
+def run_all(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
+    """Every chosen variant on every seed: metrics per variant, in seed order."""
     xgb.set_config(nthread=args.nthread)
     chosen = [VARIANTS[name] for name in args.variants]
     prototypes = {g for v in chosen for g in v.prototypes}
@@ -174,15 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             progress.console.log(f"seed {seed}: simulating and computing features")
             world = build_world(seed, args.train_start, prototypes)
+            models: dict[Any, Trained] = {}
             for variant in chosen:
-                runs[variant.name].append(run_variant(world, variant, args.train_start))
+                if variant.model_key not in models:
+                    models[variant.model_key] = train_variant(world, variant, args.train_start)
+                trained = models[variant.model_key]
+                runs[variant.name].append(measure(world, trained, variant.card_ranking))
                 advance(f"seed {seed} {variant.name}")
-    variants = {v.name: v for v in chosen}
-    summaries = ablation_table.summarize(runs, variants)
-    table = ablation_table.markdown(summaries, variants, args.seeds)
-    print(table, end="")
-    _write(args, runs, summaries, table)
-    return 0
+    return runs
 
 
 def _write(args: argparse.Namespace, runs: Any, summaries: Any, table: str) -> None:
@@ -205,6 +241,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="per-seed results and summaries")
     p.add_argument("--readme", type=Path, help="replace the table between the markers")
     p.add_argument("--nthread", type=int, default=2, help="XGBoost threads")
+    p.add_argument("--from-json", type=Path, help="redo the table from a --json file")
     return p
 
 

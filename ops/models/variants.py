@@ -1,9 +1,9 @@
 """The ablation's variants: which features, which training parameters, which card ranking.
 
-``BEFORE`` is the training this work started from (the handbook's 15 features, 100 trees,
-class weight 5, 256 histogram bins). The cumulative rows add one lever at a time up to
-``DEFAULT_PARAMS`` on feature set 2; the other rows each change one thing against the
-defaults, so their paired difference over the seeds is that lever's worth.
+``before`` is the training this work started from (the handbook's 15 features, 100 trees
+of depth 3, class weight 5, 256 histogram bins). The cumulative rows add one lever at a
+time up to ``DEFAULT_PARAMS`` on feature set 2; every other row changes one thing against
+the defaults, so its paired difference over the seeds is that lever's worth.
 """
 
 from __future__ import annotations
@@ -21,6 +21,27 @@ MONOTONE_UP = ("tx_amount", "customer_amount_ratio_1d", "customer_amount_ratio_7
                "customer_amount_ratio_30d")  # fmt: skip
 """Features fraud can only grow with in the handbook's generator (amount > 220, amounts x 5)."""
 RISKS = ("terminal_risk_1d", "terminal_risk_7d", "terminal_risk_30d")
+PREVIOUS_TREES: dict[str, Any] = dict(
+    n_trees=300, max_depth=3, learning_rate=0.0745, subsample=0.94, colsample_bytree=0.97,
+    min_child_weight=3.0,
+)  # fmt: skip
+"""Tree parameters of the earlier default (``--tune 24`` on seed 0 with the 15 features)."""
+BEFORE_PARAMS = Params(
+    **{**PREVIOUS_TREES, "n_trees": 100}, scale_pos_weight=5.0, max_bin=256, early_stopping=False
+)
+"""``DEFAULT_PARAMS`` before this ablation."""
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "tune_19": dict(n_trees=200, max_depth=4, learning_rate=0.0839, subsample=0.89,
+                    colsample_bytree=0.71, min_child_weight=1.0),
+    "tune_22": dict(n_trees=500, max_depth=6, learning_rate=0.0299, subsample=0.99,
+                    colsample_bytree=0.94, min_child_weight=10.0),
+    "tune_9": dict(n_trees=200, max_depth=4, learning_rate=0.2224, subsample=0.97,
+                   colsample_bytree=0.68, min_child_weight=10.0),
+}  # fmt: skip
+"""Other candidates of ``fraudstream train --tune 30 --seed 0`` on the default dataset
+(from 2018-07-25; 'tune N' is the log's N/30): the next best two by validation AP on seed
+0 and the cheapest within 1 % of the best. The defaults are 'tune 23', the best by mean
+validation AP over the folds of seeds 101-105."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +64,7 @@ class Variant:
     label: str
     """What the table says it is."""
     group: str
-    """Section of the table: cumulative, lever, derived feature, store prototype."""
+    """Section of the table: cumulative, lever, parameters, store prototype."""
     params: Params
     """Training parameters (the trainer's early stopping, thresholds... all apply)."""
     features: tuple[str, ...] = FEATURE_NAMES
@@ -55,86 +76,65 @@ class Variant:
     against: str | None = "defaults"
     """Variant the paired differences are taken against (None: none)."""
 
-    def monotone(self, names: tuple[str, ...], up: tuple[str, ...]) -> Variant:
-        """This variant with monotone increasing constraints on ``up``."""
-        spec = "(" + ",".join("1" if n in up else "0" for n in names) + ")"
-        extra = (("monotone_constraints", spec),)
-        return dataclasses.replace(
-            self, params=BoosterParams(**_fields(self.params), booster_extra=extra)
-        )
-
-
-BEFORE_PARAMS = Params(n_trees=100, scale_pos_weight=5.0, max_bin=256, early_stopping=False)
-"""``DEFAULT_PARAMS`` before this ablation."""
-CANDIDATES = {
-    "tune_19": dict(n_trees=200, max_depth=4, learning_rate=0.0839, subsample=0.89,
-                    colsample_bytree=0.71, min_child_weight=1.0),
-    "tune_22": dict(n_trees=500, max_depth=6, learning_rate=0.0299, subsample=0.99,
-                    colsample_bytree=0.94, min_child_weight=10.0),
-    "tune_23": dict(n_trees=200, max_depth=6, learning_rate=0.0734, subsample=0.62,
-                    colsample_bytree=0.9, min_child_weight=1.0),
-    "tune_9": dict(n_trees=200, max_depth=4, learning_rate=0.2224, subsample=0.97,
-                   colsample_bytree=0.68, min_child_weight=10.0),
-    "previous_tuning": dict(n_trees=300, max_depth=3, learning_rate=0.0745, subsample=0.94,
-                            colsample_bytree=0.97, min_child_weight=3.0),
-}  # fmt: skip
-"""Parameter sets compared by mean validation AP over the seeds' folds: the best three and
-the cheapest within 1 % of ``fraudstream train --tune 30 --seed 0`` on the default dataset
-(seed 0, from 2018-07-25; 'tune N' is the log's N/30), and the earlier tuned set."""
-
-
-def _fields(params: Params) -> dict[str, Any]:
-    return {f.name: getattr(params, f.name) for f in dataclasses.fields(Params)}
+    @property
+    def model_key(self) -> tuple[Any, ...]:
+        """What the trained model depends on: variants sharing it share one model."""
+        return (self.params, self.features, self.prototypes)
 
 
 def _with(**changes: Any) -> Params:
     return dataclasses.replace(DEFAULT_PARAMS, **changes)
 
 
-def _short(values: dict[str, Any]) -> str:
-    return (f"depth {values['max_depth']}, lr {values['learning_rate']}, "
-            f"at most {values['n_trees']} trees")  # fmt: skip
+def _monotone(up: tuple[str, ...]) -> Params:
+    spec = "(" + ",".join("1" if n in up else "0" for n in FEATURE_NAMES) + ")"
+    fields = {f.name: getattr(DEFAULT_PARAMS, f.name) for f in dataclasses.fields(Params)}
+    return BoosterParams(**fields, booster_extra=(("monotone_constraints", spec),))
+
+
+def _store(name: str, label: str, *groups: str) -> Variant:
+    return Variant(name, label, "store prototype", DEFAULT_PARAMS, prototypes=groups)
 
 
 def _variants() -> list[Variant]:
-    before = Variant("before", "before: handbook features, 100 trees, weight 5, 256 bins",
-                     "cumulative", BEFORE_PARAMS, HANDBOOK, against=None)  # fmt: skip
     bins = dataclasses.replace(BEFORE_PARAMS, max_bin=DEFAULT_PARAMS.max_bin)
-    default = Variant("defaults", "defaults (this table's reference)", "cumulative",
-                      DEFAULT_PARAMS, against="before")  # fmt: skip
-    store = Variant("store_all", "+ every store prototype", "store prototype", DEFAULT_PARAMS,
-                    prototypes=("customer_gap", "customer_amount_history", "customer_terminal",
-                                "terminal_fraud_ages", "terminal_60d"))  # fmt: skip
+    calibrated = _with(**PREVIOUS_TREES)
     return [
-        before,
+        Variant("before", "before: handbook features, 100 trees, weight 5, 256 bins",
+                "cumulative", BEFORE_PARAMS, HANDBOOK, against=None),
         Variant("bins", "+ 4096 histogram bins", "cumulative", bins, HANDBOOK, against="before"),
         Variant("ratios", "+ amount ratios (feature set 2)", "cumulative", bins, against="bins"),
-        default,
-        Variant("weight_5", "class weight 5 (uncalibrated)", "lever", _with(scale_pos_weight=5.0)),
-        Variant("fixed_100", "100 trees, no early stopping", "lever",
-                _with(n_trees=100, early_stopping=False)),  # fmt: skip
+        Variant("calibrated", "+ class weight 1, early stopping (at most 300 trees)",
+                "cumulative", calibrated, against="ratios"),
+        Variant("defaults", "+ tree parameters chosen on the folds = defaults", "cumulative",
+                DEFAULT_PARAMS, against="calibrated"),
+        Variant("weight_5", "class weight 5", "lever", _with(scale_pos_weight=5.0)),
+        Variant("fixed_trees", "no early stopping (all 200 trees)", "lever",
+                _with(early_stopping=False)),
         Variant("no_outage", "store_outage_share 0", "lever", _with(store_outage_share=0.0)),
-        Variant("depth_4", "depth 4", "lever", _with(max_depth=4)),
-        dataclasses.replace(default, name="monotone_amount", label="monotone: amount, ratios",
-                            group="lever", against="defaults").monotone(FEATURE_NAMES, MONOTONE_UP),
-        dataclasses.replace(default, name="monotone_risk", group="lever", against="defaults",
-                            label="monotone: amount, ratios, terminal risks")
-        .monotone(FEATURE_NAMES, MONOTONE_UP + RISKS),  # fmt: skip
-        dataclasses.replace(default, name="card_noisy_or", label="cards ranked by noisy-or",
-                            group="lever", card_ranking="noisy_or", against="defaults"),
-        Variant("customer_gap", "+ seconds since the customer's previous transaction",
-                "store prototype", DEFAULT_PARAMS, prototypes=("customer_gap",)),
-        Variant("customer_amount_history", "+ amount z-score and max over the customer's 30 d",
-                "store prototype", DEFAULT_PARAMS, prototypes=("customer_amount_history",)),
-        Variant("customer_terminal", "+ customer's earlier transactions at this terminal",
-                "store prototype", DEFAULT_PARAMS, prototypes=("customer_terminal",)),
-        Variant("terminal_fraud_ages", "+ age of the first and last known terminal fraud",
-                "store prototype", DEFAULT_PARAMS, prototypes=("terminal_fraud_ages",)),
-        Variant("terminal_60d", "+ delayed 60-day terminal window", "store prototype",
-                DEFAULT_PARAMS, prototypes=("terminal_60d",)),
-        store,
-        *[Variant(name, f"parameters {name}: {_short(values)}", "parameters",
-                  _with(**values)) for name, values in CANDIDATES.items()],
+        Variant("monotone_amount", "monotone: amount, amount ratios", "lever",
+                _monotone(MONOTONE_UP)),
+        Variant("monotone_risk", "monotone: amount, ratios, terminal risks", "lever",
+                _monotone(MONOTONE_UP + RISKS)),
+        Variant("card_noisy_or", "cards ranked by noisy-or instead of max", "lever",
+                DEFAULT_PARAMS, card_ranking="noisy_or"),
+        *[Variant(name, f"{name}: depth {v['max_depth']}, lr {v['learning_rate']}, "
+                  f"at most {v['n_trees']} trees", "parameters", _with(**v))
+          for name, v in CANDIDATES.items()],
+        _store("customer_gap", "+ seconds since the customer's previous transaction",
+               "customer_gap"),
+        _store("customer_amount_history", "+ amount z-score and max over the customer's 30 d",
+               "customer_amount_history"),
+        _store("customer_terminal", "+ customer's earlier transactions at this terminal",
+               "customer_terminal"),
+        _store("terminal_fraud_ages", "+ age of the first and last known terminal fraud",
+               "terminal_fraud_ages"),
+        _store("terminal_60d", "+ delayed 60-day terminal window", "terminal_60d"),
+        _store("store_best", "+ amount history and terminal fraud ages",
+               "customer_amount_history", "terminal_fraud_ages"),
+        _store("store_all", "+ every store prototype", "customer_gap",
+               "customer_amount_history", "customer_terminal", "terminal_fraud_ages",
+               "terminal_60d"),
     ]  # fmt: skip
 
 

@@ -46,6 +46,7 @@ def test_train_list_show_promote_evaluate_rollback(
     out = capsys.readouterr().out
     assert "device: cpu (no GPU visible" in out
     assert "registered v0001" in out and "promoted v0001" in out
+    assert "trees: 20, the fewest within 0.5% of the best mean validation AP (20: 0." in out
     assert run(*train_args(data, registry)) == 0
     capsys.readouterr()
     assert run("models", "list", "--registry", str(registry)) == 0
