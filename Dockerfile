@@ -37,6 +37,8 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY stream/ stream/
 COPY features/ features/
 COPY models/ models/
+# the public API and the links that install the three folders as fraudstream.*
+COPY fraudstream/ fraudstream/
 # A regular (non-editable) install: the packages land in the venv's site-packages.
 RUN spec="."; if [ "$VARIANT" = "gpu" ]; then spec=".[gpu]"; fi; \
     /opt/venv/bin/pip install -c constraints.txt "$spec" \

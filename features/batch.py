@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from features.definitions import FloatArray, IntArray
+from fraudstream.features.definitions import FloatArray, IntArray
 
 if TYPE_CHECKING:
-    from features.schema import Transaction
+    from fraudstream.features.schema import Transaction
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""The ``simulate`` and ``features compute`` commands (registered by ``stream.cli``).
+"""The ``simulate`` and ``features compute`` commands (registered by ``fraudstream.stream.cli``).
 
-Also runnable alone: ``python -m features.cli simulate --out data.parquet``.
+Also runnable alone: ``python -m fraudstream.features.cli simulate --out data.parquet``.
 """
 
 from __future__ import annotations
@@ -21,18 +21,18 @@ from pydantic import Field, SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from features.config import KafkaSettings, add_config_flag, given_flags, load_settings
-from features.datafile import parse_column_map, read_transactions, write_transactions
-from features.datafile_formats import FORMATS
-from features.definitions import FeatureConfig
-from features.exceptions import DataFileError, FeatureStoreUnavailable, FraudstreamError
-from features.kafka import add_kafka_flags
-from features.labels.commands import add_commands
-from features.memory_store import MemoryStore
-from features.redis_store import RedisStore
-from features.replay import replay
-from features.simulator import SimulatorConfig, simulate, summarize
-from features.store import FeatureStore
+from fraudstream.features.config import KafkaSettings, add_config_flag, given_flags, load_settings
+from fraudstream.features.datafile import parse_column_map, read_transactions, write_transactions
+from fraudstream.features.datafile_formats import FORMATS
+from fraudstream.features.definitions import FeatureConfig
+from fraudstream.features.exceptions import DataFileError, FeatureStoreUnavailable, FraudstreamError
+from fraudstream.features.kafka import add_kafka_flags
+from fraudstream.features.labels.commands import add_commands
+from fraudstream.features.memory_store import MemoryStore
+from fraudstream.features.redis_store import RedisStore
+from fraudstream.features.replay import replay
+from fraudstream.features.simulator import SimulatorConfig, simulate, summarize
+from fraudstream.features.store import FeatureStore
 
 logger = logging.getLogger(__name__)
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ def _add_rebuild(commands: SubParsers) -> None:
 
 def run_rebuild(args: argparse.Namespace) -> int:
     """``fraudstream features rebuild``."""
-    from features.rebuild import rebuild
+    from fraudstream.features.rebuild import rebuild
 
     settings = load_settings(RebuildSettings, given_flags(RebuildSettings, args), args.config)
     store = RedisStore.from_url(
@@ -292,7 +292,7 @@ def _progress() -> Iterator[Progress]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Standalone entry point with the same error handling as ``fraudstream``."""
-    parser = argparse.ArgumentParser(prog="python -m features.cli")
+    parser = argparse.ArgumentParser(prog="python -m fraudstream.features.cli")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)
     try:

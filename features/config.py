@@ -39,8 +39,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from features.exceptions import ConfigError
-from features.kafka import KafkaConnection
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.features.kafka import KafkaConnection
 
 TABLES = ("common", "serve", "check", "replay", "backtest", "features.run", "features.rebuild")
 """The tables of a config file: ``common`` and one per command that has settings."""
@@ -76,7 +76,7 @@ class CommandSettings(BaseSettings):
 
 class KafkaSettings(CommandSettings, KafkaConnection):
     """Settings of a command that talks to Kafka: the connection's fields and rules
-    (``features.kafka.KafkaConnection``) and the command's own."""
+    (``fraudstream.features.kafka.KafkaConnection``) and the command's own."""
 
     model_config = CommandSettings.model_config
 

@@ -22,7 +22,11 @@ def load_schema(name: str) -> dict[str, Any]:
     if name not in SCHEMA_NAMES:
         msg = f"no schema {name!r}; known: {', '.join(SCHEMA_NAMES)}"
         raise KeyError(msg)
-    text = resources.files("features").joinpath("schemas", f"{name}.schema.json").read_text()
+    text = (
+        resources.files("fraudstream.features")
+        .joinpath("schemas", f"{name}.schema.json")
+        .read_text()
+    )
     schema: dict[str, Any] = json.loads(text)
     return schema
 

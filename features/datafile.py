@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.datafile_columns import normalize_frame
-from features.datafile_formats import FORMATS, read_file, write_frame
-from features.exceptions import ConfigError, DataFileError
+from fraudstream.features.datafile_columns import normalize_frame
+from fraudstream.features.datafile_formats import FORMATS, read_file, write_frame
+from fraudstream.features.exceptions import ConfigError, DataFileError
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import numpy.typing as npt
 import pandas as pd
 from pandas.api import types as ptypes
 
-from features.definitions import MAX_AMOUNT, MIN_EVENT_TIME_MS
-from features.exceptions import DataFileError
+from fraudstream.features.definitions import MAX_AMOUNT, MIN_EVENT_TIME_MS
+from fraudstream.features.exceptions import DataFileError
 
 MAX_ID_LENGTH = 128
 REQUIRED = ("transaction_id", "event_time", "customer_id", "terminal_id", "amount")

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from features.exceptions import DataFileError
+from fraudstream.features.exceptions import DataFileError
 
 FORMATS = {
     ".parquet": "parquet",

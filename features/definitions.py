@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from features.exceptions import ConfigError
+from fraudstream.features.exceptions import ConfigError
 
 DAY_S = 86_400
 MS_PER_S = 1_000

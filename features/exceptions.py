@@ -8,7 +8,7 @@
     ├── DataFileError               a data file is missing, unreadable or lacks a column
     ├── FeatureStoreUnavailable     the online store refused, failed or is unreachable
     │   └── FeatureStoreTimeout     it did not answer within the call's bound (maybe slow)
-    └── ModelError                  (defined in models.exceptions)
+    └── ModelError                  (defined in fraudstream.models.exceptions)
         ├── ModelNotFound
         ├── ModelCorrupt
         └── ModelSchemaMismatch

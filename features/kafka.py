@@ -1,7 +1,7 @@
 """The Kafka connection, written once: where the brokers are and how to authenticate, the
 rules those values follow, the flags that set them on every command that talks to Kafka,
 and the one place they become a librdkafka configuration (the aiokafka one, for the label
-worker, is ``features.labels.credentials``)."""
+worker, is ``fraudstream.features.labels.credentials``)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ class KafkaConnection(BaseModel):
     """Where the brokers are and how to authenticate; secrets are ``SecretStr``.
 
     Every command's settings that talk to Kafka derive from this model (through
-    ``features.config.KafkaSettings``), so the fields and the rules are the same for all."""
+    ``fraudstream.features.config.KafkaSettings``), so the fields and the rules are the same for
+    all."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -1,6 +1,6 @@
 """One entity's history in the in-process store: its records sorted by event second, and
 how applying a record moves it (insertion, trimming by time, the cap), as
-``features.store`` defines it and the Redis scripts implement it."""
+``fraudstream.features.store`` defines it and the Redis scripts implement it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
-from features.store import FLAG_CAPPED, FLAG_OUTLIER, TRIM_STEP
+from fraudstream.features.store import FLAG_CAPPED, FLAG_OUTLIER, TRIM_STEP
 
 NEG = -math.inf
 

@@ -1,6 +1,6 @@
 """An in-process ``FeatureStore`` with the Redis store's exact semantics (tests, replays,
 single-process backtests). Not shared between processes; what it keeps and flags is
-``features.store``'s rule, the same as Redis's.
+``fraudstream.features.store``'s rule, the same as Redis's.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from features.batch import TransactionBatch
-from features.definitions import FeatureConfig, FloatArray, IntArray, seconds
-from features.memory_history import History, Step, customer_windows
-from features.schema import Label
-from features.store import (
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.definitions import FeatureConfig, FloatArray, IntArray, seconds
+from fraudstream.features.memory_history import History, Step, customer_windows
+from fraudstream.features.schema import Label
+from fraudstream.features.store import (
     DEFAULT_TOPIC,
     FLAG_CONFLICT,
     MAX_CUSTOMER_RECORDS,
@@ -33,7 +33,7 @@ from features.store import (
 )
 
 Row = tuple[list[float], int]
-"""A stored answer: the raw row (see ``features.store.raw_width``) and its flags."""
+"""A stored answer: the raw row (see ``fraudstream.features.store.raw_width``) and its flags."""
 
 
 @dataclass

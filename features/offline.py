@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from features.definitions import (
+from fraudstream.features.definitions import (
     FeatureConfig,
     FloatArray,
     IntArray,
@@ -23,7 +23,7 @@ from features.definitions import (
     seconds,
     transaction_level_features,
 )
-from features.exceptions import DataFileError
+from fraudstream.features.exceptions import DataFileError
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ _INT64_BUDGET = 2**62
 def compute_features(df: pd.DataFrame, config: FeatureConfig | None = None) -> FloatArray:
     """``(len(df), n_features)`` float64 features, row ``i`` for ``df`` row ``i``.
 
-    ``df`` has the canonical columns (see ``features.datafile``); it should be sorted by
+    ``df`` has the canonical columns (see ``fraudstream.features.datafile``); it should be sorted by
     event time, and if it is not, rows are taken in stable event-time order anyway, so
     rows with equal times count in each other's windows in table order.
     """
@@ -152,7 +152,8 @@ def _check_columns(df: pd.DataFrame) -> None:
     if missing:
         msg = (
             f"missing column(s) {', '.join(missing)}: compute_features needs "
-            f"{', '.join(REQUIRED_COLUMNS)} (read files with features.datafile.read_transactions)"
+            f"{', '.join(REQUIRED_COLUMNS)} (read files with "
+            "fraudstream.features.datafile.read_transactions)"
         )
         raise DataFileError(msg)
 

@@ -22,11 +22,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from features.definitions import MS_PER_S, FeatureConfig
-from features.exceptions import FraudstreamError, InvalidLabel
-from features.redis_store import RedisStore
-from features.schema import Label, decode_label, decode_transactions
-from features.store import DEFAULT_TOPIC, SLACK_S, OffsetTrackingStore
+from fraudstream.features.definitions import MS_PER_S, FeatureConfig
+from fraudstream.features.exceptions import FraudstreamError, InvalidLabel
+from fraudstream.features.redis_store import RedisStore
+from fraudstream.features.schema import Label, decode_label, decode_transactions
+from fraudstream.features.store import DEFAULT_TOPIC, SLACK_S, OffsetTrackingStore
 
 logger = logging.getLogger(__name__)
 

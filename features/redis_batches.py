@@ -1,4 +1,5 @@
-"""A batch as the Redis store's script calls (``features.redis_scripts``): its numbers, a
+"""A batch as the Redis store's script calls (``fraudstream.features.redis_scripts``): its numbers,
+a
 single server's calls (chunks, the offsets marks with the last) and the rows replied."""
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from features.batch import TransactionBatch
-from features.definitions import FloatArray, seconds
-from features.redis_calls import Call, Script
-from features.redis_scripts import rows_keys
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.definitions import FloatArray, seconds
+from fraudstream.features.redis_calls import Call, Script
+from fraudstream.features.redis_scripts import rows_keys
 
 
 @dataclass(frozen=True)

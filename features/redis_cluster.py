@@ -35,16 +35,16 @@ from redis.cluster import PRIMARY, ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
-from features.batch import TransactionBatch
-from features.redis_calls import Call, Script, deadline_of, receive, send
-from features.redis_scripts import (
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.redis_calls import Call, Script, deadline_of, receive, send
+from fraudstream.features.redis_scripts import (
     APPLY_CUSTOMERS,
     APPLY_IDS,
     APPLY_LABELS_CROSS_SLOT,
     APPLY_TERMINALS,
     rows_keys,
 )
-from features.schema import Label
+from fraudstream.features.schema import Label
 
 NodeCalls = tuple[ClusterNode, list[Call]]
 """The calls of one round on one node, run in order."""
@@ -83,7 +83,7 @@ class ClusterBatches:
         timeout_s: float | None,
     ) -> list[bytes]:
         """Raw rows (then flags) of ``batch`` in order; ``head`` is ARGV before the
-        numbers (``features.redis_scripts``)."""
+        numbers (``fraudstream.features.redis_scripts``)."""
         statuses = self.claim(batch, numbers, fps, head, timeout_s)
         counts = self.apply_terminals(batch, numbers, head, statuses, ntw, timeout_s)
         return self.apply_customers(batch, numbers, head, statuses, counts, timeout_s)

@@ -1,11 +1,13 @@
-"""Lua for a transaction in the Redis store (``features.redis_scripts``): the identity
+"""Lua for a transaction in the Redis store (``fraudstream.features.redis_scripts``): the identity
 claim, the customer's half, and what both halves share (storing a history, per-period
-hashes), over the sorted runs of ``features.redis_lua_runs``, with exactly the semantics of
-``features.memory_store``. The terminal's half is ``features.redis_lua_terminal``."""
+hashes), over the sorted runs of ``fraudstream.features.redis_lua_runs``, with exactly the
+semantics of
+``fraudstream.features.memory_store``. The terminal's half is
+``fraudstream.features.redis_lua_terminal``."""
 
 from __future__ import annotations
 
-from features.store import FLAG_CONFLICT
+from fraudstream.features.store import FLAG_CONFLICT
 
 ENTITIES = (
     f"local FLAG_CONFLICT = {FLAG_CONFLICT}\n"
@@ -145,7 +147,7 @@ end
 -- last TTL renewal, trimmed-through second, capped-through second, 1 once it has had a
 -- fraud label: only then is fs read, index of the first record kept), records '<d'.
 -- P:{t:<terminal>}:fs: a sorted run without header of its fraud-labelled seconds
--- (features.redis_lua_terminal has the terminal's half).
+-- (fraudstream.features.redis_lua_terminal has the terminal's half).
 local THEAD, TREC = 40, 8
 
 local function header_at(v, p, d)

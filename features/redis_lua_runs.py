@@ -1,10 +1,10 @@
-"""Lua for sorted runs (``features.redis_scripts``): fixed-size records in one string,
+"""Lua for sorted runs (``fraudstream.features.redis_scripts``): fixed-size records in one string,
 sorted by the event second each starts with, read whole when short and block by block
-when long, searched, and planned for an insertion (``features.memory_history``)."""
+when long, searched, and planned for an insertion (``fraudstream.features.memory_history``)."""
 
 from __future__ import annotations
 
-from features.store import FLAG_CAPPED, FLAG_OUTLIER, TRIM_STEP
+from fraudstream.features.store import FLAG_CAPPED, FLAG_OUTLIER, TRIM_STEP
 
 LONG_BYTES = 4096
 """A run shorter than this is read whole (one call); a longer one by blocks."""
@@ -151,7 +151,7 @@ local function above_post(v, p, sec, x)
 end
 
 -- Fill plan p (a reused table) with what applying a record at `sec` (watermark wm, NaN
--- for none) does to v: features.memory_history.History.plan, with indices counted from
+-- for none) does to v: fraudstream.features.memory_history.History.plan, with indices counted from
 -- the first physical record (v.start of them are dead).
 local function plan(v, p, sec, wm, keep, cap)
   local n, start = v.n, v.start

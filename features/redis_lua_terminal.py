@@ -1,5 +1,5 @@
 """Lua for the terminal's half of a transaction in the Redis store
-(``features.redis_scripts``), after ``features.redis_lua_entities``."""
+(``fraudstream.features.redis_scripts``), after ``fraudstream.features.redis_lua_entities``."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 Key layout under a prefix ``P`` (every key of an entity shares its hash tag):
 
 - ``P:{x:<tx id>}`` string, the fingerprint of the content the id was first applied with
-  (a conflicting copy is detected by it, see ``features.store``); it lives as long as the
+  (a conflicting copy is detected by it, see ``fraudstream.features.store``); it lives as long as
+  the
   rows hash of a period (``rttl``)
 - ``P:{c:<customer>}:h`` string, the customer's history (see ``CUSTOMER HISTORY``)
 - ``P:{c:<customer>}:r<period>`` hash, tx id -> raw row (little-endian f64s, then the row's
@@ -19,11 +20,12 @@ Key layout under a prefix ``P`` (every key of an entity shares its hash tag):
   the last one's marks (see ``_MARKS``); deleted by it, or expires in 10 minutes
 
 An entity's window history is one binary string, appended to in order (one APPEND) and
-searched in Lua: read whole when short, by blocks when long (``features.redis_lua_runs``), so
+searched in Lua: read whole when short, by blocks when long
+(``fraudstream.features.redis_lua_runs``), so
 that no transaction costs more than a few short reads, however hot its key.
 
 Single node: ``APPLY_TRANSACTIONS`` claims the id and does both halves per transaction.
-Redis Cluster (``features.redis_cluster``): ``APPLY_IDS``, ``APPLY_TERMINALS``, then
+Redis Cluster (``fraudstream.features.redis_cluster``): ``APPLY_IDS``, ``APPLY_TERMINALS``, then
 ``APPLY_CUSTOMERS``, one call per node and chunk, each idempotent on its own (see that
 module for why the order makes retries safe).
 """
@@ -35,10 +37,10 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from features.redis_lua_entities import ENTITIES
-from features.redis_lua_runs import LABEL_RUNS, RUNS
-from features.redis_lua_terminal import TERMINAL
-from features.store import ROWS_PERIOD_S
+from fraudstream.features.redis_lua_entities import ENTITIES
+from fraudstream.features.redis_lua_runs import LABEL_RUNS, RUNS
+from fraudstream.features.redis_lua_terminal import TERMINAL
+from fraudstream.features.store import ROWS_PERIOD_S
 
 TTL_REFRESH_S = ROWS_PERIOD_S
 """A customer's keys get their idle TTL again once its event time moved this far; it is

@@ -2,8 +2,8 @@
 
 Exact at one-second resolution, idempotent per transaction id (so a client may retry a
 batch whose reply was lost), bounded (history beyond the largest horizon plus a day is
-trimmed, a hot key's history is capped; idle keys expire), with ``features.store``'s
-semantics, and every key is hash-tagged per entity (see ``features.redis_scripts``). A
+trimmed, a hot key's history is capped; idle keys expire), with ``fraudstream.features.store``'s
+semantics, and every key is hash-tagged per entity (see ``fraudstream.features.redis_scripts``). A
 batch is sent as calls of at most ``chunk_size`` transactions, so no call holds Redis
 long. Every Redis error or timeout surfaces as ``FeatureStoreUnavailable``.
 """
@@ -28,15 +28,30 @@ from redis.exceptions import NoPermissionError, RedisClusterException, RedisErro
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from features.batch import TransactionBatch
-from features.definitions import FeatureConfig, FloatArray, IntArray
-from features.exceptions import ConfigError, FeatureStoreTimeout, FeatureStoreUnavailable
-from features.redis_batches import Head, numbers_of, offsets_key, parse_rows, single_calls
-from features.redis_calls import CHUNK_SIZE, Call, Script, deadline_of, receive, send
-from features.redis_cluster import ClusterBatches
-from features.redis_scripts import APPLY_LABELS, APPLY_TRANSACTIONS, LAYOUT, TTL_REFRESH_S
-from features.schema import Label
-from features.store import (
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.definitions import FeatureConfig, FloatArray, IntArray
+from fraudstream.features.exceptions import (
+    ConfigError,
+    FeatureStoreTimeout,
+    FeatureStoreUnavailable,
+)
+from fraudstream.features.redis_batches import (
+    Head,
+    numbers_of,
+    offsets_key,
+    parse_rows,
+    single_calls,
+)
+from fraudstream.features.redis_calls import CHUNK_SIZE, Call, Script, deadline_of, receive, send
+from fraudstream.features.redis_cluster import ClusterBatches
+from fraudstream.features.redis_scripts import (
+    APPLY_LABELS,
+    APPLY_TRANSACTIONS,
+    LAYOUT,
+    TTL_REFRESH_S,
+)
+from fraudstream.features.schema import Label
+from fraudstream.features.store import (
     DEFAULT_TOPIC,
     MAX_CUSTOMER_RECORDS,
     MAX_TERMINAL_RECORDS,
@@ -49,7 +64,7 @@ from features.store import (
     watermark_flags,
     watermarks,
 )
-from features.validation import MAX_ID_LENGTH
+from fraudstream.features.validation import MAX_ID_LENGTH
 
 logger = logging.getLogger(__name__)
 
@@ -269,7 +284,7 @@ class RedisStore:
         topic: str,
         timeout_s: float | None,
     ) -> list[bytes]:
-        """The rounds per node, then the marks (see ``features.redis_cluster``)."""
+        """The rounds per node, then the marks (see ``fraudstream.features.redis_cluster``)."""
         rows: list[bytes] = []
         if len(batch):
             head = self._head.argv(0, {}, 0)[1:]
@@ -313,7 +328,7 @@ class RedisStore:
 
     def _check_schema(self) -> None:
         """Refuse a prefix that holds features of another definition, or in another key
-        layout (``features.redis_scripts``), once per store."""
+        layout (``fraudstream.features.redis_scripts``), once per store."""
         if self._schema_checked:
             return
         key = f"{self.prefix}:schema"

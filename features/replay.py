@@ -9,10 +9,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.batch import TransactionBatch
-from features.definitions import DAY_S, MS_PER_DAY, FeatureConfig, FloatArray, IntArray, seconds
-from features.schema import Label
-from features.store import FeatureStore
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.definitions import (
+    DAY_S,
+    MS_PER_DAY,
+    FeatureConfig,
+    FloatArray,
+    IntArray,
+    seconds,
+)
+from fraudstream.features.schema import Label
+from fraudstream.features.store import FeatureStore
 
 Progress = Callable[[int], None]
 """Called with the number of transactions applied so far."""

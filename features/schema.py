@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 
 import orjson
 
-from features.batch import TransactionBatch
-from features.definitions import MAX_AMOUNT, MIN_EVENT_TIME_MS
-from features.exceptions import InvalidLabel, InvalidTransaction
-from features.validation import (
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.definitions import MAX_AMOUNT, MIN_EVENT_TIME_MS
+from fraudstream.features.exceptions import InvalidLabel, InvalidTransaction
+from fraudstream.features.validation import (
     MISSING,
     Problem,
     check_amounts,

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from features.definitions import DAY_S, MS_PER_S, FloatArray, IntArray
-from features.exceptions import ConfigError
+from fraudstream.features.definitions import DAY_S, MS_PER_S, FloatArray, IntArray
+from fraudstream.features.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
 

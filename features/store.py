@@ -34,8 +34,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from features.batch import TransactionBatch
-from features.definitions import (
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.definitions import (
     FeatureConfig,
     FloatArray,
     IntArray,
@@ -43,8 +43,8 @@ from features.definitions import (
     seconds,
     transaction_level_features,
 )
-from features.exceptions import ConfigError
-from features.schema import Label
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.features.schema import Label
 
 DEFAULT_TOPIC = "transactions"
 SLACK_S = 86_400

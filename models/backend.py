@@ -21,9 +21,9 @@ import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
-from models.device import cuda_ordinal
-from models.exceptions import DeviceUnavailable, ModelCorrupt
-from models.treeshap import TreeShap, Unsupported
+from fraudstream.models.device import cuda_ordinal
+from fraudstream.models.exceptions import DeviceUnavailable, ModelCorrupt
+from fraudstream.models.treeshap import TreeShap, Unsupported
 
 logger = logging.getLogger(__name__)
 

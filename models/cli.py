@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from features.datafile import parse_column_map, read_transactions
-from features.definitions import FeatureConfig
-from features.exceptions import FraudstreamError
-from models import evaluation, progress, tradeoff, train
-from models.device import choose_device
-from models.manifest import json_safe
-from models.params import TREE_TOLERANCE, Params
-from models.registry import Registry
-from models.scorer import Scorer
-from models.thresholds import ThresholdTargets
+from fraudstream.features.datafile import parse_column_map, read_transactions
+from fraudstream.features.definitions import FeatureConfig
+from fraudstream.features.exceptions import FraudstreamError
+from fraudstream.models import evaluation, progress, tradeoff, train
+from fraudstream.models.device import choose_device
+from fraudstream.models.manifest import json_safe
+from fraudstream.models.params import TREE_TOLERANCE, Params
+from fraudstream.models.registry import Registry
+from fraudstream.models.scorer import Scorer
+from fraudstream.models.thresholds import ThresholdTargets
 
 logger = logging.getLogger(__name__)
 
@@ -349,7 +349,7 @@ def _cell(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-if __name__ == "__main__":  # pragma: no cover - for use before stream.cli wires it in
+if __name__ == "__main__":  # pragma: no cover - for use before fraudstream.stream.cli wires it in
     parser = argparse.ArgumentParser(prog="fraudstream")
     register(parser.add_subparsers(dest="command", required=True))
     logging.basicConfig(level=logging.INFO)

@@ -13,10 +13,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from features.definitions import FeatureConfig
-from features.offline import compute_features
-from models.exceptions import TrainingError
-from models.protocol import iso_ms
+from fraudstream.features.definitions import FeatureConfig
+from fraudstream.features.offline import compute_features
+from fraudstream.models.exceptions import TrainingError
+from fraudstream.models.protocol import iso_ms
 
 FINGERPRINT_COLUMNS = ("transaction_id", "event_time_ms", "customer_id", "terminal_id", "amount")
 

@@ -31,8 +31,8 @@ import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
-from features.exceptions import ConfigError
-from models.exceptions import DeviceUnavailable
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.models.exceptions import DeviceUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -13,15 +13,15 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from features.definitions import FeatureConfig
-from features.exceptions import ConfigError
-from models import protocol
-from models.dataset import features_until
-from models.exceptions import TrainingError
-from models.manifest import Manifest
-from models.protocol import DAY_MS, EvalSet, Split
-from models.scorer import Scorer
-from models.validation import Progress
+from fraudstream.features.definitions import FeatureConfig
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.models import protocol
+from fraudstream.models.dataset import features_until
+from fraudstream.models.exceptions import TrainingError
+from fraudstream.models.manifest import Manifest
+from fraudstream.models.protocol import DAY_MS, EvalSet, Split
+from fraudstream.models.scorer import Scorer
+from fraudstream.models.validation import Progress
 
 CHUNK_ROWS = 16_384
 
@@ -47,7 +47,7 @@ class Evaluation:
     version: str
     """Model version evaluated."""
     metrics: dict[str, float]
-    """``models.protocol.evaluate`` output plus window facts."""
+    """``fraudstream.models.protocol.evaluate`` output plus window facts."""
     transaction_id: npt.NDArray[np.generic]
     """Test transaction ids (after exclusions)."""
     scores: npt.NDArray[np.float64]

@@ -1,6 +1,6 @@
 """Errors raised by ``models``: training, the registry and the scorer.
 
-FraudstreamError                    (features.exceptions)
+FraudstreamError                    (fraudstream.features.exceptions)
 ├── ConfigError
 │   └── DeviceUnavailable           cuda was asked for but no GPU (or no CuPy) is usable
 └── ModelError
@@ -13,7 +13,7 @@ FraudstreamError                    (features.exceptions)
 
 from __future__ import annotations
 
-from features.exceptions import ConfigError, FraudstreamError
+from fraudstream.features.exceptions import ConfigError, FraudstreamError
 
 
 class ModelError(FraudstreamError):

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NoReturn
 
-from features.exceptions import ConfigError
-from models.exceptions import ModelCorrupt
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.models.exceptions import ModelCorrupt
 
 FORMAT = 1
 RUNG_TRUNCATED = "truncated_model"
@@ -71,7 +71,7 @@ class Manifest:
     schema_hash: str
     """``FeatureConfig.schema_hash()`` of the features the model was trained on."""
     params: Mapping[str, Any]
-    """Training parameters (``models.params.Params`` as a dict)."""
+    """Training parameters (``fraudstream.models.params.Params`` as a dict)."""
     train_window: TrainWindow
     """Training window and label delay."""
     data_fingerprint: str

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from features.exceptions import ConfigError
+from fraudstream.features.exceptions import ConfigError
 
 
 @dataclass(frozen=True)

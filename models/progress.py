@@ -19,7 +19,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from models.validation import Progress as Report
+from fraudstream.models.validation import Progress as Report
 
 STAGES = {
     "features": "computing features",

@@ -17,9 +17,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from features.exceptions import ConfigError
-from models import metrics
-from models.manifest import Thresholds
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.models import metrics
+from fraudstream.models.manifest import Thresholds
 
 DAY_MS = 86_400_000
 IntArray = npt.NDArray[np.int64]

@@ -3,7 +3,7 @@
 Layout under the root::
 
     v0001/model.ubj       XGBoost UBJSON (never pickle: nothing that executes code on load)
-    v0001/manifest.json   models.manifest.Manifest as JSON
+    v0001/manifest.json   fraudstream.models.manifest.Manifest as JSON
     CURRENT               the promoted version, one line
     HISTORY               JSON lines, one per promote / rollback (the rollback stack)
     .lock                 serialises promote / rollback / amend between processes
@@ -34,8 +34,8 @@ from typing import Any, NoReturn
 
 import xgboost as xgb
 
-from models.exceptions import ModelCorrupt, ModelNotFound, RegistryError
-from models.manifest import Manifest, Thresholds, TrainWindow
+from fraudstream.models.exceptions import ModelCorrupt, ModelNotFound, RegistryError
+from fraudstream.models.manifest import Manifest, Thresholds, TrainWindow
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from models import threads as thread_policy
-from models.backend import (
+from fraudstream.models import threads as thread_policy
+from fraudstream.models.backend import (
     Backend,
     CpuBackend,
     CudaBackend,
@@ -30,13 +30,13 @@ from models.backend import (
     load_booster,
     tree_shap_for,
 )
-from models.device import resolve_device
-from models.exceptions import ModelCorrupt, ModelNotFound, ModelSchemaMismatch
-from models.manifest import RUNG_PARTIAL, RUNG_TRUNCATED, Manifest, Thresholds
-from models.registry import Registry
+from fraudstream.models.device import resolve_device
+from fraudstream.models.exceptions import ModelCorrupt, ModelNotFound, ModelSchemaMismatch
+from fraudstream.models.manifest import RUNG_PARTIAL, RUNG_TRUNCATED, Manifest, Thresholds
+from fraudstream.models.registry import Registry
 
 if TYPE_CHECKING:
-    from features.definitions import FeatureConfig
+    from fraudstream.features.definitions import FeatureConfig
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class Scorer:
         config: FeatureConfig | None = None,
     ) -> Scorer:
         """Load ``version`` (None = CURRENT) checked against the running feature definitions."""
-        from features.definitions import FeatureConfig
+        from fraudstream.features.definitions import FeatureConfig
 
         config = config or FeatureConfig()
         names, schema_hash = config.feature_names, config.schema_hash()

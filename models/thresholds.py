@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from features.exceptions import ConfigError
-from models.manifest import Thresholds
-from models.metrics import FloatArray, per_customer
-from models.protocol import EvalSet
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.models.manifest import Thresholds
+from fraudstream.models.metrics import FloatArray, per_customer
+from fraudstream.models.protocol import EvalSet
 
 logger = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ import numpy.typing as npt
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from models import metrics
-from models.evaluation import TestWindow, score_all, write_atomically
-from models.manifest import RUNG_TRUNCATED, Manifest, Thresholds, json_safe
-from models.scorer import Scorer
-from models.thresholds import ThresholdTargets, choose_thresholds
-from models.validation import Progress
+from fraudstream.models import metrics
+from fraudstream.models.evaluation import TestWindow, score_all, write_atomically
+from fraudstream.models.manifest import RUNG_TRUNCATED, Manifest, Thresholds, json_safe
+from fraudstream.models.scorer import Scorer
+from fraudstream.models.thresholds import ThresholdTargets, choose_thresholds
+from fraudstream.models.validation import Progress
 
 logger = logging.getLogger(__name__)
 

@@ -13,22 +13,22 @@ import numpy.typing as npt
 import pandas as pd
 import xgboost as xgb
 
-from features.definitions import FeatureConfig
-from models import protocol, tuning
-from models.dataset import Dataset, features_until, fingerprint
-from models.exceptions import TrainingError
-from models.manifest import (
+from fraudstream.features.definitions import FeatureConfig
+from fraudstream.models import protocol, tuning
+from fraudstream.models.dataset import Dataset, features_until, fingerprint
+from fraudstream.models.exceptions import TrainingError
+from fraudstream.models.manifest import (
     RUNG_PARTIAL,
     RUNG_TRUNCATED,
     Thresholds,
     TrainWindow,
     default_truncation,
 )
-from models.params import DEFAULT_PARAMS, Params
-from models.protocol import DAY_MS, EvalSet
-from models.registry import Registry
-from models.thresholds import ThresholdChoice, ThresholdTargets, choose_thresholds
-from models.validation import (
+from fraudstream.models.params import DEFAULT_PARAMS, Params
+from fraudstream.models.protocol import DAY_MS, EvalSet
+from fraudstream.models.registry import Registry
+from fraudstream.models.thresholds import ThresholdChoice, ThresholdTargets, choose_thresholds
+from fraudstream.models.validation import (
     Fitting,
     FoldResult,
     Progress,
@@ -64,7 +64,7 @@ class TrainRequest:
     seed: int = 0
     """Seed for XGBoost's sampling and the search."""
     device: str = "cpu"
-    """Resolved device (see ``models.device.resolve_device``)."""
+    """Resolved device (see ``fraudstream.models.device.resolve_device``)."""
     targets: ThresholdTargets = field(default_factory=ThresholdTargets)
     """Threshold targets."""
     k: int = 100

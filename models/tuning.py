@@ -1,4 +1,4 @@
-"""``--tune N``: random search over ``models.params.sample_params``, scored by mean
+"""``--tune N``: random search over ``fraudstream.models.params.sample_params``, scored by mean
 average precision over the prequential validation folds (each candidate early-stops on
 the same folds when its parameters say so)."""
 
@@ -12,11 +12,18 @@ from typing import Any
 
 import numpy as np
 
-from models.dataset import Dataset
-from models.exceptions import TrainingError
-from models.params import Params, sample_params
-from models.protocol import Split
-from models.validation import Fitting, FoldResult, Progress, Validation, mean_of, validate
+from fraudstream.models.dataset import Dataset
+from fraudstream.models.exceptions import TrainingError
+from fraudstream.models.params import Params, sample_params
+from fraudstream.models.protocol import Split
+from fraudstream.models.validation import (
+    Fitting,
+    FoldResult,
+    Progress,
+    Validation,
+    mean_of,
+    validate,
+)
 
 logger = logging.getLogger(__name__)
 

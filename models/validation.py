@@ -18,12 +18,12 @@ import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
-from features.definitions import TRANSACTION_LEVEL_NAMES
-from models import metrics, protocol
-from models.dataset import Dataset
-from models.manifest import default_truncation
-from models.params import TREE_STEP, TREE_TOLERANCE, Params
-from models.protocol import DAY_MS, EvalSet, Split
+from fraudstream.features.definitions import TRANSACTION_LEVEL_NAMES
+from fraudstream.models import metrics, protocol
+from fraudstream.models.dataset import Dataset
+from fraudstream.models.manifest import default_truncation
+from fraudstream.models.params import TREE_STEP, TREE_TOLERANCE, Params
+from fraudstream.models.protocol import DAY_MS, EvalSet, Split
 
 logger = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ class Demo:
         return self.out / "registry"
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [PY, "-m", "stream.cli", "--plain-logs", "--log-level", "WARNING", *args]
+        cmd = [PY, "-m", "fraudstream.stream.cli", "--plain-logs", "--log-level", "WARNING", *args]
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
         if check and done.returncode != 0:
             msg = f"`fraudstream {' '.join(args[:1])}` failed:\n{done.stdout}{done.stderr}"
@@ -59,7 +59,7 @@ class Demo:
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         log = (self.out / f"{name}.log").open("wb")
-        cmd = [PY, "-m", "stream.cli", "--log-level", "INFO", *args]
+        cmd = [PY, "-m", "fraudstream.stream.cli", "--log-level", "INFO", *args]
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
@@ -260,7 +260,7 @@ def run(demo: Demo) -> int:
         [
             PY,
             "-m",
-            "stream.cli",
+            "fraudstream.stream.cli",
             "--plain-logs",
             "--log-level",
             "WARNING",
@@ -394,7 +394,7 @@ def live_view(port: int, expected: int, replay: subprocess.Popen[bytes]) -> str:
 def count_rows(path: Path, first_day: str, last_day: str) -> int:
     import pandas as pd
 
-    from features.datafile import read_transactions
+    from fraudstream.features.datafile import read_transactions
 
     df = read_transactions(path)
     lo = pd.Timestamp(first_day, tz="UTC").value // 1_000_000

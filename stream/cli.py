@@ -8,11 +8,16 @@ import os
 import sys
 from collections.abc import Sequence
 
-from features.exceptions import FraudstreamError
-from stream import logs
+from fraudstream.features.exceptions import FraudstreamError
+from fraudstream.stream import logs
 
 # Each module exposes ``register(subparsers)``; each command sets ``func(args) -> int``.
-COMMAND_MODULES = ("stream.commands", "stream.history.cli", "features.cli", "models.cli")
+COMMAND_MODULES = (
+    "fraudstream.stream.commands",
+    "fraudstream.stream.history.cli",
+    "fraudstream.features.cli",
+    "fraudstream.models.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

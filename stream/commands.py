@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from features.config import add_config_flag, load_settings
-from features.kafka import add_kafka_flags
+from fraudstream.features.config import add_config_flag, load_settings
+from fraudstream.features.kafka import add_kafka_flags
 
 SETTINGS_SOURCES = (
     "Every flag also comes from FRAUDSTREAM_<FLAG> or a TOML file (--config or "
@@ -137,8 +137,8 @@ def flags_of(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, 
 
 
 def _check(args: argparse.Namespace) -> int:
-    from stream.kafka.connection import ensure_reachable
-    from stream.settings import CheckSettings
+    from fraudstream.stream.kafka.connection import ensure_reachable
+    from fraudstream.stream.settings import CheckSettings
 
     settings = load_settings(CheckSettings, flags_of(args), args.config)
     brokers = ensure_reachable(settings.kafka(), settings.timeout_s)
@@ -147,9 +147,9 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from models.device import resolve_device
-    from stream.service import build
-    from stream.settings import ServeSettings
+    from fraudstream.models.device import resolve_device
+    from fraudstream.stream.service import build
+    from fraudstream.stream.settings import ServeSettings
 
     settings = load_settings(ServeSettings, flags_of(args), args.config)
     resolve_device(settings.device, need_cupy=True)  # a device that cannot work: exit 2 now

@@ -18,7 +18,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError
 
-from features.exceptions import InvalidInput
+from fraudstream.features.exceptions import InvalidInput
 
 logger = logging.getLogger(__name__)
 

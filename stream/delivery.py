@@ -19,9 +19,9 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from stream.bounded_call import BoundedCaller, Stalled
-from stream.deadletter import DeadLetter, DeadLetters, refused
-from stream.exceptions import FatalKafkaError, StreamError
+from fraudstream.stream.bounded_call import BoundedCaller, Stalled
+from fraudstream.stream.deadletter import DeadLetter, DeadLetters, refused
+from fraudstream.stream.exceptions import FatalKafkaError, StreamError
 
 logger = logging.getLogger(__name__)
 

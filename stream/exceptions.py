@@ -1,7 +1,8 @@
-"""Errors of the streaming layer; all derive from ``features.exceptions.FraudstreamError``.
+"""Errors of the streaming layer; all derive from
+``fraudstream.features.exceptions.FraudstreamError``.
 
 FraudstreamError
-├── ConfigError                 (features.exceptions)
+├── ConfigError                 (fraudstream.features.exceptions)
 └── StreamError
     ├── BrokerUnavailable       no broker answered within the configured timeout
     ├── AuthenticationFailed    the broker refused our credentials
@@ -10,7 +11,7 @@ FraudstreamError
 
 from __future__ import annotations
 
-from features.exceptions import FraudstreamError
+from fraudstream.features.exceptions import FraudstreamError
 
 
 class StreamError(FraudstreamError):

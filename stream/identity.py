@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from features.exceptions import ConfigError
+from fraudstream.features.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -179,7 +179,7 @@ class ServeMetrics:
 
 
 Alive = Callable[[], tuple[bool, str]]
-"""(alive, why) of the serve loop (``stream.liveness.Liveness.check``)."""
+"""(alive, why) of the serve loop (``fraudstream.stream.liveness.Liveness.check``)."""
 
 
 class HealthServer:

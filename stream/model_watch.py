@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from features.exceptions import FraudstreamError
-from stream.pipeline import ScorerLike
+from fraudstream.features.exceptions import FraudstreamError
+from fraudstream.stream.pipeline import ScorerLike
 
 logger = logging.getLogger(__name__)
 

@@ -15,15 +15,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from features.definitions import (
+from fraudstream.features.definitions import (
     FEATURE_NAMES,
     TRANSACTION_LEVEL_NAMES,
     FeatureConfig,
     transaction_level_features,
 )
-from features.exceptions import FeatureStoreUnavailable
-from features.schema import TransactionBatch
-from features.store import (
+from fraudstream.features.exceptions import FeatureStoreUnavailable
+from fraudstream.features.schema import TransactionBatch
+from fraudstream.features.store import (
     FLAG_CAPPED,
     FLAG_CONFLICT,
     FLAG_OUTLIER,
@@ -32,14 +32,14 @@ from features.store import (
     watermark_flags,
     watermarks,
 )
-from stream.decision import DECISIONS, REVIEW, Decision, Rules
-from stream.planner import RUNG_PARTIAL, RUNG_RULES, RUNG_TRUNCATED, Plan, Planner
+from fraudstream.stream.decision import DECISIONS, REVIEW, Decision, Rules
+from fraudstream.stream.planner import RUNG_PARTIAL, RUNG_RULES, RUNG_TRUNCATED, Plan, Planner
 
 logger = logging.getLogger(__name__)
 
 
 class ScorerLike(Protocol):
-    """What the pipeline needs of ``models.scorer.Scorer``."""
+    """What the pipeline needs of ``fraudstream.models.scorer.Scorer``."""
 
     @property
     def version(self) -> str: ...
@@ -75,7 +75,7 @@ class ScoredBatch:
     stage_ms: dict[str, float]
     """Milliseconds spent per stage on the whole batch."""
     flags: np.ndarray | None = None
-    """(n,) int64 store flags per row (``features.store.FLAG_*``); None: none raised."""
+    """(n,) int64 store flags per row (``fraudstream.features.store.FLAG_*``); None: none raised."""
 
     def rows(
         self,
@@ -89,7 +89,8 @@ class ScoredBatch:
     ) -> tuple[list[dict[str, Any]], np.ndarray]:
         """The decisions as ``fraud.decisions`` documents (the fields of ``Decision``, in
         order), built column-wise, and their total latencies in ms. Latency counts from each
-        record's arrival (its Kafka timestamp, see ``stream.clock``); ``queue_ms`` is each
+        record's arrival (its Kafka timestamp, see ``fraudstream.stream.clock``); ``queue_ms`` is
+        each
         record's wait before its batch started, ``kafka_ms`` the part of it until the
         consumer handed the record over (producer, broker and fetch). ``visible_after_ms``:
         how long after ``scored_at_ms`` a reader sees the decision (exactly-once: the
@@ -196,7 +197,8 @@ class Pipeline:
     ) -> ScoredBatch:
         """Score one batch. ``offsets`` (partition -> next offset) are the input marks the
         store records with the batch: everything below them has been applied.
-        ``watermark_s``: each row's partition watermark (``stream.watermark``), NaN or None
+        ``watermark_s``: each row's partition watermark (``fraudstream.stream.watermark``), NaN or
+        None
         where there is none."""
         stage_ms: dict[str, float] = {}
         x, rung, flags = self._features(batch, plan, stage_ms, dict(offsets or {}), watermark_s)

@@ -8,11 +8,13 @@ The objective is decisions both on time and good. Every rung below the full path
 decision quality, so the truncated model is taken only where it turns a deadline the full
 path would miss into a met one, and only when it keeps at least ``quality_floor`` of the full
 path's average precision as measured for the model serving
-(``models.scorer.Scorer.rung_quality``). A record that no allowed rung can get in time is
+(``fraudstream.models.scorer.Scorer.rung_quality``). A record that no allowed rung can get in time
+is
 late anyway: it takes the full path. Partial features are never chosen to meet a deadline
 (on the handbook data they keep about an eighth of the full path's average precision): a
 store call waits for a slow reply up to ``store_down_after_s``, and only a store that is
-down (refused, unreachable, or silent that long) sends batches there (``stream.pipeline``).
+down (refused, unreachable, or silent that long) sends batches there
+(``fraudstream.stream.pipeline``).
 With ``degrade="never"`` every batch takes the full path; without a model, rules.
 """
 
@@ -24,7 +26,7 @@ from typing import Literal
 
 import numpy as np
 
-from models.manifest import RUNG_PARTIAL, RUNG_TRUNCATED
+from fraudstream.models.manifest import RUNG_PARTIAL, RUNG_TRUNCATED
 
 RUNG_FULL: str | None = None
 RUNG_RULES = "rules"

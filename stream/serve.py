@@ -23,19 +23,19 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from features.schema import DecodeLimits, decode_transactions
-from stream.clock import SkewTracker
-from stream.deadletter import dead_letter
-from stream.decision import REVIEW
-from stream.delivery import BatchAborted, Delivery
-from stream.exceptions import FatalKafkaError
-from stream.kafka.consume import take_queued
-from stream.liveness import Liveness
-from stream.metrics import ServeMetrics
-from stream.model_watch import ModelHolder
-from stream.pipeline import Pipeline, ScoredBatch, flag_names
-from stream.planner import Planner
-from stream.watermark import Watermarks
+from fraudstream.features.schema import DecodeLimits, decode_transactions
+from fraudstream.stream.clock import SkewTracker
+from fraudstream.stream.deadletter import dead_letter
+from fraudstream.stream.decision import REVIEW
+from fraudstream.stream.delivery import BatchAborted, Delivery
+from fraudstream.stream.exceptions import FatalKafkaError
+from fraudstream.stream.kafka.consume import take_queued
+from fraudstream.stream.liveness import Liveness
+from fraudstream.stream.metrics import ServeMetrics
+from fraudstream.stream.model_watch import ModelHolder
+from fraudstream.stream.pipeline import Pipeline, ScoredBatch, flag_names
+from fraudstream.stream.planner import Planner
+from fraudstream.stream.watermark import Watermarks
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class Server:
     batches: int = 0
     _buffer: deque[tuple[Any, int, int]] = field(default_factory=deque)
     """Consumed records, each with the wall ms at which the consumer handed it over and
-    the wall ms at which its budget started (``stream.clock``)."""
+    the wall ms at which its budget started (``fraudstream.stream.clock``)."""
     _lag_at: float = 0.0
     _to_check: list[TopicPartition] = field(default_factory=list)
 

@@ -10,28 +10,28 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from features.config import redact_url
-from features.definitions import FeatureConfig
-from features.redis_store import RedisStore
-from models.registry import Registry
-from models.scorer import Scorer
-from stream.clock import SkewTracker
-from stream.deadletter import DeadLetters
-from stream.decision import Rules
-from stream.delivery import AtLeastOnce, Delivery, ExactlyOnce
-from stream.identity import Identity, claim
-from stream.kafka.clients import consumer_config, producer_config
-from stream.kafka.connection import ensure_reachable
-from stream.kafka.limits import LIBRDKAFKA_DEFAULT, max_message_bytes
-from stream.liveness import Liveness
-from stream.metrics import HealthServer, ServeMetrics
-from stream.model_watch import ModelHolder
-from stream.pipeline import Pipeline, ScorerLike
-from stream.planner import Planner
-from stream.serve import Server, Topics, install_signal_handlers
-from stream.settings import ServeSettings
-from stream.shadow import Shadow
-from stream.store_guard import StoreGuard
+from fraudstream.features.config import redact_url
+from fraudstream.features.definitions import FeatureConfig
+from fraudstream.features.redis_store import RedisStore
+from fraudstream.models.registry import Registry
+from fraudstream.models.scorer import Scorer
+from fraudstream.stream.clock import SkewTracker
+from fraudstream.stream.deadletter import DeadLetters
+from fraudstream.stream.decision import Rules
+from fraudstream.stream.delivery import AtLeastOnce, Delivery, ExactlyOnce
+from fraudstream.stream.identity import Identity, claim
+from fraudstream.stream.kafka.clients import consumer_config, producer_config
+from fraudstream.stream.kafka.connection import ensure_reachable
+from fraudstream.stream.kafka.limits import LIBRDKAFKA_DEFAULT, max_message_bytes
+from fraudstream.stream.liveness import Liveness
+from fraudstream.stream.metrics import HealthServer, ServeMetrics
+from fraudstream.stream.model_watch import ModelHolder
+from fraudstream.stream.pipeline import Pipeline, ScorerLike
+from fraudstream.stream.planner import Planner
+from fraudstream.stream.serve import Server, Topics, install_signal_handlers
+from fraudstream.stream.settings import ServeSettings
+from fraudstream.stream.shadow import Shadow
+from fraudstream.stream.store_guard import StoreGuard
 
 logger = logging.getLogger(__name__)
 

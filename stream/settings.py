@@ -1,5 +1,6 @@
 """Settings of ``fraudstream serve`` and ``fraudstream check``, built by
-``features.config.load_settings``: flags over ``FRAUDSTREAM_*`` variables over the config
+``fraudstream.features.config.load_settings``: flags over ``FRAUDSTREAM_*`` variables over the
+config
 file's ``[serve]`` (``[check]``) and ``[common]`` tables. Secrets are ``SecretStr``."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
-from features.config import KafkaSettings
+from fraudstream.features.config import KafkaSettings
 
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
 """What ``--device`` accepts."""
@@ -50,10 +51,11 @@ class ServeSettings(KafkaSettings):
     labels_group_id: str = "fraudstream-labels"
     """Consumer group of the label worker (a store rebuild reads labels up to its offsets)."""
     store_rebuild: bool = True
-    """Rebuild the feature store from Kafka when it lost data (see ``stream.store_guard``)."""
+    """Rebuild the feature store from Kafka when it lost data (see
+    ``fraudstream.stream.store_guard``)."""
     budget_ms: float = Field(default=50.0, gt=0, le=60_000)
     """Per-message latency budget from the Kafka timestamp (corrected for the producer's
-    clock skew, see ``stream.clock``)."""
+    clock skew, see ``fraudstream.stream.clock``)."""
     degrade: Literal["never", "to-meet-deadlines"] = "to-meet-deadlines"
     """``to-meet-deadlines``: a rung below the full path only where it makes a deadline the
     full path would miss, and only one keeping at least half the full path's average
@@ -65,7 +67,7 @@ class ServeSettings(KafkaSettings):
     catch-up); a slower-than-usual reply within it is waited for."""
     clock_skew_tolerance_ms: float = Field(default=20.0, ge=0, le=10_000)
     """Producer timestamps up to this far behind serve's clock are taken as they are; more is
-    taken for clock skew and corrected (see ``stream.clock``)."""
+    taken for clock skew and corrected (see ``fraudstream.stream.clock``)."""
     max_batch: int = Field(default=1024, ge=1, le=65_536)
     """Largest micro-batch."""
     fetch_wait_ms: int | None = Field(default=None, ge=0, le=1_000)
@@ -91,7 +93,7 @@ class ServeSettings(KafkaSettings):
     """This process's name in the group, kept across restarts (a StatefulSet ordinal, a
     compose replica): exactly-once's transactional id derives from it, so a restart fences
     its predecessor at once. Default: ``<host>-<slot>``, the lowest slot free on this host
-    (see ``stream.identity``)."""
+    (see ``fraudstream.stream.identity``)."""
     transactional_id: str | None = None
     """Transactional id for exactly-once (default: ``<group>-<instance id>``)."""
     liveness_timeout_s: float = Field(default=60.0, gt=0, le=3_600)

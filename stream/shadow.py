@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from stream.delivery import Delivery
-from stream.pipeline import ScoredBatch, ScorerLike
+from fraudstream.stream.delivery import Delivery
+from fraudstream.stream.pipeline import ScoredBatch, ScorerLike
 
 logger = logging.getLogger(__name__)
 

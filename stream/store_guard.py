@@ -2,11 +2,12 @@
 the missing part from Kafka in the background while scoring goes on.
 
 Two signs of loss are checked. At partition assignment, the store's applied-offset marks are
-compared with the group's committed offsets (``features.rebuild.behind``): a store restored
+compared with the group's committed offsets (``fraudstream.features.rebuild.behind``): a store
+restored
 from an old snapshot, or emptied while no serve ran, is behind. Under a running serve the
 marks cannot tell (serve writes fresh marks into an emptied server), so every serve claims an
 epoch key in the store at start; when the store answers again after an outage and the epoch
-key is gone, the server lost its data. Either way ``features.rebuild.rebuild`` runs in a
+key is gone, the server lost its data. Either way ``fraudstream.features.rebuild.rebuild`` runs in a
 thread: the store is idempotent and exact in any arrival order, so it may run beside serve.
 """
 
@@ -20,9 +21,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from prometheus_client import Counter, Gauge
 
-from features.exceptions import FeatureStoreUnavailable, FraudstreamError
-from features.rebuild import RebuildReport, behind, rebuild
-from features.redis_store import RedisStore
+from fraudstream.features.exceptions import FeatureStoreUnavailable, FraudstreamError
+from fraudstream.features.rebuild import RebuildReport, behind, rebuild
+from fraudstream.features.redis_store import RedisStore
 
 logger = logging.getLogger(__name__)
 

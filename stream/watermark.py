@@ -2,7 +2,7 @@
 record cannot move.
 
 The feature store trims history relative to it (never past where the stream is) and flags
-rows dated far from it (``features.store.FLAG_OUTLIER``). A partition's watermark is the
+rows dated far from it (``fraudstream.features.store.FLAG_OUTLIER``). A partition's watermark is the
 running maximum of the median event second of its last ``window`` records, once it has at
 least ``least`` of them: a record dated years ahead is one vote among many, while a stream
 that really moves on (a replay of a later period) carries the watermark with it after half
@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from features.definitions import seconds
+from fraudstream.features.definitions import seconds
 
 
 @dataclass

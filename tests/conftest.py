@@ -156,8 +156,8 @@ def _usable_cuda() -> tuple[str | None, str]:
     """(device, "") when CUDA works (probed once: XGBoost trains and predicts there from a
     CuPy array), else (None, why not)."""
     if not _cuda:
-        from models.device import choose_device
-        from models.exceptions import DeviceUnavailable
+        from fraudstream.models.device import choose_device
+        from fraudstream.models.exceptions import DeviceUnavailable
 
         if os.environ.get(GPU_DRY_RUN) == "cpu":
             _cuda.append(("cpu", ""))

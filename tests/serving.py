@@ -22,11 +22,11 @@ import pytest
 import xgboost as xgb
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from features.definitions import FEATURE_NAMES, FeatureConfig
-from features.offline import compute_features
-from features.simulator import SimulatorConfig, simulate
-from models.manifest import Thresholds, TrainWindow
-from models.registry import Registry
+from fraudstream.features.definitions import FEATURE_NAMES, FeatureConfig
+from fraudstream.features.offline import compute_features
+from fraudstream.features.simulator import SimulatorConfig, simulate
+from fraudstream.models.manifest import Thresholds, TrainWindow
+from fraudstream.models.registry import Registry
 from tests.infra import ROOT, free_port
 
 
@@ -251,7 +251,7 @@ class ServeFactory:
         args = [
             sys.executable,
             "-m",
-            "stream.cli",
+            "fraudstream.stream.cli",
             "--log-level",
             "INFO",
             "serve",
@@ -322,7 +322,7 @@ def topic_end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
 
 def batch_of(df: pd.DataFrame) -> Any:
     """The rows of a canonical frame as a ``TransactionBatch``, in order."""
-    from features.batch import TransactionBatch
+    from fraudstream.features.batch import TransactionBatch
 
     return TransactionBatch.from_columns(
         df["transaction_id"].astype(str).tolist(),
@@ -341,8 +341,8 @@ def assert_store_equals_one_application(redis_url: str, prefix: str, df: pd.Data
     1/7/30-day windows) and one per terminal a label delay later (its delayed windows),
     applied identically to the Redis store and to a fresh in-memory store fed the input once.
     """
-    from features.memory_store import MemoryStore
-    from features.redis_store import RedisStore
+    from fraudstream.features.memory_store import MemoryStore
+    from fraudstream.features.redis_store import RedisStore
 
     end = int(df["event_time_ms"].max()) + 1000
     later = end + FeatureConfig().delay_days * 86_400_000

@@ -11,7 +11,8 @@ Agents (one consumer group, ``group_id``):
   transaction id, so a transaction's decision and label meet in one partition.
 - ``kpi-join``: the join topic → the KPI table (changelog ``<group_id>-kpi-changelog``).
 
-A timer checks whether labels stopped while decisions flow (``features.labels.freshness``).
+A timer checks whether labels stopped while decisions flow
+(``fraudstream.features.labels.freshness``).
 """
 
 from __future__ import annotations
@@ -24,16 +25,16 @@ from typing import Any
 import faust
 from mode import CrashingSupervisor
 
-from features.labels import records, web
-from features.labels.applier import LabelStore, LabelWriter
-from features.labels.credentials import broker_credentials, broker_urls
-from features.labels.deadletter import Header, Source, own_headers
-from features.labels.faust_fixes import LabelFaustApp
-from features.labels.freshness import LabelFreshness
-from features.labels.kpi_table import EventHourWindow, KpiTable
-from features.labels.metrics import LabelMetrics
-from features.labels.pipeline import LabelPipeline, RawMessage, Send
-from features.labels.settings import LabelSettings
+from fraudstream.features.labels import records, web
+from fraudstream.features.labels.applier import LabelStore, LabelWriter
+from fraudstream.features.labels.credentials import broker_credentials, broker_urls
+from fraudstream.features.labels.deadletter import Header, Source, own_headers
+from fraudstream.features.labels.faust_fixes import LabelFaustApp
+from fraudstream.features.labels.freshness import LabelFreshness
+from fraudstream.features.labels.kpi_table import EventHourWindow, KpiTable
+from fraudstream.features.labels.metrics import LabelMetrics
+from fraudstream.features.labels.pipeline import LabelPipeline, RawMessage, Send
+from fraudstream.features.labels.settings import LabelSettings
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from features.exceptions import FeatureStoreUnavailable, InvalidLabel
-from features.schema import Label, decode_label
+from fraudstream.features.exceptions import FeatureStoreUnavailable, InvalidLabel
+from fraudstream.features.schema import Label, decode_label
 
 logger = logging.getLogger(__name__)
 

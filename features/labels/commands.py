@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from features.config import add_config_flag, given_flags, load_settings
-from features.kafka import add_kafka_flags
-from features.labels.settings import LabelSettings
+from fraudstream.features.config import add_config_flag, given_flags, load_settings
+from fraudstream.features.kafka import add_kafka_flags
+from fraudstream.features.labels.settings import LabelSettings
 
 SETTINGS_SOURCES = (
     "Every flag also comes from FRAUDSTREAM_<FLAG> or a TOML file (--config or "
@@ -64,6 +64,6 @@ def settings_from_args(args: argparse.Namespace) -> LabelSettings:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from features.labels.worker import run
+    from fraudstream.features.labels.worker import run
 
     return run(settings_from_args(args))

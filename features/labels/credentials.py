@@ -6,8 +6,8 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from features.exceptions import ConfigError
-from features.kafka import KafkaConnection
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.features.kafka import KafkaConnection
 
 
 def broker_urls(conn: KafkaConnection) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from features.exceptions import InvalidInput
+from fraudstream.features.exceptions import InvalidInput
 
 Header = tuple[str, bytes]
 REASON_LIMIT = 1024

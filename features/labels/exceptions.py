@@ -1,4 +1,4 @@
-"""Errors of the label worker (under the project's root, ``features.exceptions``).
+"""Errors of the label worker (under the project's root, ``fraudstream.features.exceptions``).
 
 FraudstreamError
 └── LabelWorkerError
@@ -10,7 +10,7 @@ FraudstreamError
 
 from __future__ import annotations
 
-from features.exceptions import FraudstreamError
+from fraudstream.features.exceptions import FraudstreamError
 
 
 class LabelWorkerError(FraudstreamError):

@@ -9,7 +9,7 @@ after a crash between the two table writes is not counted twice either.
 
 from __future__ import annotations
 
-from features.labels.records import JoinRecord
+from fraudstream.features.labels.records import JoinRecord
 
 TxState = list[float]
 """[decision code or -1, amount, fraud 1/0 or -1]: what is known of one transaction."""

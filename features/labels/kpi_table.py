@@ -4,7 +4,7 @@ Keys, within the window of the transaction's hour: ``t:<partition>:<transaction 
 transaction's join state, ``p:<partition>`` the hour's statistics for that join partition.
 Both live in one changelog partition (the join message's), statistics written first, so a
 crash between the writes is repaired by the hours' offset marks (see
-``features.labels.join``). faust's own window expiry runs on the wall clock, which would
+``fraudstream.features.labels.join``). faust's own window expiry runs on the wall clock, which would
 erase replayed history at once (and without expiry its tumbling windows still track every
 write); the table uses ``EventHourWindow`` and this module expires windows by event time.
 """
@@ -20,9 +20,9 @@ from typing import Any
 from faust.types.windows import WindowRange, WindowT
 from mode.utils.times import Seconds, want_seconds
 
-from features.labels.join import Delta, HourStats, TxState, add, transition
-from features.labels.kpis import HourKpis, summarize
-from features.labels.records import JoinRecord
+from fraudstream.features.labels.join import Delta, HourStats, TxState, add, transition
+from fraudstream.features.labels.kpis import HourKpis, summarize
+from fraudstream.features.labels.records import JoinRecord
 
 logger = logging.getLogger(__name__)
 

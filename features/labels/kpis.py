@@ -13,8 +13,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from features.labels.join import AMOUNTS, DECIDED, FRAUDS, LABELLED, UNDECIDED, WIDTH, HourStats
-from features.labels.records import DECISIONS
+from fraudstream.features.labels.join import (
+    AMOUNTS,
+    DECIDED,
+    FRAUDS,
+    LABELLED,
+    UNDECIDED,
+    WIDTH,
+    HourStats,
+)
+from fraudstream.features.labels.records import DECISIONS
 
 APPROVE, REVIEW, DECLINE = 0, 1, 2
 
@@ -26,7 +34,8 @@ class HourKpis:
     start_s: int
     """Hour start, epoch seconds UTC."""
     totals: tuple[float, ...]
-    """The summed statistics (``features.labels.join`` layout; the mark slot is unused)."""
+    """The summed statistics (``fraudstream.features.labels.join`` layout; the mark slot is
+    unused)."""
 
     @property
     def hour(self) -> str:

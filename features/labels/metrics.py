@@ -10,9 +10,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from features.labels.freshness import FreshnessCollector, LabelFreshness
-from features.labels.kpis import DECLINE, REVIEW, HourKpis
-from features.labels.records import DECISIONS
+from fraudstream.features.labels.freshness import FreshnessCollector, LabelFreshness
+from fraudstream.features.labels.kpis import DECLINE, REVIEW, HourKpis
+from fraudstream.features.labels.records import DECISIONS
 
 KpiSource = Callable[[], list[HourKpis]]
 

@@ -12,12 +12,12 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from features.labels import records
-from features.labels.applier import LabelWriter, decode_batch
-from features.labels.deadletter import Header, Source, dead_letter_headers
-from features.labels.freshness import LabelFreshness
-from features.labels.metrics import LabelMetrics
-from features.schema import Label
+from fraudstream.features.labels import records
+from fraudstream.features.labels.applier import LabelWriter, decode_batch
+from fraudstream.features.labels.deadletter import Header, Source, dead_letter_headers
+from fraudstream.features.labels.freshness import LabelFreshness
+from fraudstream.features.labels.metrics import LabelMetrics
+from fraudstream.features.schema import Label
 
 logger = logging.getLogger(__name__)
 

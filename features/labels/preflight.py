@@ -16,13 +16,13 @@ import ssl
 import time
 from typing import Any
 
-from features.labels.credentials import broker_credentials
-from features.labels.exceptions import (
+from fraudstream.features.labels.credentials import broker_credentials
+from fraudstream.features.labels.exceptions import (
     KafkaAuthenticationFailed,
     KafkaCodecMissing,
     KafkaUnreachable,
 )
-from features.labels.settings import LabelSettings
+from fraudstream.features.labels.settings import LabelSettings
 
 logger = logging.getLogger(__name__)
 

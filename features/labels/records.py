@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
-from features.definitions import MIN_EVENT_TIME_MS
-from features.schema import Label
-from features.validation import check_times
+from fraudstream.features.definitions import MIN_EVENT_TIME_MS
+from fraudstream.features.schema import Label
+from fraudstream.features.validation import check_times
 
 DECISIONS = ("approve", "review", "decline")
 """Decision outcomes, in code order (0, 1, 2)."""

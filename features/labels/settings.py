@@ -1,4 +1,4 @@
-"""Settings of ``fraudstream features run``, built by ``features.config.load_settings``:
+"""Settings of ``fraudstream features run``, built by ``fraudstream.features.config.load_settings``:
 flags over ``FRAUDSTREAM_*`` variables over the config file's ``[features.run]`` and
 ``[common]`` tables. Secrets are ``SecretStr``."""
 
@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Self
 
 from pydantic import Field, SecretStr, model_validator
 
-from features.config import KafkaSettings, redact_url
+from fraudstream.features.config import KafkaSettings, redact_url
 
 _TOPIC = r"^[A-Za-z0-9._-]{1,249}$"
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from features.labels.consumer_state import consumer_state
-from features.labels.kpi_table import KpiTable
-from features.labels.metrics import LabelMetrics
+from fraudstream.features.labels.consumer_state import consumer_state
+from fraudstream.features.labels.kpi_table import KpiTable
+from fraudstream.features.labels.metrics import LabelMetrics
 
 
 def add_views(app: Any, kpis: KpiTable, metrics: LabelMetrics) -> None:

@@ -5,7 +5,7 @@ line naming the cause and a non-zero status, for a supervisor to restart it: fau
 otherwise exit 1 after its tracebacks, with nothing saying which of them mattered. Nothing
 past the failed batch was committed, so the restarted worker reads it again.
 
-``python -m features.labels.worker [flags]`` runs it without the ``fraudstream`` CLI.
+``python -m fraudstream.features.labels.worker [flags]`` runs it without the ``fraudstream`` CLI.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from features.exceptions import FraudstreamError
-from features.labels.exceptions import LabelWorkerCrashed
-from features.labels.settings import LabelSettings
+from fraudstream.features.exceptions import FraudstreamError
+from fraudstream.features.labels.exceptions import LabelWorkerCrashed
+from fraudstream.features.labels.settings import LabelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +29,9 @@ def run(settings: LabelSettings) -> int:
     ``LabelWorkerCrashed`` when a faust service or agent crashed."""
     import faust
 
-    from features.labels.app import build_app
-    from features.labels.preflight import check_codecs, check_kafka
-    from features.redis_store import RedisStore
+    from fraudstream.features.labels.app import build_app
+    from fraudstream.features.labels.preflight import check_codecs, check_kafka
+    from fraudstream.features.redis_store import RedisStore
 
     logger.info("label worker settings: %s", settings.redacted())
     check_codecs()
@@ -76,10 +76,10 @@ def describe_crash(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``run``'s flags and run (for ``python -m features.labels.worker``)."""
-    from features.labels.commands import add_run_flags, settings_from_args
+    """Parse ``run``'s flags and run (for ``python -m fraudstream.features.labels.worker``)."""
+    from fraudstream.features.labels.commands import add_run_flags, settings_from_args
 
-    parser = argparse.ArgumentParser(prog="features.labels.worker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="fraudstream.features.labels.worker", description=__doc__)
     parser.add_argument("--log-level", default="INFO")
     add_run_flags(parser)
     args = parser.parse_args(argv)

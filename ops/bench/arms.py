@@ -21,10 +21,10 @@ from broker import Record, Topics, read_all, wait_count
 from confluent_kafka import Consumer, Producer
 from workload import THRESHOLDS, Model
 
-from features.batch import TransactionBatch
-from features.definitions import FEATURE_NAMES
-from features.redis_store import RedisStore
-from models.registry import Registry
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.definitions import FEATURE_NAMES
+from fraudstream.features.redis_store import RedisStore
+from fraudstream.models.registry import Registry
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import numpy as np
 import orjson
 import xgboost as xgb
 
-from features.batch import TransactionBatch
-from features.definitions import FEATURE_NAMES
-from features.redis_store import RedisStore
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.definitions import FEATURE_NAMES
+from fraudstream.features.redis_store import RedisStore
 
 ENV = os.environ
 app = faust.App(

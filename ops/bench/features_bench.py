@@ -38,12 +38,12 @@ import numpy as np
 import pandas as pd
 import redis
 
-from features.batch import TransactionBatch
-from features.definitions import MS_PER_DAY
-from features.offline import compute_features
-from features.redis_store import RedisStore
-from features.replay import replay
-from features.simulator import SimulatorConfig, simulate
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.definitions import MS_PER_DAY
+from fraudstream.features.offline import compute_features
+from fraudstream.features.redis_store import RedisStore
+from fraudstream.features.replay import replay
+from fraudstream.features.simulator import SimulatorConfig, simulate
 
 ONLINE_SIZES = {512: 150_000, 64: 40_000, 1: 3_000}
 WARM_DAYS = 35

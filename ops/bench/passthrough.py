@@ -20,9 +20,9 @@ import time
 
 from confluent_kafka import Consumer, Producer
 
-from stream.kafka.clients import consumer_config, producer_config
-from stream.kafka.consume import take_queued
-from stream.settings import ServeSettings
+from fraudstream.stream.kafka.clients import consumer_config, producer_config
+from fraudstream.stream.kafka.consume import take_queued
+from fraudstream.stream.settings import ServeSettings
 
 BATCH = 2048
 

@@ -36,7 +36,7 @@ import serve_arms
 from broker import Topics, delete_groups, produce_backlog
 from workload import Feed, train_and_register
 
-from features.redis_store import RedisStore
+from fraudstream.features.redis_store import RedisStore
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL_ARMS = (

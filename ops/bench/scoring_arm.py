@@ -12,7 +12,7 @@ from typing import Any
 import scoring_bench
 from workload import Model
 
-from models.device import gpu_visible
+from fraudstream.models.device import gpu_visible
 
 SIZES = (1, 64, 1024, 16384)
 

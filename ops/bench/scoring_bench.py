@@ -33,16 +33,16 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from features.definitions import FeatureConfig
-from features.offline import compute_features
-from features.simulator import SimulatorConfig, simulate
-from models import train
-from models.backend import CudaBackend
-from models.device import choose_device
-from models.exceptions import DeviceUnavailable
-from models.registry import Registry
-from models.scorer import Scorer
-from models.threads import ThreadPolicy, usable_cores
+from fraudstream.features.definitions import FeatureConfig
+from fraudstream.features.offline import compute_features
+from fraudstream.features.simulator import SimulatorConfig, simulate
+from fraudstream.models import train
+from fraudstream.models.backend import CudaBackend
+from fraudstream.models.device import choose_device
+from fraudstream.models.exceptions import DeviceUnavailable
+from fraudstream.models.registry import Registry
+from fraudstream.models.scorer import Scorer
+from fraudstream.models.threads import ThreadPolicy, usable_cores
 
 SIZES = (1, 64, 1024, 4096, 16384)
 SPEEDUP_AT = 4096

@@ -31,9 +31,9 @@ from broker import (
 from serve_process import ServeSpec, start, tail
 from workload import Feed
 
-from features.definitions import FeatureConfig
-from features.offline import compute_features
-from models import metrics
+from fraudstream.features.definitions import FeatureConfig
+from fraudstream.features.offline import compute_features
+from fraudstream.models import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ class ServeSpec:
         return [
             *python,
             "-m",
-            "stream.cli",
+            "fraudstream.stream.cli",
             "--log-level",
             "WARNING",
             "serve",

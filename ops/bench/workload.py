@@ -12,18 +12,18 @@ import orjson
 import pandas as pd
 import xgboost as xgb
 
-from features.definitions import FEATURE_NAMES, TRANSACTION_LEVEL_NAMES, FeatureConfig
-from features.offline import compute_features
-from features.simulator import SimulatorConfig, simulate
-from models import metrics
-from models.manifest import (
+from fraudstream.features.definitions import FEATURE_NAMES, TRANSACTION_LEVEL_NAMES, FeatureConfig
+from fraudstream.features.offline import compute_features
+from fraudstream.features.simulator import SimulatorConfig, simulate
+from fraudstream.models import metrics
+from fraudstream.models.manifest import (
     RUNG_PARTIAL,
     RUNG_TRUNCATED,
     Thresholds,
     TrainWindow,
     default_truncation,
 )
-from models.registry import Registry
+from fraudstream.models.registry import Registry
 
 logger = logging.getLogger(__name__)
 

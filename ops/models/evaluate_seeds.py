@@ -8,7 +8,7 @@ Each seed is the default simulated world (``fraudstream simulate --seed N``). Ev
 variant (``variants.py``) is trained as ``fraudstream train`` trains (7 training days,
 4 prequential folds that choose the trees and the thresholds) from ``--train-start``, and
 tested on the 7 days after the 7-day label delay with known-compromised cards removed
-(``models.protocol``). Parameters are chosen on the folds; the test window only reports.
+(``fraudstream.models.protocol``). Parameters are chosen on the folds; the test window only reports.
 """
 
 from __future__ import annotations
@@ -33,15 +33,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from variants import VARIANTS, Variant
 
-from features.definitions import FEATURE_NAMES, FeatureConfig
-from features.offline import compute_features
-from features.simulator import SimulatorConfig, simulate
-from models import metrics, protocol
-from models.dataset import Dataset
-from models.manifest import json_safe
-from models.protocol import DAY_MS, EvalSet, Split
-from models.train import TrainRequest, TrainResult, train_on
-from models.validation import score_partial
+from fraudstream.features.definitions import FEATURE_NAMES, FeatureConfig
+from fraudstream.features.offline import compute_features
+from fraudstream.features.simulator import SimulatorConfig, simulate
+from fraudstream.models import metrics, protocol
+from fraudstream.models.dataset import Dataset
+from fraudstream.models.manifest import json_safe
+from fraudstream.models.protocol import DAY_MS, EvalSet, Split
+from fraudstream.models.train import TrainRequest, TrainResult, train_on
+from fraudstream.models.validation import score_partial
 
 SEEDS = (101, 102, 103, 104, 105)
 """Simulator seeds of the table; the project's own data and earlier tuning used seed 0."""

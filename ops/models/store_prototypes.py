@@ -15,8 +15,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from features.definitions import DAY_S, FeatureConfig
-from features.offline import compute_features
+from fraudstream.features.definitions import DAY_S, FeatureConfig
+from fraudstream.features.offline import compute_features
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

@@ -12,8 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from features.definitions import FEATURE_NAMES
-from models.params import DEFAULT_PARAMS, Params
+from fraudstream.features.definitions import FEATURE_NAMES
+from fraudstream.models.params import DEFAULT_PARAMS, Params
 
 HANDBOOK = FEATURE_NAMES[:15]
 """Feature set 1: the handbook's 15 features."""

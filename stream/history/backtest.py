@@ -1,6 +1,7 @@
 """Backtest models over history with the live code path: history is replayed in event-time
 order through a feature store (labels fed at event time + delay), the test window is scored
-through ``stream.pipeline.Pipeline`` in micro-batches, and the protocol's metrics are taken
+through ``fraudstream.stream.pipeline.Pipeline`` in micro-batches, and the protocol's metrics are
+taken
 on the protocol's test set.
 
 Only the history a test transaction's windows can reach is replayed: customer windows look
@@ -23,17 +24,23 @@ import numpy.typing as npt
 import orjson
 import pandas as pd
 
-from features.batch import TransactionBatch
-from features.definitions import DAY_S, TRANSACTION_LEVEL_NAMES, FeatureConfig, IntArray, seconds
-from features.exceptions import ConfigError, DataFileError, FeatureStoreUnavailable
-from features.replay import LabelFeed, fraud_labels
-from features.store import FeatureStore
-from models import metrics, protocol
-from models.manifest import Thresholds
-from models.protocol import DAY_MS, EvalSet, Split
-from stream.decision import Rules
-from stream.pipeline import Pipeline, ScorerLike
-from stream.planner import RUNG_PARTIAL, RUNG_RULES, RUNG_TRUNCATED, Planner
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.definitions import (
+    DAY_S,
+    TRANSACTION_LEVEL_NAMES,
+    FeatureConfig,
+    IntArray,
+    seconds,
+)
+from fraudstream.features.exceptions import ConfigError, DataFileError, FeatureStoreUnavailable
+from fraudstream.features.replay import LabelFeed, fraud_labels
+from fraudstream.features.store import FeatureStore
+from fraudstream.models import metrics, protocol
+from fraudstream.models.manifest import Thresholds
+from fraudstream.models.protocol import DAY_MS, EvalSet, Split
+from fraudstream.stream.decision import Rules
+from fraudstream.stream.pipeline import Pipeline, ScorerLike
+from fraudstream.stream.planner import RUNG_PARTIAL, RUNG_RULES, RUNG_TRUNCATED, Planner
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +51,7 @@ _Part = tuple[IntArray, FloatArray, CodeArray, FloatArray | None, dict[str, Floa
 
 
 class ModelLike(ScorerLike, Protocol):
-    """A scorer with the manifest thresholds (``models.scorer.Scorer``)."""
+    """A scorer with the manifest thresholds (``fraudstream.models.scorer.Scorer``)."""
 
     @property
     def thresholds(self) -> Thresholds: ...
@@ -94,7 +101,7 @@ class ModelRun:
     codes: CodeArray
     """Decision code of each: 0 approve, 1 review, 2 decline."""
     metrics: dict[str, float]
-    """``models.protocol.evaluate`` output."""
+    """``fraudstream.models.protocol.evaluate`` output."""
     card_per_day: tuple[float, ...]
     """Card precision@k of each test day."""
     rungs: dict[str, dict[str, float]] = field(default_factory=dict)

@@ -29,22 +29,26 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from features.config import KafkaSettings, add_config_flag, load_settings
-from features.datafile import parse_column_map, read_transactions, read_transactions_report
-from features.definitions import FeatureConfig
-from features.exceptions import ConfigError
-from features.kafka import add_kafka_flags
-from models.protocol import day_start_ms, iso_ms
-from stream.commands import SETTINGS_SOURCES, flags_of
-from stream.exceptions import StreamError
-from stream.history import backtest as bt
-from stream.history import replay as rp
-from stream.history.report import ReportInputs, write_report
-from stream.kafka.connection import ensure_reachable
-from stream.settings import DEVICE_PATTERN
+from fraudstream.features.config import KafkaSettings, add_config_flag, load_settings
+from fraudstream.features.datafile import (
+    parse_column_map,
+    read_transactions,
+    read_transactions_report,
+)
+from fraudstream.features.definitions import FeatureConfig
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.features.kafka import add_kafka_flags
+from fraudstream.models.protocol import day_start_ms, iso_ms
+from fraudstream.stream.commands import SETTINGS_SOURCES, flags_of
+from fraudstream.stream.exceptions import StreamError
+from fraudstream.stream.history import backtest as bt
+from fraudstream.stream.history import replay as rp
+from fraudstream.stream.history.report import ReportInputs, write_report
+from fraudstream.stream.kafka.connection import ensure_reachable
+from fraudstream.stream.settings import DEVICE_PATTERN
 
 if TYPE_CHECKING:
-    from models.scorer import Scorer
+    from fraudstream.models.scorer import Scorer
 
 logger = logging.getLogger(__name__)
 
@@ -361,8 +365,8 @@ def _check_backtest(settings: BacktestSettings) -> None:
 
 
 def _models(settings: BacktestSettings, config: FeatureConfig) -> tuple[Scorer, Scorer | None]:
-    from models.registry import Registry
-    from models.scorer import Scorer
+    from fraudstream.models.registry import Registry
+    from fraudstream.models.scorer import Scorer
 
     registry = Registry(settings.registry)
     champion = Scorer.load(registry, settings.model, settings.device, config)
@@ -382,8 +386,8 @@ def _rows_to_replay(table: pd.DataFrame, window: bt.Window, config: FeatureConfi
 def open_store(settings: BacktestSettings, config: FeatureConfig) -> Iterator[Any]:
     """The backtest's own store: in memory, or Redis under a prefix unique to this run
     (deleted at the end)."""
-    from features.memory_store import MemoryStore
-    from features.redis_store import RedisStore
+    from fraudstream.features.memory_store import MemoryStore
+    from fraudstream.features.redis_store import RedisStore
 
     if settings.store == "memory":
         yield MemoryStore(config)
@@ -410,7 +414,7 @@ def _live(
 ) -> bt.LiveRun:
     from confluent_kafka import Consumer, Producer
 
-    from features.redis_store import RedisStore
+    from fraudstream.features.redis_store import RedisStore
 
     conn = settings.kafka()
     ensure_reachable(conn, timeout_s=15.0)

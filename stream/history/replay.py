@@ -20,11 +20,11 @@ import numpy.typing as npt
 import orjson
 import pandas as pd
 
-from features.definitions import MS_PER_DAY
-from features.exceptions import ConfigError
-from features.kafka import KafkaConnection
-from features.schema import Label, encode_label
-from stream.exceptions import FatalKafkaError
+from fraudstream.features.definitions import MS_PER_DAY
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.features.kafka import KafkaConnection
+from fraudstream.features.schema import Label, encode_label
+from fraudstream.stream.exceptions import FatalKafkaError
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class ReplayPlan:
     """Every message to send, in send order, as positions into a canonical table."""
 
     columns: Columns
-    """The table's columns (``features.datafile`` canonical table, event-time order)."""
+    """The table's columns (``fraudstream.features.datafile`` canonical table, event-time order)."""
     kind: npt.NDArray[np.int8]
     """``TRANSACTION`` or ``LABEL`` per message."""
     row: IntArray

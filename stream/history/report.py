@@ -18,10 +18,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from features.exceptions import ConfigError
-from models.manifest import json_safe
-from models.protocol import iso_ms
-from stream.history.backtest import BacktestResult, LiveRun, ModelRun
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.models.manifest import json_safe
+from fraudstream.models.protocol import iso_ms
+from fraudstream.stream.history.backtest import BacktestResult, LiveRun, ModelRun
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from features.kafka import KafkaConnection
+from fraudstream.features.kafka import KafkaConnection
 
 
 def consumer_config(

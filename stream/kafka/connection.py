@@ -1,5 +1,5 @@
 """Whether the brokers answer, with the connection's credentials (the connection itself is
-``features.kafka.KafkaConnection``)."""
+``fraudstream.features.kafka.KafkaConnection``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import logging
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
-from features.kafka import KafkaConnection
-from stream.exceptions import AuthenticationFailed, BrokerUnavailable
+from fraudstream.features.kafka import KafkaConnection
+from fraudstream.stream.exceptions import AuthenticationFailed, BrokerUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin import ConfigResource as _Resource  # type: ignore[attr-defined]
 
-from features.kafka import KafkaConnection
+from fraudstream.features.kafka import KafkaConnection
 
 logger = logging.getLogger(__name__)
 

@@ -18,14 +18,14 @@ import numpy.typing as npt
 import pandas as pd
 import pytest
 
-from features.definitions import FeatureConfig
-from features.offline import compute_features
-from features.simulator import SimulatorConfig, simulate
-from models import train
-from models.backend import CudaBackend, load_booster, tree_shap_for
-from models.registry import Registry
-from models.scorer import Scorer
-from models.threads import ThreadPolicy
+from fraudstream.features.definitions import FeatureConfig
+from fraudstream.features.offline import compute_features
+from fraudstream.features.simulator import SimulatorConfig, simulate
+from fraudstream.models import train
+from fraudstream.models.backend import CudaBackend, load_booster, tree_shap_for
+from fraudstream.models.registry import Registry
+from fraudstream.models.scorer import Scorer
+from fraudstream.models.threads import ThreadPolicy
 
 WORLD = SimulatorConfig(n_customers=1000, n_terminals=5000, n_days=75, seed=1)
 """The scoring bench's world (about 150,000 transactions)."""

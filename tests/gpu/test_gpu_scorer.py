@@ -7,12 +7,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from features.definitions import TRANSACTION_LEVEL_NAMES
-from models.backend import SHAP_SIZES, CudaBackend, gpu_from_rows
-from models.device import resolve_device
-from models.exceptions import DeviceUnavailable
-from models.registry import Registry
-from models.scorer import Scorer
+from fraudstream.features.definitions import TRANSACTION_LEVEL_NAMES
+from fraudstream.models.backend import SHAP_SIZES, CudaBackend, gpu_from_rows
+from fraudstream.models.device import resolve_device
+from fraudstream.models.exceptions import DeviceUnavailable
+from fraudstream.models.registry import Registry
+from fraudstream.models.scorer import Scorer
 
 pytestmark = pytest.mark.gpu
 

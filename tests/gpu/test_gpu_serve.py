@@ -1,10 +1,11 @@
 """serve's scoring path end to end on CUDA against the CPU: the same transactions, fraud
-labels and ladder rungs through ``stream.pipeline.Pipeline`` (features from the store, the
+labels and ladder rungs through ``fraudstream.stream.pipeline.Pipeline`` (features from the store,
+the
 model, decisions, reasons), once with each scorer.
 
 The device machine has no Kafka broker (no Java) and no redis-server, so this is serve
 without its Kafka consumer and producer, with the in-process store that has the Redis
-store's semantics (``features.memory_store``; the integration suite checks they agree).
+store's semantics (``fraudstream.features.memory_store``; the integration suite checks they agree).
 What the GPU changes is the scorer, which this drives exactly as serve's loop does.
 """
 
@@ -17,14 +18,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.memory_store import MemoryStore
-from features.replay import fraud_labels
-from features.simulator import SimulatorConfig, simulate
-from models import protocol
-from models.scorer import Scorer
-from stream.history.backtest import Window, batch_of, id_columns, steps
-from stream.pipeline import Pipeline, ScoredBatch
-from stream.planner import RUNG_PARTIAL, RUNG_TRUNCATED, Plan, Planner
+from fraudstream.features.memory_store import MemoryStore
+from fraudstream.features.replay import fraud_labels
+from fraudstream.features.simulator import SimulatorConfig, simulate
+from fraudstream.models import protocol
+from fraudstream.models.scorer import Scorer
+from fraudstream.stream.history.backtest import Window, batch_of, id_columns, steps
+from fraudstream.stream.pipeline import Pipeline, ScoredBatch
+from fraudstream.stream.planner import RUNG_PARTIAL, RUNG_TRUNCATED, Plan, Planner
 from tests.gpu.test_gpu_scorer import SCORE_TOLERANCE, same_reasons
 
 pytestmark = pytest.mark.gpu

@@ -12,11 +12,11 @@ import numpy.typing as npt
 import pandas as pd
 import pytest
 
-from features.datafile import write_transactions
-from models import cli, train
-from models.params import Params
-from models.registry import Registry
-from models.scorer import Scorer
+from fraudstream.features.datafile import write_transactions
+from fraudstream.models import cli, train
+from fraudstream.models.params import Params
+from fraudstream.models.registry import Registry
+from fraudstream.models.scorer import Scorer
 from tests.gpu.conftest import TRAIN_START, dry_run_scorer
 from tests.gpu.test_gpu_scorer import SCORE_TOLERANCE
 

@@ -145,11 +145,11 @@ def _tx(**changes: object) -> bytes:
 def decided_corpus(now_ms: int | None = None) -> list[tuple[bytes, bytes, int]]:
     """(key, value, store flags of its decision) of valid transactions a stream will
     eventually carry, in this order after records of ``GOOD``'s time (2018): each must be
-    decided, never dead-lettered. The flags are ``features.store``'s, for a reader that
+    decided, never dead-lettered. The flags are ``fraudstream.features.store``'s, for a reader that
     passes the stream's watermark: a reused id with other content is a conflict (the
     amount, then the customer), the first copy again is a redelivery, a record dated today
     (``now_ms``) and one 60 days behind are outliers, the largest valid record is plain."""
-    from features.store import FLAG_CONFLICT, FLAG_OUTLIER
+    from fraudstream.features.store import FLAG_CONFLICT, FLAG_OUTLIER
 
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     t = int(GOOD["event_time"])  # type: ignore[call-overload]

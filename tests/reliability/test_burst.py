@@ -19,7 +19,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from models.registry import Registry
+from fraudstream.models.registry import Registry
 from tests.serving import (
     ServeFactory,
     ServeHandle,

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from confluent_kafka import Consumer
 
-from models.registry import Registry
+from fraudstream.models.registry import Registry
 from tests.reliability.test_kafka_faults import Feeder
 from tests.serving import ServeFactory, tx_payload
 

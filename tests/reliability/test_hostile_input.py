@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import redis
 
-from features.definitions import FeatureConfig
-from features.memory_store import MemoryStore
-from features.offline import compute_features
-from features.redis_store import RedisStore
-from models.registry import Registry
+from fraudstream.features.definitions import FeatureConfig
+from fraudstream.features.memory_store import MemoryStore
+from fraudstream.features.offline import compute_features
+from fraudstream.features.redis_store import RedisStore
+from fraudstream.models.registry import Registry
 from tests.serving import (
     ServeFactory,
     batch_of,
@@ -76,7 +76,7 @@ def test_a_reused_id_with_other_content_is_decided_on_its_own_and_changes_nothin
 
 def _last_score(registry: Registry, table: pd.DataFrame) -> float:
     """The score of the table's last row, features computed offline over the table."""
-    from models.scorer import Scorer
+    from fraudstream.models.scorer import Scorer
 
     x = compute_features(table.assign(is_fraud=0), FeatureConfig()).astype(np.float32)[-1:]
     return float(Scorer.load(registry, device="cpu").score(x)[0])
@@ -146,7 +146,7 @@ def test_a_record_dated_years_ahead_hides_no_history_and_is_flagged(
 
 
 def _scores(registry: Registry, x: np.ndarray) -> np.ndarray:
-    from models.scorer import Scorer
+    from fraudstream.models.scorer import Scorer
 
     return np.asarray(Scorer.load(registry, device="cpu").score(x.astype(np.float32)))
 
@@ -194,7 +194,7 @@ def test_the_valid_but_unusual_corpus_is_decided_with_its_flags(
 ) -> None:
     """poison.decided_corpus() after 30 ordinary records of its stream's time: every record
     decided (none dead-lettered), each with the flags the store gives it."""
-    from features.store import FLAG_CONFLICT, FLAG_OUTLIER
+    from fraudstream.features.store import FLAG_CONFLICT, FLAG_OUTLIER
     from tests.reliability.poison import GOOD, decided_corpus
 
     names = {0: [], FLAG_CONFLICT: ["conflicting_duplicate"], FLAG_OUTLIER: ["event_time_outlier"]}

@@ -26,8 +26,8 @@ import pytest
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
-from models.registry import Registry
-from stream.delivery import BatchAborted, ExactlyOnce
+from fraudstream.models.registry import Registry
+from fraudstream.stream.delivery import BatchAborted, ExactlyOnce
 from tests.infra import LocalKafka
 from tests.serving import (
     ServeFactory,
@@ -285,8 +285,8 @@ def test_transactions_aborted_before_commit_stay_invisible_and_are_redone(
     topic_factory: Callable[..., str],
     unique: str,
 ) -> None:
-    from stream.service import build
-    from stream.settings import ServeSettings
+    from fraudstream.stream.service import build
+    from fraudstream.stream.settings import ServeSettings
 
     df = history.iloc[:1500]
     topics = {name: topic_factory(name, 3 if name == "tx" else 1) for name in TOPICS}

@@ -22,11 +22,11 @@ import redis
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from features import rebuild as rebuild_module
-from features.rebuild import rebuild
-from features.redis_scripts import APPLY_LABELS, APPLY_TRANSACTIONS
-from features.redis_store import RedisStore
-from models.registry import Registry
+from fraudstream.features import rebuild as rebuild_module
+from fraudstream.features.rebuild import rebuild
+from fraudstream.features.redis_scripts import APPLY_LABELS, APPLY_TRANSACTIONS
+from fraudstream.features.redis_store import RedisStore
+from fraudstream.models.registry import Registry
 from tests.infra import ROOT, LocalKafka, LocalRedis
 from tests.serving import ServeFactory, ServeHandle, assert_store_equals_one_application, tx_payload
 
@@ -164,7 +164,7 @@ def test_rebuild_over_sasl_scram(
     assert len(_decisions(_sasl(sasl_kafka.bootstrap), serve.decisions, len(df))) == len(df)
     assert serve.stop() == 0
     group = serve.args[serve.args.index("--group-id") + 1]
-    cmd = [sys.executable, "-m", "stream.cli", "--plain-logs", "features", "rebuild"]
+    cmd = [sys.executable, "-m", "fraudstream.stream.cli", "--plain-logs", "features", "rebuild"]
     cmd += ["--bootstrap-servers", sasl_kafka.bootstrap, "--redis-url", redis_url]
     cmd += ["--redis-prefix", serve.prefix, "--input-topic", serve.input, "--group-id", group]
     cmd += ["--no-labels", *SASL_FLAGS[:6]]

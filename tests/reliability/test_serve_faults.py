@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from models.registry import Registry
+from fraudstream.models.registry import Registry
 from tests.serving import (
     ServeFactory,
     assert_store_equals_one_application,

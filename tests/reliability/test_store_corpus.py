@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.memory_store import MemoryStore
-from features.redis_store import RedisStore
-from features.schema import decode_transactions
-from features.store import FeatureStore
+from fraudstream.features.memory_store import MemoryStore
+from fraudstream.features.redis_store import RedisStore
+from fraudstream.features.schema import decode_transactions
+from fraudstream.features.store import FeatureStore
 from tests.infra import LocalRedis
 from tests.reliability.poison import GOOD, decided_corpus
 

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import redis
 
-from features.batch import TransactionBatch
-from features.redis_store import RedisStore
-from features.simulator import SimulatorConfig, simulate
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.redis_store import RedisStore
+from fraudstream.features.simulator import SimulatorConfig, simulate
 from tests.infra import LocalRedis
 
 pytestmark = pytest.mark.reliability

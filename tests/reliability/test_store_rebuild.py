@@ -17,8 +17,8 @@ import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
-from features.redis_store import RedisStore
-from models.registry import Registry
+from fraudstream.features.redis_store import RedisStore
+from fraudstream.models.registry import Registry
 from tests.infra import ROOT, LocalRedis
 from tests.serving import (
     ServeFactory,
@@ -54,7 +54,7 @@ def _wait(check: object, what: str, timeout_s: float = 90) -> None:
 
 def _stored_transactions(url: str, prefix: str) -> int:
     """Transactions the store knows (one field per transaction id in each customer's rows
-    hashes, one per week, see ``features.redis_scripts``)."""
+    hashes, one per week, see ``fraudstream.features.redis_scripts``)."""
     client = redis.Redis.from_url(url)
     try:
         keys = list(client.scan_iter(match=f"{prefix}:{{c:*}}:r*", count=1000))
@@ -123,7 +123,14 @@ def test_a_store_emptied_under_a_running_serve_is_rebuilt(
         assert lost >= 1500, f"the restart should have lost the first 1500, lost {lost}"
         assert _rebuilds_done(serve) == 0
 
-        cmd = [sys.executable, "-m", "stream.cli", "--plain-logs", "features", "rebuild"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "fraudstream.stream.cli",
+            "--plain-logs",
+            "features",
+            "rebuild",
+        ]
         cmd += ["--bootstrap-servers", kafka_bootstrap, "--redis-url", private.url]
         cmd += ["--redis-prefix", serve.prefix, "--input-topic", serve.input]
         cmd += ["--group-id", group, "--no-labels"]

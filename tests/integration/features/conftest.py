@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import redis
 
-from features.memory_store import MemoryStore
-from features.redis_store import RedisStore
-from features.store import FeatureStore
+from fraudstream.features.memory_store import MemoryStore
+from fraudstream.features.redis_store import RedisStore
+from fraudstream.features.store import FeatureStore
 from tests.cluster_infra import redis_cluster  # noqa: F401 (fixture, started on request)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.batch import TransactionBatch
+from fraudstream.features.batch import TransactionBatch
 
 StoreFactory = Callable[..., Any]
 """``make(**limits)`` (the ``make_store`` fixture): a fresh store of the test's kind, with

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import redis
 
-from features import cli
-from features.datafile import write_transactions
-from features.definitions import FEATURE_NAMES
-from features.offline import compute_features
-from features.simulator import SimulatorConfig, simulate
+from fraudstream.features import cli
+from fraudstream.features.datafile import write_transactions
+from fraudstream.features.definitions import FEATURE_NAMES
+from fraudstream.features.offline import compute_features
+from fraudstream.features.simulator import SimulatorConfig, simulate
 
 pytestmark = pytest.mark.integration
 

@@ -11,17 +11,17 @@ import pandas as pd
 import pytest
 import redis
 
-from features.batch import TransactionBatch
-from features.definitions import DAY_S, FEATURE_NAMES
-from features.memory_store import MemoryStore
-from features.offline import compute_features
-from features.redis_batches import numbers_of
-from features.redis_scripts import TTL_REFRESH_S
-from features.redis_store import RedisStore
-from features.replay import replay
-from features.schema import Label
-from features.simulator import SimulatorConfig, simulate
-from features.store import fingerprints
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.definitions import DAY_S, FEATURE_NAMES
+from fraudstream.features.memory_store import MemoryStore
+from fraudstream.features.offline import compute_features
+from fraudstream.features.redis_batches import numbers_of
+from fraudstream.features.redis_scripts import TTL_REFRESH_S
+from fraudstream.features.redis_store import RedisStore
+from fraudstream.features.replay import replay
+from fraudstream.features.schema import Label
+from fraudstream.features.simulator import SimulatorConfig, simulate
+from fraudstream.features.store import fingerprints
 from tests.cluster_infra import LocalCluster, redis_cluster  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration

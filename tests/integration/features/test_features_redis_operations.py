@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import redis
 
-from features.batch import TransactionBatch
-from features.definitions import DAY_S, FeatureConfig
-from features.exceptions import ConfigError, FeatureStoreUnavailable
-from features.memory_store import MemoryStore
-from features.redis_batches import numbers_of, single_calls
-from features.redis_calls import CHUNK_SIZE
-from features.redis_scripts import rows_keys
-from features.redis_store import RedisStore
-from features.simulator import SimulatorConfig, simulate
-from features.store import fingerprints
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.definitions import DAY_S, FeatureConfig
+from fraudstream.features.exceptions import ConfigError, FeatureStoreUnavailable
+from fraudstream.features.memory_store import MemoryStore
+from fraudstream.features.redis_batches import numbers_of, single_calls
+from fraudstream.features.redis_calls import CHUNK_SIZE
+from fraudstream.features.redis_scripts import rows_keys
+from fraudstream.features.redis_store import RedisStore
+from fraudstream.features.simulator import SimulatorConfig, simulate
+from fraudstream.features.store import fingerprints
 
 pytestmark = pytest.mark.integration
 

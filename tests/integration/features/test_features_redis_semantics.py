@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.batch import TransactionBatch
-from features.definitions import DAY_S, FEATURE_NAMES
-from features.memory_store import MemoryStore
-from features.redis_store import RedisStore
-from features.schema import Label
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.definitions import DAY_S, FEATURE_NAMES
+from fraudstream.features.memory_store import MemoryStore
+from fraudstream.features.redis_store import RedisStore
+from fraudstream.features.schema import Label
 
 pytestmark = pytest.mark.integration
 

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.definitions import FEATURE_NAMES
-from features.memory_store import MemoryStore
-from features.offline import compute_features
-from features.redis_store import RedisStore
-from features.replay import replay
-from features.simulator import SimulatorConfig, simulate
-from features.store import FeatureStore
+from fraudstream.features.definitions import FEATURE_NAMES
+from fraudstream.features.memory_store import MemoryStore
+from fraudstream.features.offline import compute_features
+from fraudstream.features.redis_store import RedisStore
+from fraudstream.features.replay import replay
+from fraudstream.features.simulator import SimulatorConfig, simulate
+from fraudstream.features.store import FeatureStore
 
 pytestmark = pytest.mark.integration
 

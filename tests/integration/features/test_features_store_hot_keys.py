@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.definitions import DAY_S, FEATURE_NAMES
-from features.memory_store import MemoryStore
-from features.offline import compute_features
-from features.redis_store import RedisStore
-from features.store import FLAG_CAPPED, TRIM_STEP
+from fraudstream.features.definitions import DAY_S, FEATURE_NAMES
+from fraudstream.features.memory_store import MemoryStore
+from fraudstream.features.offline import compute_features
+from fraudstream.features.redis_store import RedisStore
+from fraudstream.features.store import FLAG_CAPPED, TRIM_STEP
 from tests.integration.features.stores import StoreFactory, batch, frame
 
 pytestmark = pytest.mark.integration

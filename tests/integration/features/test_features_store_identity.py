@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.definitions import DAY_S, FEATURE_NAMES
-from features.memory_store import MemoryStore
-from features.store import FLAG_CONFLICT
+from fraudstream.features.definitions import DAY_S, FEATURE_NAMES
+from fraudstream.features.memory_store import MemoryStore
+from fraudstream.features.store import FLAG_CONFLICT
 from tests.integration.features.stores import StoreFactory, batch
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.offline import compute_features
-from features.store import SLACK_S
+from fraudstream.features.offline import compute_features
+from fraudstream.features.store import SLACK_S
 from tests.integration.features.stores import StoreFactory, batch, frame
 
 pytestmark = pytest.mark.integration

@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from features.definitions import FeatureConfig
-from features.memory_store import MemoryStore
-from features.rebuild import behind, rebuild
-from features.redis_store import RedisStore
-from features.replay import fraud_labels
-from features.schema import encode_label
+from fraudstream.features.definitions import FeatureConfig
+from fraudstream.features.memory_store import MemoryStore
+from fraudstream.features.rebuild import behind, rebuild
+from fraudstream.features.redis_store import RedisStore
+from fraudstream.features.replay import fraud_labels
+from fraudstream.features.schema import encode_label
 from tests.infra import ROOT, free_port
 from tests.serving import batch_of, tx_payload
 
@@ -164,7 +164,15 @@ def test_a_store_behind_its_group_is_read_from_its_marks_only(
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "stream.cli", "--plain-logs", "features", "rebuild", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fraudstream.stream.cli",
+        "--plain-logs",
+        "features",
+        "rebuild",
+        *args,
+    ]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 

@@ -5,18 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-import pytest
 
-import stream.cli
+from fraudstream.stream import cli
 from tests.serving import consume_all
 
 
-def fraudstream(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
-    """``stream.cli.main`` with ``stream.history.cli`` registered (until the CLI lists it)."""
-    modules = stream.cli.COMMAND_MODULES
-    if "stream.history.cli" not in modules:
-        monkeypatch.setattr(stream.cli, "COMMAND_MODULES", (*modules, "stream.history.cli"))
-    return stream.cli.main(["--plain-logs", "--log-level", "WARNING", *argv])
+def fraudstream(argv: list[str]) -> int:
+    """``fraudstream`` run in-process (``fraudstream.stream.cli.main``), quiet logs."""
+    return cli.main(["--plain-logs", "--log-level", "WARNING", *argv])
 
 
 def read_back(bootstrap: str, topic: str, expected: int) -> list[tuple[int, bytes, dict[str, Any]]]:

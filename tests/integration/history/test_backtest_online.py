@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import redis
 
-from features.datafile import write_transactions
-from models.registry import Registry
+from fraudstream.features.datafile import write_transactions
+from fraudstream.models.registry import Registry
 from tests.integration.history.cli_run import fraudstream
 from tests.serving import ServeFactory, consume_all, decisions_of
 
@@ -25,7 +25,7 @@ def _backtest(
 ) -> int:
     argv = ["backtest", "--data", str(data), "--registry", str(registry.root), *WINDOW]
     argv += ["--report", str(report), "--device", "cpu", *extra]
-    return fraudstream(argv, monkeypatch)
+    return fraudstream(argv)
 
 
 def _keys(redis_url: str, pattern: str) -> int:

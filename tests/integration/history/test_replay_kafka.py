@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.datafile import write_transactions
+from fraudstream.features.datafile import write_transactions
 from tests.integration.history.cli_run import fraudstream, read_back
 from tests.unit.history.history_data import DAY_MS, T0, table
 
@@ -38,7 +38,7 @@ def test_rate_is_held_within_5_percent(
     topic = topic_factory("tx")
     argv = ["replay", "--data", str(data), "--bootstrap-servers", kafka_bootstrap]
     argv += ["--topic", topic, "--no-labels", "--rate", "1000"]
-    assert fraudstream(argv, monkeypatch) == 0
+    assert fraudstream(argv) == 0
     out = capsys.readouterr().out
     got = read_back(kafka_bootstrap, topic, 3000)
     assert len(got) == 3000
@@ -64,7 +64,7 @@ def test_speed_scales_event_time_gaps(
     topic = topic_factory("tx")
     argv = ["replay", "--data", str(data), "--bootstrap-servers", kafka_bootstrap]
     argv += ["--topic", topic, "--no-labels", "--speed", "2400x"]
-    assert fraudstream(argv, monkeypatch) == 0
+    assert fraudstream(argv) == 0
     got = read_back(kafka_bootstrap, topic, 1500)
     stamps = np.array([ts for ts, _k, _v in got], dtype=np.int64)
     event = np.array([v["event_time"] for _ts, _k, v in got], dtype=np.int64)
@@ -90,7 +90,7 @@ def test_labels_arrive_after_their_transaction_at_event_time_plus_delay(
     argv = ["replay", "--data", str(data), "--bootstrap-servers", kafka_bootstrap]
     argv += ["--topic", tx_topic, "--labels-topic", label_topic, "--label-delay-days", "2"]
     argv += ["--speed", f"{speed:g}x"]
-    assert fraudstream(argv, monkeypatch) == 0
+    assert fraudstream(argv) == 0
     txs = read_back(kafka_bootstrap, tx_topic, 600)
     labels = read_back(kafka_bootstrap, label_topic, 60)
     assert len(txs) == 600 and len(labels) == 60
@@ -137,7 +137,7 @@ def test_map_replays_a_file_with_upper_case_columns(
     )
     argv = ["replay", "--data", str(path), "--map", mapping, "--bootstrap-servers"]
     argv += [kafka_bootstrap, "--topic", tx_topic, "--labels-topic", label_topic]
-    assert fraudstream(argv, monkeypatch) == 0
+    assert fraudstream(argv) == 0
     got = read_back(kafka_bootstrap, tx_topic, 200)
     sent = pd.DataFrame([v for _ts, _k, v in got])
     assert sent["transaction_id"].tolist() == df["transaction_id"].tolist()
@@ -161,7 +161,7 @@ def test_a_bad_row_stops_the_replay_before_anything_is_sent(
     topic = topic_factory("tx")
     argv = ["replay", "--data", str(path), "--bootstrap-servers", kafka_bootstrap]
     argv += ["--topic", topic, "--no-labels"]
-    assert fraudstream(argv, monkeypatch) == 2
+    assert fraudstream(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "row 18" in err[0] and "amount" in err[0], err
     assert read_back(kafka_bootstrap, topic, 0) == []
@@ -188,7 +188,7 @@ def test_window_and_resume_send_exactly_the_selected_messages(
     argv = ["replay", "--data", str(data), "--bootstrap-servers", kafka_bootstrap]
     argv += ["--topic", tx_topic, "--labels-topic", label_topic, "--label-delay-days", "1"]
     argv += ["--from", "2018-04-03", "--to", "2018-04-07", "--start-after", resume_after]
-    assert fraudstream(argv, monkeypatch) == 0
+    assert fraudstream(argv) == 0
     got = [v["transaction_id"] for _ts, _k, v in read_back(kafka_bootstrap, tx_topic, 1)]
     assert got == inside[100:]
     due = ms + DAY_MS
@@ -210,7 +210,7 @@ def test_a_missing_topic_is_one_clear_line(
     data = _write(table(10, DAY_MS), tmp_path)
     argv = ["replay", "--data", str(data), "--bootstrap-servers", kafka_bootstrap]
     argv += ["--topic", "no-such-topic-for-replay", "--no-labels"]
-    assert fraudstream(argv, monkeypatch) == 2
+    assert fraudstream(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         "error: topic 'no-such-topic-for-replay' does not exist on the broker: create it first"

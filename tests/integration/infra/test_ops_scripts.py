@@ -76,7 +76,7 @@ def test_unreachable_broker_is_one_clear_line_within_timeout() -> None:
         [
             sys.executable,
             "-m",
-            "stream.cli",
+            "fraudstream.stream.cli",
             "check",
             "--bootstrap-servers",
             f"127.0.0.1:{port}",

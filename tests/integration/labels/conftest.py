@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from features.redis_store import RedisStore
+from fraudstream.features.redis_store import RedisStore
 from tests.integration.labels.harness import LabelTopics, Worker, worker_env
 
 

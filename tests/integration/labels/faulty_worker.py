@@ -32,8 +32,8 @@ if __name__ == "__main__":
     fault = os.environ["FAULT"]
     if fault.startswith("no-codecs"):
         sys.modules["cramjam"] = None  # type: ignore[assignment]  # import cramjam -> ImportError
-    from features.labels import pipeline, preflight
-    from features.labels.worker import main
+    from fraudstream.features.labels import pipeline, preflight
+    from fraudstream.features.labels.worker import main
 
     if fault == "no-codecs-unchecked":
         preflight.check_codecs = _no_codec_check

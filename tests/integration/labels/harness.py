@@ -61,7 +61,7 @@ def wait_for(
 
 @dataclass
 class Worker:
-    """``fraudstream features run`` (or ``python -m features.labels.worker`` when not
+    """``fraudstream features run`` (or ``python -m fraudstream.features.labels.worker`` when not
     ``via_cli``, or ``python -m <module>``) with its own port, log file and settings."""
 
     args: list[str]
@@ -82,9 +82,16 @@ class Worker:
         if self.module is not None:
             cmd = [sys.executable, "-m", self.module]
         elif self.via_cli:
-            cmd = [sys.executable, "-m", "stream.cli", "--plain-logs", "features", "run"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "fraudstream.stream.cli",
+                "--plain-logs",
+                "features",
+                "run",
+            ]
         else:
-            cmd = [sys.executable, "-m", "features.labels.worker"]
+            cmd = [sys.executable, "-m", "fraudstream.features.labels.worker"]
         cmd += [*self.args, "--web-port", str(self.port)]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(

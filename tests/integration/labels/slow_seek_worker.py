@@ -1,5 +1,6 @@
 """The label worker with a slow seek after recovery, for the test of
-``features.labels.faust_fixes``: ``python -m tests.integration.labels.slow_seek_worker [flags]``.
+``fraudstream.features.labels.faust_fixes``: ``python -m tests.integration.labels.slow_seek_worker
+[flags]``.
 
 ``SLOW_SEEK_S`` seconds are added after faust's seek to the committed offsets, the moment
 at which faust used to clear stream queues the fetcher was filling (faust-streaming/faust#596);
@@ -18,8 +19,8 @@ from typing import Any
 import faust
 from faust.transport.consumer import Consumer
 
-from features.labels import app as label_app
-from features.labels.worker import main
+from fraudstream.features.labels import app as label_app
+from fraudstream.features.labels.worker import main
 
 _perform_seek = Consumer.perform_seek
 

@@ -1,4 +1,5 @@
-"""``features.labels.faust_fixes`` against a real broker: labels the fetcher brings in while a
+"""``fraudstream.features.labels.faust_fixes`` against a real broker: labels the fetcher brings in
+while a
 restarted worker seeks are all stored (faust used to clear them from the queues); the seek
 after a recovery puts every partition at its committed offset, at 0 where 0 was committed,
 and, where nothing was committed, where the reset policy says."""
@@ -14,11 +15,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from confluent_kafka import Producer
 
-from features.labels import faust_fixes
-from features.labels.app import build_app
-from features.labels.faust_fixes import LabelFaustApp, seek_to_committed_or_reset
-from features.labels.settings import LabelSettings
-from features.schema import Label, encode_label
+from fraudstream.features.labels import faust_fixes
+from fraudstream.features.labels.app import build_app
+from fraudstream.features.labels.faust_fixes import LabelFaustApp, seek_to_committed_or_reset
+from fraudstream.features.labels.settings import LabelSettings
+from fraudstream.features.schema import Label, encode_label
 from tests.integration.labels.harness import (
     LabelTopics,
     Message,

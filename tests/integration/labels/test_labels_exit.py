@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Producer
 
-from features.schema import Label, encode_label
+from fraudstream.features.schema import Label, encode_label
 from tests.integration.labels.harness import (
     LabelTopics,
     Worker,

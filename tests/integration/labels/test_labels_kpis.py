@@ -12,7 +12,7 @@ import orjson
 import pandas as pd
 import pytest
 
-from features.schema import Label, encode_label
+from fraudstream.features.schema import Label, encode_label
 from tests.integration.labels.harness import LabelTopics, Message, Worker, produce, wait_for
 
 pytestmark = pytest.mark.integration

@@ -11,12 +11,12 @@ import orjson
 import pandas as pd
 import pytest
 
-from features.batch import TransactionBatch
-from features.definitions import FEATURE_NAMES
-from features.offline import compute_features
-from features.redis_store import RedisStore
-from features.schema import Label, encode_label
-from features.simulator import SimulatorConfig, simulate
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.definitions import FEATURE_NAMES
+from fraudstream.features.offline import compute_features
+from fraudstream.features.redis_store import RedisStore
+from fraudstream.features.schema import Label, encode_label
+from fraudstream.features.simulator import SimulatorConfig, simulate
 from tests.integration.labels.harness import (
     LabelTopics,
     Message,

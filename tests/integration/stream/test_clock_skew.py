@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from confluent_kafka import Producer
 
-from models.registry import Registry
+from fraudstream.models.registry import Registry
 from tests.serving import ServeFactory, ServeHandle, consume_all, decisions_of, tx_payload
 
 pytestmark = pytest.mark.integration

@@ -13,10 +13,16 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from features.exceptions import InvalidTransaction
-from stream.deadletter import MAX_ATTEMPTS, DeadLetter, DeadLetters, Source, error_headers
-from stream.delivery import AtLeastOnce, BatchAborted, Delivery, ExactlyOnce
-from stream.kafka.limits import BROKER_DEFAULT
+from fraudstream.features.exceptions import InvalidTransaction
+from fraudstream.stream.deadletter import (
+    MAX_ATTEMPTS,
+    DeadLetter,
+    DeadLetters,
+    Source,
+    error_headers,
+)
+from fraudstream.stream.delivery import AtLeastOnce, BatchAborted, Delivery, ExactlyOnce
+from fraudstream.stream.kafka.limits import BROKER_DEFAULT
 
 pytestmark = pytest.mark.integration
 

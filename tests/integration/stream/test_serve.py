@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import redis
 
-from features.definitions import FeatureConfig
-from features.offline import compute_features
-from features.redis_store import RedisStore
-from models.registry import Registry
-from models.scorer import Scorer
+from fraudstream.features.definitions import FeatureConfig
+from fraudstream.features.offline import compute_features
+from fraudstream.features.redis_store import RedisStore
+from fraudstream.models.registry import Registry
+from fraudstream.models.scorer import Scorer
 from tests.infra import LocalRedis
 from tests.serving import (
     ServeFactory,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import redis
 
-from models.registry import Registry
+from fraudstream.models.registry import Registry
 from tests.serving import ServeFactory, consume_all, decisions_of, produce, tx_payload
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """What the deployment files must agree with: the CLI's parsers and the exposed metric names.
 
-``check_command`` walks ``stream.cli.build_parser()`` down a command's subcommand path
+``check_command`` walks ``fraudstream.stream.cli.build_parser()`` down a command's subcommand path
 (``serve``, ``features run``) and reports every flag that parser would not accept, every
 value outside an option's choices, and every required option left out.
 """

@@ -227,7 +227,7 @@ def partitions_default() -> int:
 
 def serve_shutdown_default_s() -> float:
     """serve's bound on a graceful stop when neither a flag nor the environment sets it."""
-    from stream.settings import ServeSettings
+    from fraudstream.stream.settings import ServeSettings
 
     default = ServeSettings.model_fields["shutdown_timeout_s"].default
     return float(default)

@@ -10,7 +10,7 @@ from typing import Any, get_args
 import pytest
 from pydantic import SecretStr
 
-from stream.cli import build_parser
+from fraudstream.stream.cli import build_parser
 from tests.unit.deploy.contract import split_command
 
 SECRET_VALUE = "pl4ceholder-s3cret"
@@ -19,8 +19,8 @@ SECRET_VALUE = "pl4ceholder-s3cret"
 
 def secret_fields() -> set[str]:
     """The settings of serve and the label pipeline that are credentials (``SecretStr``)."""
-    from features.labels.settings import LabelSettings
-    from stream.settings import ServeSettings
+    from fraudstream.features.labels.settings import LabelSettings
+    from fraudstream.stream.settings import ServeSettings
 
     found: set[str] = set()
     for model in (ServeSettings, LabelSettings):
@@ -50,10 +50,10 @@ def settings_of(
 ) -> Any:
     """The settings ``fraudstream <args>`` builds with exactly this FRAUDSTREAM_ environment
     (None: a value from a Secret, replaced by a placeholder)."""
-    from features.config import load_settings
-    from features.labels.commands import settings_from_args
-    from stream.commands import flags_of
-    from stream.settings import ServeSettings
+    from fraudstream.features.config import load_settings
+    from fraudstream.features.labels.commands import settings_from_args
+    from fraudstream.stream.commands import flags_of
+    from fraudstream.stream.settings import ServeSettings
 
     for name in list(os.environ):
         if name.startswith("FRAUDSTREAM_"):

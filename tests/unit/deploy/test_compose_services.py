@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stream.cli import build_parser
+from fraudstream.stream.cli import build_parser
 from tests.infra import ROOT
 from tests.unit.deploy.contract import check_command, flag_value
 from tests.unit.deploy.manifests import (

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stream.cli import build_parser
+from fraudstream.stream.cli import build_parser
 from tests.unit.deploy.contract import check_command, env_names, flag_value, split_command
 from tests.unit.deploy.manifests import (
     K8S,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from stream.cli import build_parser
+from fraudstream.stream.cli import build_parser
 from tests.unit.deploy.contract import check_command, flag_value
 from tests.unit.deploy.manifests import (
     K8S,

@@ -8,7 +8,7 @@ import argparse
 
 import pytest
 
-from stream.cli import build_parser
+from fraudstream.stream.cli import build_parser
 from tests.unit.deploy.contract import split_command
 from tests.unit.deploy.manifests import (
     command_tokens,

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from features.cli import RebuildSettings
-from features.config import load_settings
-from features.exceptions import ConfigError
-from features.labels.settings import LabelSettings
-from stream.settings import CheckSettings, ServeSettings
+from fraudstream.features.cli import RebuildSettings
+from fraudstream.features.config import load_settings
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.features.labels.settings import LabelSettings
+from fraudstream.stream.settings import CheckSettings, ServeSettings
 
 FILE = """
 [common]

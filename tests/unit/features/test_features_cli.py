@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import cli
-from features.datafile import read_transactions
-from features.definitions import FEATURE_NAMES
-from features.exceptions import DataFileError
-from features.offline import compute_features
+from fraudstream.features import cli
+from fraudstream.features.datafile import read_transactions
+from fraudstream.features.definitions import FEATURE_NAMES
+from fraudstream.features.exceptions import DataFileError
+from fraudstream.features.offline import compute_features
 
 
 def _parser() -> argparse.ArgumentParser:

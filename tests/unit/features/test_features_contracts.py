@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.contracts import SCHEMA_NAMES, load_schema, schema_errors
-from features.exceptions import InvalidLabel
-from features.schema import DecodeLimits, decode_label, decode_transactions
+from fraudstream.features.contracts import SCHEMA_NAMES, load_schema, schema_errors
+from fraudstream.features.exceptions import InvalidLabel
+from fraudstream.features.schema import DecodeLimits, decode_label, decode_transactions
 
 NOW = 1_700_000_000_000
 T0 = 1_522_540_800_000

@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.datafile import (
+from fraudstream.features.datafile import (
     BadRow,
     parse_column_map,
     read_transactions,
     read_transactions_report,
     write_transactions,
 )
-from features.exceptions import ConfigError, DataFileError
-from features.simulator import SimulatorConfig, simulate
+from fraudstream.features.exceptions import ConfigError, DataFileError
+from fraudstream.features.simulator import SimulatorConfig, simulate
 
 T0 = 1_522_540_800_000
 

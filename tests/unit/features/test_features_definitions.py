@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from features.definitions import (
+from fraudstream.features.definitions import (
     FEATURE_NAMES,
     FEATURE_SET_VERSION,
     FeatureConfig,
@@ -15,7 +15,7 @@ from features.definitions import (
     seconds,
     transaction_level_features,
 )
-from features.exceptions import ConfigError
+from fraudstream.features.exceptions import ConfigError
 
 
 def _ms(text: str) -> int:
@@ -161,6 +161,6 @@ def test_schema_hash_covers_the_feature_set_version(monkeypatch: pytest.MonkeyPa
         "tz": "UTC",
     }
     before = config.schema_hash()
-    monkeypatch.setattr("features.definitions.FEATURE_SET_VERSION", 3)
+    monkeypatch.setattr("fraudstream.features.definitions.FEATURE_SET_VERSION", 3)
     assert config.describe()["feature_set_version"] == 3
     assert config.schema_hash() != before

@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.batch import TransactionBatch
-from features.definitions import DAY_S, FEATURE_NAMES
-from features.memory_store import MemoryStore
-from features.offline import compute_features
-from features.replay import fraud_labels, replay
-from features.schema import Label
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.definitions import DAY_S, FEATURE_NAMES
+from fraudstream.features.memory_store import MemoryStore
+from fraudstream.features.offline import compute_features
+from fraudstream.features.replay import fraud_labels, replay
+from fraudstream.features.schema import Label
 
 T0 = 1_522_540_800_000
 DAY = DAY_S * 1000

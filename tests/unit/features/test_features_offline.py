@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.definitions import DAY_S, FEATURE_NAMES, FeatureConfig
-from features.exceptions import DataFileError
-from features.offline import compute_features
+from fraudstream.features.definitions import DAY_S, FEATURE_NAMES, FeatureConfig
+from fraudstream.features.exceptions import DataFileError
+from fraudstream.features.offline import compute_features
 
 T0 = 1_522_540_800_000  # 2018-04-01T00:00:00Z
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}

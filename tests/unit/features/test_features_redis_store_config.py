@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from redis.connection import SSLConnection, UnixDomainSocketConnection
 
-from features.batch import TransactionBatch
-from features.exceptions import ConfigError
-from features.redis_store import RedisStore
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.features.redis_store import RedisStore
 
 
 def test_rediss_url_uses_tls_and_credentials() -> None:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.exceptions import InvalidLabel, InvalidTransaction
-from features.schema import (
+from fraudstream.features.exceptions import InvalidLabel, InvalidTransaction
+from fraudstream.features.schema import (
     DecodeLimits,
     Label,
     Transaction,

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.definitions import DAY_S
-from features.exceptions import ConfigError
-from features.simulator import SimulatorConfig, simulate, summarize
+from fraudstream.features.definitions import DAY_S
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.features.simulator import SimulatorConfig, simulate, summarize
 
 SMALL = SimulatorConfig(n_customers=300, n_terminals=600, n_days=60, seed=3)
 START_MS = 1_522_540_800_000  # 2018-04-01T00:00:00Z

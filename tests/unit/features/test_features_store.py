@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.batch import TransactionBatch
-from features.definitions import FeatureConfig
-from features.exceptions import ConfigError
-from features.store import (
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.definitions import FeatureConfig
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.features.store import (
     AHEAD_TOLERANCE_S,
     FLAG_OUTLIER,
     check_caps,

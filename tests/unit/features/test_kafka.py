@@ -9,15 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from features.cli import RebuildSettings
-from features.config import COMMON_KEYS, TABLES, KafkaSettings, given_flags, load_settings
-from features.exceptions import ConfigError
-from features.kafka import KafkaConnection
-from features.labels.credentials import broker_credentials, broker_urls
-from features.labels.settings import LabelSettings
-from stream.cli import build_parser
-from stream.history.cli import BacktestSettings, ReplaySettings
-from stream.settings import CheckSettings, ServeSettings
+from fraudstream.features.cli import RebuildSettings
+from fraudstream.features.config import (
+    COMMON_KEYS,
+    TABLES,
+    KafkaSettings,
+    given_flags,
+    load_settings,
+)
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.features.kafka import KafkaConnection
+from fraudstream.features.labels.credentials import broker_credentials, broker_urls
+from fraudstream.features.labels.settings import LabelSettings
+from fraudstream.stream.cli import build_parser
+from fraudstream.stream.history.cli import BacktestSettings, ReplaySettings
+from fraudstream.stream.settings import CheckSettings, ServeSettings
 
 SECRET = "k4fka-s3cret"
 COMMANDS: dict[str, tuple[type[KafkaSettings], list[str]]] = {

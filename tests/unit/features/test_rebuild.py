@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.batch import TransactionBatch
-from features.cli import RebuildSettings
-from features.config import load_settings
-from features.definitions import FeatureConfig
-from features.memory_store import MemoryStore
-from features.rebuild import (
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.cli import RebuildSettings
+from fraudstream.features.config import load_settings
+from fraudstream.features.definitions import FeatureConfig
+from fraudstream.features.memory_store import MemoryStore
+from fraudstream.features.rebuild import (
     PartitionPlan,
     PartitionResult,
     RebuildReport,

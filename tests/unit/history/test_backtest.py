@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.datafile import read_transactions, write_transactions
-from features.definitions import DAY_S, FeatureConfig, seconds
-from features.offline import compute_features
-from features.replay import fraud_labels
-from models import metrics, protocol
-from models.registry import Registry
-from models.scorer import Scorer
-from stream.decision import Rules
-from stream.history.backtest import Window, steps
+from fraudstream.features.datafile import read_transactions, write_transactions
+from fraudstream.features.definitions import DAY_S, FeatureConfig, seconds
+from fraudstream.features.offline import compute_features
+from fraudstream.features.replay import fraud_labels
+from fraudstream.models import metrics, protocol
+from fraudstream.models.registry import Registry
+from fraudstream.models.scorer import Scorer
+from fraudstream.stream.decision import Rules
+from fraudstream.stream.history.backtest import Window, steps
 from tests.integration.history.cli_run import fraudstream
 from tests.serving import register, train_model
 
@@ -36,7 +36,7 @@ def _backtest(
 ) -> int:
     argv = ["backtest", "--data", str(data), "--registry", str(registry.root)]
     argv += [*WINDOW, "--report", str(report), "--device", "cpu", *extra]
-    return fraudstream(argv, monkeypatch)
+    return fraudstream(argv)
 
 
 def _test_set(history: pd.DataFrame) -> protocol.EvalSet:

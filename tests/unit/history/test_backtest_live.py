@@ -10,14 +10,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.exceptions import ConfigError
-from features.memory_store import MemoryStore
-from models import protocol
-from models.registry import Registry
-from models.scorer import Scorer
-from stream.history.backtest import Backtest, BacktestResult, LiveBacktest, Window, compare
-from stream.pipeline import Pipeline
-from stream.planner import Planner
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.features.memory_store import MemoryStore
+from fraudstream.models import protocol
+from fraudstream.models.registry import Registry
+from fraudstream.models.scorer import Scorer
+from fraudstream.stream.history.backtest import (
+    Backtest,
+    BacktestResult,
+    LiveBacktest,
+    Window,
+    compare,
+)
+from fraudstream.stream.pipeline import Pipeline
+from fraudstream.stream.planner import Planner
 from tests.serving import batch_of
 
 START = protocol.day_start_ms("2018-04-15")

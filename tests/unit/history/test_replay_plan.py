@@ -8,9 +8,14 @@ import numpy as np
 import orjson
 import pytest
 
-from features.exceptions import ConfigError
-from features.schema import Transaction, decode_label, decode_transactions, encode_transaction
-from stream.history.replay import (
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.features.schema import (
+    Transaction,
+    decode_label,
+    decode_transactions,
+    encode_transaction,
+)
+from fraudstream.stream.history.replay import (
     LABEL,
     TRANSACTION,
     Pace,

@@ -1,4 +1,4 @@
-"""The label worker's flow control (``features.labels.faust_fixes``): resuming flow that
+"""The label worker's flow control (``fraudstream.features.labels.faust_fixes``): resuming flow that
 already flows keeps the events queued; resuming after a suspension clears them, as faust's
 does."""
 
@@ -8,7 +8,7 @@ import asyncio
 
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
-from features.labels.faust_fixes import ResumeOnlyWhenSuspended
+from fraudstream.features.labels.faust_fixes import ResumeOnlyWhenSuspended
 
 
 def _queued_after(flow: FlowControlEvent, suspend_first: bool) -> int:

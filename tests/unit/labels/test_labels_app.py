@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from features.labels.app import build_app
-from features.labels.join import DECIDED, FRAUDS, WIDTH
-from features.labels.kpis import summarize
-from features.labels.metrics import LabelMetrics
-from features.labels.settings import LabelSettings
-from features.schema import Label
+from fraudstream.features.labels.app import build_app
+from fraudstream.features.labels.join import DECIDED, FRAUDS, WIDTH
+from fraudstream.features.labels.kpis import summarize
+from fraudstream.features.labels.metrics import LabelMetrics
+from fraudstream.features.labels.settings import LabelSettings
+from fraudstream.features.schema import Label
 
 H0 = 1_522_540_800
 
@@ -56,7 +56,7 @@ def test_metric_names_and_kpi_gauges() -> None:
 
 
 def test_last_hours_parameter() -> None:
-    from features.labels.web import _last_hours
+    from fraudstream.features.labels.web import _last_hours
 
     assert _last_hours(None) is None and _last_hours("24") == 24
     assert _last_hours("-1") == "last must be a whole number of hours, got '-1'"

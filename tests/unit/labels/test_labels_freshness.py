@@ -11,12 +11,12 @@ from collections.abc import Collection
 import pytest
 from prometheus_client import generate_latest
 
-from features.labels.applier import LabelWriter
-from features.labels.deadletter import Source
-from features.labels.freshness import LabelFreshness
-from features.labels.metrics import LabelMetrics
-from features.labels.pipeline import LabelPipeline, RawMessage
-from features.schema import Label, encode_label
+from fraudstream.features.labels.applier import LabelWriter
+from fraudstream.features.labels.deadletter import Source
+from fraudstream.features.labels.freshness import LabelFreshness
+from fraudstream.features.labels.metrics import LabelMetrics
+from fraudstream.features.labels.pipeline import LabelPipeline, RawMessage
+from fraudstream.features.schema import Label, encode_label
 from tests.integration.labels.harness import metric_value
 from tests.unit.deploy.contract import LABEL_METRICS
 
@@ -127,7 +127,7 @@ def test_a_worker_holding_no_label_partition_is_never_stale() -> None:
 def test_check_warns_once_per_threshold_and_says_when_labels_flow_again(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="features.labels.freshness")
+    caplog.set_level(logging.INFO, logger="fraudstream.features.labels.freshness")
     f, clock = _fresh(stale_after_s=60)
     f.labels_applied(0, [1])
     for _ in range(30):  # 150 s of decisions every 5 s, no label

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from features.labels.join import (
+from fraudstream.features.labels.join import (
     AMOUNTS,
     DECIDED,
     FRAUDS,
@@ -13,7 +13,7 @@ from features.labels.join import (
     empty_stats,
     transition,
 )
-from features.labels.records import JoinRecord
+from fraudstream.features.labels.records import JoinRecord
 
 T = 1_522_540_800_000
 DECLINE = JoinRecord("tx", T, decision=2, amount=80.5)

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from features.labels.join import DECIDED, FRAUDS, MARK
-from features.labels.kpi_table import EventHourWindow, KpiTable
-from features.labels.records import JoinRecord
+from fraudstream.features.labels.join import DECIDED, FRAUDS, MARK
+from fraudstream.features.labels.kpi_table import EventHourWindow, KpiTable
+from fraudstream.features.labels.records import JoinRecord
 
 T = 1_522_540_800_000  # 2018-04-01T00:00Z
 DAY_MS = 86_400_000

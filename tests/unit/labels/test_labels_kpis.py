@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from features.labels.join import AMOUNTS, DECIDED, FRAUDS, LABELLED, UNDECIDED, WIDTH
-from features.labels.kpis import summarize
+from fraudstream.features.labels.join import AMOUNTS, DECIDED, FRAUDS, LABELLED, UNDECIDED, WIDTH
+from fraudstream.features.labels.kpis import summarize
 
 H0, H1 = 1_522_540_800, 1_522_544_400
 

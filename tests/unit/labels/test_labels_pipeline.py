@@ -9,13 +9,13 @@ from collections.abc import Sequence
 import orjson
 import pytest
 
-from features.exceptions import FeatureStoreUnavailable
-from features.labels.applier import Backoff, LabelWriter, decode_batch
-from features.labels.deadletter import Header, Source
-from features.labels.metrics import LabelMetrics
-from features.labels.pipeline import LabelPipeline, RawMessage
-from features.labels.records import JoinRecord, decode, partition_for
-from features.schema import Label, encode_label
+from fraudstream.features.exceptions import FeatureStoreUnavailable
+from fraudstream.features.labels.applier import Backoff, LabelWriter, decode_batch
+from fraudstream.features.labels.deadletter import Header, Source
+from fraudstream.features.labels.metrics import LabelMetrics
+from fraudstream.features.labels.pipeline import LabelPipeline, RawMessage
+from fraudstream.features.labels.records import JoinRecord, decode, partition_for
+from fraudstream.features.schema import Label, encode_label
 
 T = 1_522_540_800_000
 LABELS = [

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from features.labels import preflight
-from features.labels.exceptions import KafkaAuthenticationFailed, KafkaUnreachable
-from features.labels.settings import LabelSettings
+from fraudstream.features.labels import preflight
+from fraudstream.features.labels.exceptions import KafkaAuthenticationFailed, KafkaUnreachable
+from fraudstream.features.labels.settings import LabelSettings
 
 SECRET = "pw-that-must-not-show"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from features.labels.records import (
+from fraudstream.features.labels.records import (
     JoinRecord,
     decode,
     encode,
@@ -13,7 +13,7 @@ from features.labels.records import (
     from_label,
     partition_for,
 )
-from features.schema import Label
+from fraudstream.features.schema import Label
 
 T = 1_522_540_800_000
 GOOD = {

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from features.config import load_settings
-from features.exceptions import ConfigError
-from features.labels.commands import add_commands, settings_from_args
-from features.labels.credentials import broker_credentials, broker_urls
-from features.labels.settings import LabelSettings
+from fraudstream.features.config import load_settings
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.features.labels.commands import add_commands, settings_from_args
+from fraudstream.features.labels.credentials import broker_credentials, broker_urls
+from fraudstream.features.labels.settings import LabelSettings
 
 SECRET = "s3cr3t-pa55"
 
@@ -170,7 +170,7 @@ def test_the_command_runs_the_worker_with_its_settings(monkeypatch: pytest.Monke
         seen.append(settings)
         return 0
 
-    monkeypatch.setattr("features.labels.worker.run", fake_run)
+    monkeypatch.setattr("fraudstream.features.labels.worker.run", fake_run)
     args = _parse("--bootstrap-servers", "k:1", "--redis-url", "redis://r", "--web-port", "7")
     assert args.func(args) == 0
     assert seen[0].web_port == 7

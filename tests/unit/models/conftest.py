@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from features.definitions import FEATURE_NAMES
-from features.simulator import SimulatorConfig, simulate
-from models.manifest import Thresholds, TrainWindow
-from models.registry import Registry
+from fraudstream.features.definitions import FEATURE_NAMES
+from fraudstream.features.simulator import SimulatorConfig, simulate
+from fraudstream.models.manifest import Thresholds, TrainWindow
+from fraudstream.models.registry import Registry
 
 NAMES = FEATURE_NAMES  # the running definitions: a registered model must match them
 SCHEMA = "schema-hash-for-tests"

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models import metrics
+from fraudstream.models import metrics
 from tests.infra import ROOT
 
 sys.path.insert(0, str(ROOT / "ops" / "models"))

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from features.datafile import write_transactions
-from models import cli, metrics, progress
-from models.registry import Registry
+from fraudstream.features.datafile import write_transactions
+from fraudstream.models import cli, metrics, progress
+from fraudstream.models.registry import Registry
 
 SMALL = '{"n_trees": 20, "max_depth": 3}'
 

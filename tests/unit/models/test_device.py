@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from features.exceptions import ConfigError
-from models import cli, device
-from models.exceptions import DeviceUnavailable
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.models import cli, device
+from fraudstream.models.exceptions import DeviceUnavailable
 
 BROKEN = "CUDARuntimeError: cudaErrorNoDevice: no CUDA-capable device is detected"
 
@@ -64,7 +64,7 @@ def broken_gpu(fake_gpu: list[tuple[str, bool]], monkeypatch: pytest.MonkeyPatch
 
 @pytest.mark.usefixtures("no_gpu")
 def test_auto_without_gpu_picks_cpu_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="models.device"):
+    with caplog.at_level(logging.INFO, logger="fraudstream.models.device"):
         assert device.resolve_device("auto") == "cpu"
     assert caplog.messages == [
         "device auto -> cpu: no GPU visible (no NVIDIA driver entries and nvidia-smi is not "
@@ -105,7 +105,7 @@ def test_the_probe_runs_once_per_device_and_purpose(fake_gpu: list[tuple[str, bo
 def test_auto_falls_back_to_cpu_with_one_warning_when_the_gpu_does_not_work(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="models.device"):
+    with caplog.at_level(logging.INFO, logger="fraudstream.models.device"):
         for _ in range(3):  # serve resolves the device again for every model it loads
             assert device.resolve_device("auto", need_cupy=True) == "cpu"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

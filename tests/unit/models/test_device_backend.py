@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from models.backend import CudaBackend, ShapTiming, gpu_from_rows, measure_shap_paths
-from models.treeshap import TreeShap
+from fraudstream.models.backend import CudaBackend, ShapTiming, gpu_from_rows, measure_shap_paths
+from fraudstream.models.treeshap import TreeShap
 from tests.unit.models.conftest import NAMES, synthetic
 
 

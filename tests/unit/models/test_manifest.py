@@ -5,9 +5,9 @@ from typing import Any
 
 import pytest
 
-from features.exceptions import ConfigError
-from models.exceptions import ModelCorrupt
-from models.manifest import Manifest, Thresholds, TrainWindow
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.models.exceptions import ModelCorrupt
+from fraudstream.models.manifest import Manifest, Thresholds, TrainWindow
 
 
 def sample() -> Manifest:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models import metrics
+from fraudstream.models import metrics
 
 
 def brute_auc(y: np.ndarray, s: np.ndarray) -> float:

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.exceptions import ConfigError
-from models import protocol
-from models.manifest import Thresholds
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.models import protocol
+from fraudstream.models.manifest import Thresholds
 
 START = protocol.day_start_ms("2018-07-25")
 DAY = protocol.DAY_MS

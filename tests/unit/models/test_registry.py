@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from models.exceptions import ModelCorrupt, ModelNotFound, RegistryError
-from models.registry import Registry
+from fraudstream.models.exceptions import ModelCorrupt, ModelNotFound, RegistryError
+from fraudstream.models.registry import Registry
 from tests.unit.models.conftest import NAMES, TREES, register, synthetic
 
 
@@ -122,7 +122,7 @@ def test_garbage_current_is_reported(registry: Registry, version: str) -> None:
 PROMOTER = textwrap.dedent(
     """
     import sys
-    from models.registry import Registry
+    from fraudstream.models.registry import Registry
     registry = Registry(sys.argv[1])
     for i in range(int(sys.argv[2])):
         registry.promote(sys.argv[3 + i % 2])

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from features.definitions import FeatureConfig
-from models import scorer as scorer_module
-from models.exceptions import ModelCorrupt, ModelNotFound, ModelSchemaMismatch
-from models.manifest import RUNG_PARTIAL, RUNG_TRUNCATED, Thresholds
-from models.registry import Registry
-from models.scorer import Scorer
-from models.threads import ThreadPolicy
+from fraudstream.features.definitions import FeatureConfig
+from fraudstream.models import scorer as scorer_module
+from fraudstream.models.exceptions import ModelCorrupt, ModelNotFound, ModelSchemaMismatch
+from fraudstream.models.manifest import RUNG_PARTIAL, RUNG_TRUNCATED, Thresholds
+from fraudstream.models.registry import Registry
+from fraudstream.models.scorer import Scorer
+from fraudstream.models.threads import ThreadPolicy
 from tests.unit.models.conftest import NAMES, SCHEMA, TREES, register, synthetic
 
 

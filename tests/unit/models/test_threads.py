@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import sys
 
-from models.threads import ThreadPolicy, Timing, calibrate, policy_from
+from fraudstream.models.threads import ThreadPolicy, Timing, calibrate, policy_from
 
 
 def test_all_cores_from_the_size_where_they_keep_winning() -> None:

@@ -5,8 +5,8 @@ import logging
 import numpy as np
 import pytest
 
-from models.protocol import EvalSet
-from models.thresholds import ThresholdTargets, choose_thresholds
+from fraudstream.models.protocol import EvalSet
+from fraudstream.models.thresholds import ThresholdTargets, choose_thresholds
 
 
 def validation(customers: list[str], days: list[int], frauds: list[int]) -> EvalSet:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from models.tradeoff import TradeoffRow, choose_truncation, markdown, plot, report
+from fraudstream.models.tradeoff import TradeoffRow, choose_truncation, markdown, plot, report
 
 
 def row(trees: int, ap: float) -> TradeoffRow:

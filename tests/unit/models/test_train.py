@@ -7,16 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.definitions import FeatureConfig
-from features.exceptions import ConfigError
-from models import evaluation, train
-from models.exceptions import ModelSchemaMismatch, TrainingError
-from models.manifest import RUNG_PARTIAL, RUNG_TRUNCATED
-from models.params import DEFAULT_PARAMS, TREE_TOLERANCE, Params
-from models.registry import Registry
-from models.scorer import Scorer
-from models.thresholds import ThresholdTargets
-from models.validation import tree_counts
+from fraudstream.features.definitions import FeatureConfig
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.models import evaluation, train
+from fraudstream.models.exceptions import ModelSchemaMismatch, TrainingError
+from fraudstream.models.manifest import RUNG_PARTIAL, RUNG_TRUNCATED
+from fraudstream.models.params import DEFAULT_PARAMS, TREE_TOLERANCE, Params
+from fraudstream.models.registry import Registry
+from fraudstream.models.scorer import Scorer
+from fraudstream.models.thresholds import ThresholdTargets
+from fraudstream.models.validation import tree_counts
 
 
 @pytest.fixture(scope="module")

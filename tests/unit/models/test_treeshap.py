@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from models import treeshap
-from models.backend import CpuBackend
-from models.treeshap import TreeShap, Unsupported
+from fraudstream.models import treeshap
+from fraudstream.models.backend import CpuBackend
+from fraudstream.models.treeshap import TreeShap, Unsupported
 
 
 def _data(rows: int, features: int, seed: int, missing: float) -> tuple[np.ndarray, np.ndarray]:

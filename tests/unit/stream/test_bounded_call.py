@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from stream.bounded_call import BoundedCaller, Stalled
+from fraudstream.stream.bounded_call import BoundedCaller, Stalled
 
 
 def test_results_and_errors_come_back_in_order() -> None:

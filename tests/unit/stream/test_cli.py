@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from features.kafka import add_kafka_flags
-from stream.cli import build_parser
+from fraudstream.features.kafka import add_kafka_flags
+from fraudstream.stream.cli import build_parser
 
 KAFKA_COMMANDS = {
     ("serve",),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stream.clock import SkewTracker
+from fraudstream.stream.clock import SkewTracker
 
 NOW = 1_800_000_000_000
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from features.exceptions import InvalidTransaction
-from stream.deadletter import (
+from fraudstream.features.exceptions import InvalidTransaction
+from fraudstream.stream.deadletter import (
     MAX_ATTEMPTS,
     DeadLetter,
     DeadLetters,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
-from features.batch import TransactionBatch
-from features.contracts import schema_errors
-from stream.decision import APPROVE, DECLINE, REVIEW, Decision, Rules
-from stream.pipeline import ScoredBatch
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.contracts import schema_errors
+from fraudstream.stream.decision import APPROVE, DECLINE, REVIEW, Decision, Rules
+from fraudstream.stream.pipeline import ScoredBatch
 
 
 def test_rules_decide_by_amount_thresholds() -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from features.exceptions import ConfigError
-from stream.identity import claim
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.stream.identity import claim
 
 
 def test_a_named_instance_gives_the_transactional_id() -> None:
@@ -41,7 +41,8 @@ def test_live_processes_get_distinct_slots_and_a_freed_slot_is_taken_again(
 
 def test_a_killed_holder_leaves_its_slot_to_the_next_process(tmp_path: Path) -> None:
     script = (
-        "import sys, time; from pathlib import Path; from stream.identity import claim; "
+        "import sys, time; from pathlib import Path; "
+        "from fraudstream.stream.identity import claim; "
         f"i = claim('g', None, Path({str(tmp_path)!r})); print(i.name, flush=True); "
         "time.sleep(60)"
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream.liveness import Liveness
+from fraudstream.stream.liveness import Liveness
 
 
 def test_alive_until_the_bound_passes_without_a_beat_and_the_step_is_named() -> None:

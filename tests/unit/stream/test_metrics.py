@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from stream.metrics import _LATENCY_BUCKETS, BatchHistogram
+from fraudstream.stream.metrics import _LATENCY_BUCKETS, BatchHistogram
 
 
 def _lines(registry: CollectorRegistry) -> dict[str, float]:

@@ -10,12 +10,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from features.batch import TransactionBatch
-from features.exceptions import FeatureStoreTimeout, FeatureStoreUnavailable
-from features.memory_store import MemoryStore
-from features.store import DEFAULT_TOPIC
-from stream.pipeline import Pipeline, ScoredBatch
-from stream.planner import RUNG_PARTIAL, Plan, Planner
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.exceptions import FeatureStoreTimeout, FeatureStoreUnavailable
+from fraudstream.features.memory_store import MemoryStore
+from fraudstream.features.store import DEFAULT_TOPIC
+from fraudstream.stream.pipeline import Pipeline, ScoredBatch
+from fraudstream.stream.planner import RUNG_PARTIAL, Plan, Planner
 
 TOPIC = "transactions-under-test"
 FULL = Plan(size=0, rung=None, store_timeout_s=1.0)

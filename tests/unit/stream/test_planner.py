@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream.planner import (
+from fraudstream.stream.planner import (
     RUNG_FULL,
     RUNG_PARTIAL,
     RUNG_RULES,

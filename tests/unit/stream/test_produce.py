@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from stream.delivery import BatchAborted, _produce
+from fraudstream.stream.delivery import BatchAborted, _produce
 
 
 class FullQueue:

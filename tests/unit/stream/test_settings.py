@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from features.config import load_settings, redact_url
-from features.exceptions import ConfigError
-from features.kafka import KafkaConnection
-from stream.cli import build_parser
-from stream.commands import flags_of
-from stream.kafka.clients import consumer_config
-from stream.settings import ServeSettings
+from fraudstream.features.config import load_settings, redact_url
+from fraudstream.features.exceptions import ConfigError
+from fraudstream.features.kafka import KafkaConnection
+from fraudstream.stream.cli import build_parser
+from fraudstream.stream.commands import flags_of
+from fraudstream.stream.kafka.clients import consumer_config
+from fraudstream.stream.settings import ServeSettings
 
 
 def _flags(*argv: str) -> dict[str, object]:

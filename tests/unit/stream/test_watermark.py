@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stream.watermark import Watermarks
+from fraudstream.stream.watermark import Watermarks
 
 T0 = 1_525_000_000_000
 
