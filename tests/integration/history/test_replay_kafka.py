@@ -166,7 +166,7 @@ def test_a_bad_row_stops_the_replay_before_anything_is_sent(
     assert len(err) == 1 and "row 18" in err[0] and "amount" in err[0], err
     assert read_back(kafka_bootstrap, topic, 0) == []
 
-    assert fraudstream([*argv, "--skip-bad"], monkeypatch) == 0
+    assert fraudstream([*argv, "--skip-bad"]) == 0
     captured = capsys.readouterr()
     assert "skipped 1 bad row(s)" in captured.err
     ids = [v["transaction_id"] for _ts, _k, v in read_back(kafka_bootstrap, topic, 49)]
