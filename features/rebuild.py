@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from fraudstream.features.definitions import MS_PER_S, FeatureConfig
 from fraudstream.features.exceptions import FraudstreamError, InvalidLabel
+from fraudstream.features.redis_lua_files import read_lua
 from fraudstream.features.redis_store import RedisStore
 from fraudstream.features.schema import Label, decode_label, decode_transactions
 from fraudstream.features.store import DEFAULT_TOPIC, SLACK_S, OffsetTrackingStore
@@ -32,12 +33,7 @@ logger = logging.getLogger(__name__)
 
 BATCH = 1000
 """Records per store call."""
-_SEAL = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-redis.call('DEL', KEYS[1])
-return 1
-"""
+_SEAL = read_lua("rebuild_seal.lua")
 
 
 class RebuildError(FraudstreamError):

@@ -45,7 +45,7 @@ cluster)."""
 def store_commands() -> list[str]:
     """Every command the store and ``features rebuild`` need: the client's, and those the
     Lua scripts call (Redis checks a script's calls against the user's ACL too)."""
-    sources = APPLY_TRANSACTIONS + APPLY_LABELS + rebuild_module._SEAL
+    sources = APPLY_TRANSACTIONS.source + APPLY_LABELS.source + rebuild_module._SEAL
     inner = {c.lower() for c in re.findall(r"redis\.call\('([A-Za-z]+)'", sources)}
     return sorted(set(CLIENT_COMMANDS) | inner)
 

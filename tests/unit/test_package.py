@@ -89,6 +89,7 @@ def test_the_wheel_has_one_top_level_package(tmp_path: Path) -> None:
         "fraudstream/__init__.py",
         "fraudstream/stream/cli.py",
         "fraudstream/features/schemas/transaction.schema.json",
+        "fraudstream/features/lua/apply_transactions.lua",
         "fraudstream/models/scorer.py",
     ):
         assert expected in names, expected
