@@ -1,14 +1,13 @@
 """Exact path-dependent TreeSHAP for a loaded booster, by table look-up (Fast TreeSHAP v2).
 
-XGBoost's CPU ``pred_contribs`` walks every tree for every row (about 0.45 ms a row for 100
-trees of depth 6 here), and reasons are on serve's critical path for every alerted record.
-For path-dependent SHAP a leaf's share of a row's attribution depends only on which of the
-splits on the leaf's path the row follows, so each leaf gets a table of its features'
-Shapley values for every such pattern, computed once at load (Yang, "Fast TreeSHAP", 2021,
-algorithm v2). Scoring a batch is then comparisons, one look-up and one sum per feature,
-and gives the same numbers as XGBoost (float32 rounding aside): 0.11 against 0.63 ms for
-one row, 0.8 against 4.5 ms for ten (that model, one core). Models this cannot express
-(categorical splits, vector leaves, other objectives, tables too large) are refused with
+XGBoost's CPU ``pred_contribs`` walks every tree for every row, and reasons are on serve's
+critical path for every alerted record. For path-dependent SHAP a leaf's share of a row's
+attribution depends only on which of the splits on the leaf's path the row follows, so each
+leaf gets a table of its features' Shapley values for every such pattern, computed once at
+load (Yang, "Fast TreeSHAP", 2021, algorithm v2). Scoring a batch is then comparisons, one
+look-up and one sum per feature, and gives XGBoost's numbers (float32 rounding aside; the
+unit tests compare them); ``ops/bench`` times both. Models this cannot express (categorical
+splits, vector leaves, other objectives, tables too large) are refused with
 ``Unsupported`` and the caller keeps XGBoost's own computation.
 """
 
