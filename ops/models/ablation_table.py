@@ -77,6 +77,7 @@ def markdown(
         lines.append("| " + " | ".join(cells) + " |")
     notes = [
         f"Seeds {', '.join(map(str, seeds))}; ± is the standard deviation over them.",
+        gain_line(summaries.get("defaults")),
         target_line(summaries.get("defaults")),
         auc_loss_line(summaries.get("defaults")),
     ]

@@ -218,7 +218,20 @@ def run_all(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
                 trained = models[variant.model_key]
                 runs[variant.name].append(measure(world, trained, variant.card_ranking))
                 advance(f"seed {seed} {variant.name}")
+            _checkpoint(args, seed, runs)
     return runs
+
+
+def _checkpoint(args: argparse.Namespace, seed: int, runs: Any) -> None:
+    """Write the seeds done so far to ``--json`` (``"partial": true``), so an interrupted
+    run keeps them; ``--from-json`` makes a table of them."""
+    if not args.json:
+        return
+    done = args.seeds[: args.seeds.index(seed) + 1]
+    blob = {"seeds": done, "train_start": args.train_start, "runs": runs,
+            "variants": args.variants, "partial": done != args.seeds}  # fmt: skip
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(json_safe(blob), indent=2, allow_nan=False) + "\n")
 
 
 def _write(args: argparse.Namespace, runs: Any, summaries: Any, table: str) -> None:

@@ -3,6 +3,7 @@ statistics pair seeds."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -133,3 +134,23 @@ def test_auc_loss_by_fraud_kind_adds_up_to_one_minus_auc() -> None:
     assert sum(loss[f"fraud_share_{k}"] for k in kinds) == pytest.approx(1.0)
     unseen = (scenario == 2) & (np.max(list(risks.values()), axis=0) == 0)
     assert loss["fraud_share_terminal_unseen"] == unseen.sum() / (scenario > 0).sum()
+
+
+def test_each_finished_seed_is_written_and_makes_a_table(tmp_path: Path) -> None:
+    out = tmp_path / "partial.json"
+    args = evaluate_seeds._parser().parse_args(
+        ["--seeds", "101", "102", "--variants", "defaults", "--json", str(out)]
+    )
+    row = {"roc_auc": 0.9, "average_precision": 0.7, "card_precision_at_100": 0.3,
+           "validation_average_precision": 0.6, "trees": 50.0,
+           "calibration_ratio": float("nan")}  # fmt: skip
+    evaluate_seeds._checkpoint(args, 101, {"defaults": [row]})
+    saved = json.loads(out.read_text())
+    assert (saved["seeds"], saved["partial"]) == ([101], True)
+    assert saved["runs"]["defaults"][0]["calibration_ratio"] is None  # NaN -> null
+    evaluate_seeds._checkpoint(args, 102, {"defaults": [row, row]})
+    assert json.loads(out.read_text())["partial"] is False
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{ablation_table.BEGIN}\n{ablation_table.END}\n")
+    evaluate_seeds.main(["--from-json", str(out), "--readme", str(readme)])
+    assert "| 0.900 ± 0.000 | 0.700 ± 0.000 | 0.300 ± 0.000 |" in readme.read_text()
