@@ -11,11 +11,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+FRAUDSTREAM = (sys.executable, "-m", "fraudstream.stream.cli", "--plain-logs")
+"""The ``fraudstream`` command as a subprocess (run it with ``cwd=ROOT``), plain logs."""
 
 
 def free_port() -> int:

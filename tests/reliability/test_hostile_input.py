@@ -13,13 +13,11 @@ import pytest
 import redis
 
 from fraudstream.features.definitions import FeatureConfig
-from fraudstream.features.memory_store import MemoryStore
 from fraudstream.features.offline import compute_features
-from fraudstream.features.redis_store import RedisStore
 from fraudstream.models.registry import Registry
 from tests.serving import (
     ServeFactory,
-    batch_of,
+    assert_store_equals_one_application,
     consume_all,
     decisions_of,
     produce,
@@ -71,7 +69,9 @@ def test_a_reused_id_with_other_content_is_decided_on_its_own_and_changes_nothin
     assert copies[1]["score"] == pytest.approx(alone, abs=1e-6)
     assert copies[1]["score"] != pytest.approx(copies[0]["score"])
     # and the store holds the history as if only the first copy had come
-    _assert_store_is(redis_url, prefix, pd.concat([df.iloc[:120], first, df.iloc[121:]]))
+    assert_store_equals_one_application(
+        redis_url, prefix, pd.concat([df.iloc[:120], first, df.iloc[121:]])
+    )
 
 
 def _last_score(registry: Registry, table: pd.DataFrame) -> float:
@@ -80,34 +80,6 @@ def _last_score(registry: Registry, table: pd.DataFrame) -> float:
 
     x = compute_features(table.assign(is_fraud=0), FeatureConfig()).astype(np.float32)[-1:]
     return float(Scorer.load(registry, device="cpu").score(x)[0])
-
-
-def _assert_store_is(redis_url: str, prefix: str, df: pd.DataFrame) -> None:
-    """Probe every customer and terminal after the data: the Redis store's windows equal
-    those of a fresh in-memory store fed ``df`` once."""
-    end = int(df["event_time_ms"].max()) + 1000
-    later = end + FeatureConfig().delay_days * DAY_MS
-    customers = sorted(df["customer_id"].astype(str).unique())
-    terminals = sorted(df["terminal_id"].astype(str).unique())
-    probes = pd.DataFrame(
-        {
-            "transaction_id": [f"probe-c-{c}" for c in customers]
-            + [f"probe-t-{t}" for t in terminals],
-            "customer_id": customers + [f"probe-{t}" for t in terminals],
-            "terminal_id": ["probe"] * len(customers) + terminals,
-            "event_time_ms": [end] * len(customers) + [later] * len(terminals),
-            "amount": 0.0,
-        }
-    )
-    online = RedisStore.from_url(redis_url, prefix=prefix)
-    got = online.apply(batch_of(probes))
-    online.close()
-    reference = MemoryStore(FeatureConfig())
-    reference.apply(batch_of(df))
-    want = reference.apply(batch_of(probes))
-    n = len(customers)
-    np.testing.assert_allclose(got[:n, 3:9], want[:n, 3:9], rtol=1e-9, atol=0)
-    np.testing.assert_allclose(got[n:, 9:], want[n:, 9:], rtol=1e-9, atol=0)
 
 
 def test_a_record_dated_years_ahead_hides_no_history_and_is_flagged(
@@ -142,7 +114,7 @@ def test_a_record_dated_years_ahead_hides_no_history_and_is_flagged(
     for tid in earlier["transaction_id"].astype(str):
         first, again = by_id[tid]
         assert again["score"] == first["score"]
-    _assert_store_is(redis_url, prefix, pd.concat([df, future]))
+    assert_store_equals_one_application(redis_url, prefix, pd.concat([df, future]))
 
 
 def _scores(registry: Registry, x: np.ndarray) -> np.ndarray:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from fraudstream.features.rebuild import rebuild
 from fraudstream.features.redis_scripts import APPLY_LABELS, APPLY_TRANSACTIONS
 from fraudstream.features.redis_store import RedisStore
 from fraudstream.models.registry import Registry
-from tests.infra import ROOT, LocalKafka, LocalRedis
+from tests.infra import FRAUDSTREAM, ROOT, LocalKafka, LocalRedis
 from tests.serving import ServeFactory, ServeHandle, assert_store_equals_one_application, tx_payload
 
 pytestmark = pytest.mark.reliability
@@ -164,7 +163,7 @@ def test_rebuild_over_sasl_scram(
     assert len(_decisions(_sasl(sasl_kafka.bootstrap), serve.decisions, len(df))) == len(df)
     assert serve.stop() == 0
     group = serve.args[serve.args.index("--group-id") + 1]
-    cmd = [sys.executable, "-m", "fraudstream.stream.cli", "--plain-logs", "features", "rebuild"]
+    cmd = [*FRAUDSTREAM, "features", "rebuild"]
     cmd += ["--bootstrap-servers", sasl_kafka.bootstrap, "--redis-url", redis_url]
     cmd += ["--redis-prefix", serve.prefix, "--input-topic", serve.input, "--group-id", group]
     cmd += ["--no-labels", *SASL_FLAGS[:6]]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from fraudstream.features.redis_store import RedisStore
 from fraudstream.models.registry import Registry
-from tests.infra import ROOT, LocalRedis
+from tests.infra import FRAUDSTREAM, ROOT, LocalRedis
 from tests.serving import (
     ServeFactory,
     ServeHandle,
@@ -123,14 +122,7 @@ def test_a_store_emptied_under_a_running_serve_is_rebuilt(
         assert lost >= 1500, f"the restart should have lost the first 1500, lost {lost}"
         assert _rebuilds_done(serve) == 0
 
-        cmd = [
-            sys.executable,
-            "-m",
-            "fraudstream.stream.cli",
-            "--plain-logs",
-            "features",
-            "rebuild",
-        ]
+        cmd = [*FRAUDSTREAM, "features", "rebuild"]
         cmd += ["--bootstrap-servers", kafka_bootstrap, "--redis-url", private.url]
         cmd += ["--redis-prefix", serve.prefix, "--input-topic", serve.input]
         cmd += ["--group-id", group, "--no-labels"]

@@ -5,7 +5,6 @@ and group problems are one clear error."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 
@@ -20,7 +19,7 @@ from fraudstream.features.rebuild import behind, rebuild
 from fraudstream.features.redis_store import RedisStore
 from fraudstream.features.replay import fraud_labels
 from fraudstream.features.schema import encode_label
-from tests.infra import ROOT, free_port
+from tests.infra import FRAUDSTREAM, ROOT, free_port
 from tests.serving import batch_of, tx_payload
 
 pytestmark = pytest.mark.integration
@@ -164,15 +163,7 @@ def test_a_store_behind_its_group_is_read_from_its_marks_only(
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "fraudstream.stream.cli",
-        "--plain-logs",
-        "features",
-        "rebuild",
-        *args,
-    ]
+    cmd = [*FRAUDSTREAM, "features", "rebuild", *args]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 

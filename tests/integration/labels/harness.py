@@ -20,6 +20,8 @@ import orjson
 import redis
 from confluent_kafka import Consumer, Producer
 
+from tests.infra import FRAUDSTREAM
+
 ROOT = Path(__file__).resolve().parents[3]
 Message = tuple[bytes | None, bytes | None, list[tuple[str, bytes]] | None]
 
@@ -82,14 +84,7 @@ class Worker:
         if self.module is not None:
             cmd = [sys.executable, "-m", self.module]
         elif self.via_cli:
-            cmd = [
-                sys.executable,
-                "-m",
-                "fraudstream.stream.cli",
-                "--plain-logs",
-                "features",
-                "run",
-            ]
+            cmd = [*FRAUDSTREAM, "features", "run"]
         else:
             cmd = [sys.executable, "-m", "fraudstream.features.labels.worker"]
         cmd += [*self.args, "--web-port", str(self.port)]

@@ -5,7 +5,6 @@ authentication error (exit 2) that does not show the password either."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from fraudstream.features.schema import Label, encode_label
-from tests.infra import LocalKafka
+from tests.infra import FRAUDSTREAM, LocalKafka
 from tests.integration.labels.harness import Worker, count_labels, free_port, wait_for, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -89,7 +88,7 @@ def test_wrong_credentials_fail_fast_with_a_clear_error(
     password_file.write_text(WRONG + "\n")
     args = _args(sasl_kafka.bootstrap, redis_url, "unused", ["l", "d", "c"])
     args += ["--sasl-password-file", str(password_file), "--web-port", str(free_port())]
-    cmd = [sys.executable, "-m", "fraudstream.stream.cli", "--plain-logs", "features", "run", *args]
+    cmd = [*FRAUDSTREAM, "features", "run", *args]
     done = subprocess.run(
         cmd, env=worker_env(connect_timeout_s=20), capture_output=True, timeout=60, text=True
     )
