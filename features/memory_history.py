@@ -8,6 +8,7 @@ import math
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
+from fraudstream.features.definitions import CENTS_CAP, LIMB
 from fraudstream.features.store import FLAG_CAPPED, FLAG_OUTLIER, TRIM_STEP
 
 NEG = -math.inf
@@ -112,19 +113,32 @@ def customer_windows(
     hist: History, step: Step, sec: int, amount: float, windows_s: tuple[int, ...]
 ) -> list[float]:
     """(count, sum) per window ``(sec - w, sec]`` after ``step`` was committed (or, for a
-    read-only step, as if the record were inserted), the record itself included."""
+    read-only step, as if the record were inserted), the record itself included; then
+    ``amount_history`` of the widest window's records before it."""
     out: list[float] = []
     through = step.through
     amounts = hist.amounts or []
+    lo = 0
     if step.added and step.kept:
         idx = step.pos - step.first
         for w in windows_s:
             lo = bisect_right(hist.secs, max(sec - w, through), 0, idx)
             out += [idx + 1 - lo, math.fsum(amounts[lo : idx + 1])]
-        return out
+        return out + amount_history(amounts[lo:idx])
     if step.added or sec <= through:  # dropped at once, or before what is trimmed
-        return [v for _ in windows_s for v in (1, amount)]
+        return [v for _ in windows_s for v in (1, amount)] + amount_history([])
     for w in windows_s:  # read-only: as if inserted after the records at or before sec
         lo = bisect_right(hist.secs, max(sec - w, through), 0, step.pos)
         out += [step.pos + 1 - lo, math.fsum([*amounts[lo : step.pos], amount])]
-    return out
+    return out + amount_history(amounts[lo : step.pos])
+
+
+def amount_history(amounts: list[float]) -> list[float]:
+    """``fraudstream.features.definitions.AMOUNT_HISTORY_WIDTH`` values of earlier amounts:
+    sums of their cents and of their squared cents' limbs (Python ints: exact), and their
+    largest cents (-1: none)."""
+    c = [min(math.floor(x * 100.0 + 0.5), CENTS_CAP) for x in amounts]
+    squares = [v * v for v in c]
+    high = sum(q >> 26 for q in squares)
+    low = sum(q & (LIMB - 1) for q in squares)
+    return [float(sum(c)), float(high), float(low), float(max(c, default=-1))]

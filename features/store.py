@@ -36,6 +36,8 @@ import numpy.typing as npt
 
 from fraudstream.features.batch import TransactionBatch
 from fraudstream.features.definitions import (
+    AMOUNT_HISTORY_WIDTH,
+    FRAUD_AGES_WIDTH,
     FeatureConfig,
     FloatArray,
     IntArray,
@@ -133,9 +135,11 @@ class OffsetTrackingStore(FeatureStore, Protocol):
 
 
 def raw_width(config: FeatureConfig) -> int:
-    """Columns of a raw row: ms, amount, (count, sum) per customer window, (count, frauds)
-    per terminal window."""
-    return 2 + 2 * len(config.customer_windows_days) + 2 * len(config.terminal_windows_days)
+    """Columns of a raw row: ms, amount, (count, sum) per customer window, the amount
+    history (``AMOUNT_HISTORY_WIDTH``), (count, frauds) per terminal window, the fraud
+    ages (``FRAUD_AGES_WIDTH``)."""
+    kc, kt = len(config.customer_windows_days), len(config.terminal_windows_days)
+    return 2 + 2 * kc + AMOUNT_HISTORY_WIDTH + 2 * kt + FRAUD_AGES_WIDTH
 
 
 def features_from_raw(raw: FloatArray, config: FeatureConfig) -> FloatArray:
@@ -143,9 +147,17 @@ def features_from_raw(raw: FloatArray, config: FeatureConfig) -> FloatArray:
     kc = len(config.customer_windows_days)
     tx = transaction_level_features(raw[:, 0].astype(np.int64), raw[:, 1], config)
     customer = raw[:, 2 : 2 + 2 * kc]
-    terminal = raw[:, 2 + 2 * kc :]
+    history = raw[:, 2 + 2 * kc : 2 + 2 * kc + AMOUNT_HISTORY_WIDTH]
+    terminal = raw[:, 2 + 2 * kc + AMOUNT_HISTORY_WIDTH : -FRAUD_AGES_WIDTH]
+    ages = raw[:, -FRAUD_AGES_WIDTH:]
     return assemble_features(
-        tx, customer[:, 0::2], customer[:, 1::2], terminal[:, 0::2], terminal[:, 1::2]
+        tx,
+        customer[:, 0::2],
+        customer[:, 1::2],
+        terminal[:, 0::2],
+        terminal[:, 1::2],
+        history,
+        ages,
     )
 
 

@@ -79,24 +79,36 @@ local function renewal(v, p, sec, keep)
   p.changed = p.refresh or p.tt ~= v.tt or p.cc ~= v.cc
 end
 
--- CUSTOMER HISTORY P:{c:<customer>}:h: a sorted run, header '<dddddd' (event second of the
--- last TTL renewal, running totals before the first record, trimmed-through second,
--- capped-through second, index of the first record after them: those before are dead,
--- until a rewrite drops them), records '<ddd' (second, running totals through it).
+-- CUSTOMER HISTORY P:{c:<customer>}:h: a sorted run, header '<ddddddddd' (event second of
+-- the last TTL renewal, running totals of amounts before the first record, trimmed-through
+-- second, capped-through second, index of the first record after them: those before are
+-- dead, until a rewrite drops them; running totals of cents and square limbs before the
+-- first record), records '<dddddd' (second, running totals through it: amounts as whole
+-- units and remainders, cents, square limbs (amount_history.lua)).
 -- CUSTOMER ROWS P:{c:<customer>}:r<p>: the rows of its transactions whose event second is
 -- in period p (of refresh_s seconds), deleted whole once the history is trimmed past it.
-local CHEAD, CREC = 48, 24
+local CHEAD, CREC = 72, 48
+local CREC_FORMAT, CHEAD_FORMAT = '<dddddd', '<ddddddddd'
 
+-- running totals through record i (amount units, remainders, cents, square limbs)
 local function customer_totals(v, i)
-  if i < 0 then return v.bw, v.br end
-  local w = v.whole
-  if w then
-    local _, tw_, tr = unpack_('<ddd', w, CHEAD + 1 + i * CREC)
-    return tw_, tr
+  if i < 0 then return v.bw, v.br, v.bc, v.bh, v.bl end
+  local s, o = v.whole, CHEAD + 1 + i * CREC
+  if not s then s, o = at(v, i) end
+  local _, w, r, c, h, l = unpack_(CREC_FORMAT, s, o)
+  return w, r, c, h, l
+end
+
+-- the largest cents of records [lo, pos) of v, from their running totals (-1: none)
+local function scan_max(v, lo, pos)
+  local best = -1
+  local _, _, prev = customer_totals(v, lo - 1)
+  for i = lo, pos - 1 do
+    local _, _, c = customer_totals(v, i)
+    if c - prev > best then best = c - prev end
+    prev = c
   end
-  local s, o = at(v, i)
-  local _, w, r = unpack_('<ddd', s, o)
-  return w, r
+  return best
 end
 
 -- a transaction at sec with no record at its second, after what is trimmed, was never
@@ -105,35 +117,46 @@ local function certainly_new(v, sec)
   return sec > max_(v.tt, v.cc) and (v.pos == v.start or sec_at(v, v.pos - 1) < sec)
 end
 
--- records of a customer history string, with (dw, dr) added to their totals
-local function shifted(recs, dw, dr)
+-- records of a customer history string, with (dw, dr, dc, dh, dl) added to their totals
+local function shifted(recs, dw, dr, dc, dh, dl)
   local moved = {}
   for o = 1, #recs, CREC do
-    local s, w, r = unpack_('<ddd', recs, o)
-    moved[#moved + 1] = pack('<ddd', s, w + dw, r + dr)
+    local s, w, r, c, h, l = unpack_(CREC_FORMAT, recs, o)
+    moved[#moved + 1] = pack(CREC_FORMAT, s, w + dw, r + dr, c + dc, h + dh, l + dl)
   end
   return table.concat(moved)
 end
 
 -- (count, sum) per window (sec - w, sec] into parts, the record itself included, widest
--- window first so that each search narrows the next; p.tw, p.tr: running totals through it
+-- window first so that each search narrows the next, then the amount history of the
+-- widest window's earlier records (maxima read by read_maxima); p.tw, p.tr, p.tc, p.th,
+-- p.tl: running totals through it
 local function customer_windows(v, p, sec, x, parts, applied)
   p.aw, p.ar = split(x)
+  p.ac, p.ah, p.al = cents(x)
+  local e = 2 * ncw + 3
   if (applied and not p.kept) or sec <= p.t then
     for j = 1, ncw do
       parts[2 * j + 1], parts[2 * j + 2] = 1, x
     end
+    parts[e], parts[e + 1], parts[e + 2], parts[e + 3] = 0, 0, 0, -1
     return
   end
   local pos = p.pos
-  local w0, r0 = customer_totals(v, pos - 1)
+  local w0, r0, c0, h0, l0 = customer_totals(v, pos - 1)
   local tw_, tr = w0 + p.aw, r0 + p.ar
-  p.tw, p.tr = tw_, tr
+  p.tw, p.tr, p.tc, p.th, p.tl = tw_, tr, c0 + p.ac, h0 + p.ah, l0 + p.al
   local lo = v.start
   for j = ncw, 1, -1 do
-    lo = above(v, lo, pos, max_(sec - cw[j], p.t))
-    local bw, br = customer_totals(v, lo - 1)
+    local lower = max_(sec - cw[j], p.t)
+    lo = above(v, lo, pos, lower)
+    local bw, br, bc, bh, bl = customer_totals(v, lo - 1)
     parts[2 * j + 1], parts[2 * j + 2] = pos + 1 - lo, (tw_ - bw) / SCALE + (tr - br)
+    if j == ncw then
+      local best = -1
+      if pos < v.n then best = scan_max(v, lo, pos) elseif pos > lo then best = window_max(lower) end
+      parts[e], parts[e + 1], parts[e + 2], parts[e + 3] = c0 - bc, h0 - bh, l0 - bl, best
+    end
   end
 end
 
@@ -147,14 +170,14 @@ local THEAD, TREC = 40, 8
 local function header_at(v, p, d)
   local start = start_after(p, d)
   if v.head == THEAD then return pack('<ddddd', p.refreshed, p.tt, p.cc, v.frauds, start) end
-  local bw, br = v.bw, v.br
-  if d > 0 then bw, br = customer_totals(v, d - 1) end
-  return pack('<dddddd', p.refreshed, bw, br, p.tt, p.cc, start)
+  local bw, br, bc, bh, bl = v.bw, v.br, v.bc, v.bh, v.bl
+  if d > 0 then bw, br, bc, bh, bl = customer_totals(v, d - 1) end
+  return pack(CHEAD_FORMAT, p.refreshed, bw, br, p.tt, p.cc, start, bc, bh, bl)
 end
 
 local function shift(v, p, recs)
   if v.head == THEAD or recs == '' then return recs end
-  return shifted(recs, p.aw, p.ar)
+  return shifted(recs, p.aw, p.ar, p.ac, p.ah, p.al)
 end
 
 -- Store plan p of run v: record `rec` inserted at p.pos when kept (the records after it
@@ -201,20 +224,21 @@ end
 -- store plan p of the customer history v; true when its TTL was renewed
 local function customer_store(v, p, sec)
   renewal(v, p, sec, ckeep)
-  if p.kept and p.tw > REBASE_AT then
-    -- totals rebased to the first record kept, so that they stay exact integers
+  if p.kept and (p.tw > REBASE_AT or p.tl > REBASE_AT) then
+    -- integer totals rebased to the first record kept, so that they stay exact
     local d = p.first
-    local bw, br = customer_totals(v, d - 1)
+    local bw, br, bc, bh, bl = customer_totals(v, d - 1)
     local recs = sub(v.whole or redis.call('GET', v.key), CHEAD + 1 + d * CREC)
     local cut = (p.pos - d) * CREC
-    local body = shifted(sub(recs, 1, cut), -bw, 0) .. pack('<ddd', sec, p.tw - bw, p.tr)
-      .. shifted(sub(recs, cut + 1), p.aw - bw, p.ar)
-    local hdr = pack('<dddddd', p.refreshed, 0, br, p.tt, p.cc, start_after(p, d))
+    local body = shifted(sub(recs, 1, cut), -bw, 0, -bc, -bh, -bl)
+      .. pack(CREC_FORMAT, sec, p.tw - bw, p.tr, p.tc - bc, p.th - bh, p.tl - bl)
+      .. shifted(sub(recs, cut + 1), p.aw - bw, p.ar, p.ac - bc, p.ah - bh, p.al - bl)
+    local hdr = pack(CHEAD_FORMAT, p.refreshed, 0, br, p.tt, p.cc, start_after(p, d), 0, 0, 0)
     redis.call('SET', v.key, hdr .. body, 'PX', cttl)
     return true
   end
   local rec = ''
-  if p.kept then rec = pack('<ddd', sec, p.tw, p.tr) end
+  if p.kept then rec = pack(CREC_FORMAT, sec, p.tw, p.tr, p.tc, p.th, p.tl) end
   return store_run(v, p, rec, cttl)
 end
 
@@ -222,16 +246,16 @@ end
 -- 5.1 more than the work): a short history h, newest record before sec, nothing to trim,
 -- cap or renew. Fills parts; returns the record to append, whether the row's hash starts
 -- a period, and the flags; or nil when the general path is needed.
-local function customer_fast(h, sec, x, wm, parts)
+local function customer_fast(h, kh, sec, x, wm, parts)
   local n = (#h - CHEAD) / CREC
   if n < 1 or #h >= LONG or #h % CREC ~= CHEAD % CREC then return nil end
-  local refreshed, bw, br, tt, cc, start = unpack_('<dddddd', h, 1)
+  local refreshed, bw, br, tt, cc, start, bc, bh, bl = unpack_(CHEAD_FORMAT, h, 1)
   local through = max_(tt, cc)
   if sec - refreshed >= refresh_s or refreshed - sec > ckeep or n + 1 > ccap
     or sec <= through or start ~= 0 then
     return nil
   end
-  local newest, lw, lr = unpack_('<ddd', h, CHEAD + 1 + (n - 1) * CREC)
+  local newest, lw, lr, lc, lh, ll = unpack_(CREC_FORMAT, h, CHEAD + 1 + (n - 1) * CREC)
   local ref = newest
   if wm < ref then ref = wm end
   if newest >= sec
@@ -239,26 +263,35 @@ local function customer_fast(h, sec, x, wm, parts)
     return nil
   end
   local aw, ar = split(x)
-  local tw_, tr = lw + aw, lr + ar
-  if tw_ > REBASE_AT then return nil end
-  local lo = 0
+  local ac, ah, al = cents(x)
+  local tw_, tr, tl = lw + aw, lr + ar, ll + al
+  if tw_ > REBASE_AT or tl > REBASE_AT then return nil end
+  local lo, e = 0, 2 * ncw + 3
   for j = ncw, 1, -1 do
     local s, hi = sec - cw[j], n
     while lo < hi do
       local mid = (lo + hi - (lo + hi) % 2) / 2
       if unpack_('<d', h, CHEAD + 1 + mid * CREC) <= s then lo = mid + 1 else hi = mid end
     end
-    local w0, r0 = bw, br
+    local w0, r0, c0, h0, l0 = bw, br, bc, bh, bl
     if lo > 0 then
       local _
-      _, w0, r0 = unpack_('<ddd', h, CHEAD + 1 + (lo - 1) * CREC)
+      _, w0, r0, c0, h0, l0 = unpack_(CREC_FORMAT, h, CHEAD + 1 + (lo - 1) * CREC)
     end
     parts[2 * j + 1], parts[2 * j + 2] = n + 1 - lo, (tw_ - w0) / SCALE + (tr - r0)
+    if j == ncw then
+      read_maxima(kh)
+      local best = -1
+      if lo < n then best = window_max(max_(s, through)) end
+      parts[e], parts[e + 1], parts[e + 2], parts[e + 3] = lc - c0, lh - h0, ll - l0, best
+    end
   end
+  add_max(sec, ac, through)
   local reach, flags = sec - cmax, 0
   if tt > reach then flags = flags + FLAG_OUTLIER end
   if cc > reach then flags = flags + FLAG_CAPPED end
-  return pack('<ddd', sec, tw_, tr), period(newest) ~= period(sec), flags
+  local rec = pack(CREC_FORMAT, sec, tw_, tr, lc + ac, lh + ah, tl)
+  return rec, period(newest) ~= period(sec), flags
 end
 
 -- The row (raw doubles, then flags) of the batch's transaction i (rows hash kr, history
@@ -276,18 +309,22 @@ local function customer_row(kr, kh, txid, i, status, finish)
   if h == '' and status ~= CONFLICT then
     -- the customer's first record: its history starts with it
     local aw, ar = split(x)
+    local ac, ah, al = cents(x)
     for j = 1, ncw do
       parts[2 * j + 1], parts[2 * j + 2] = 1, aw / SCALE + ar
     end
-    local hdr = pack('<dddddd', sec, 0, 0, NEG, NEG, 0)
-    redis.call('SET', kh, hdr .. pack('<ddd', sec, aw, ar), 'PX', cttl)
+    local e = 2 * ncw + 3
+    parts[e], parts[e + 1], parts[e + 2], parts[e + 3] = 0, 0, 0, -1
+    local hdr = pack(CHEAD_FORMAT, sec, 0, 0, NEG, NEG, 0, 0, 0, 0)
+    redis.call('SET', kh, hdr .. pack(CREC_FORMAT, sec, aw, ar, ac, ah, al), 'PX', cttl)
+    redis.call('SET', maxima_key(kh), pack('<dd', sec, ac), 'PX', cttl)
     local row = finish(parts, i, sec, wm, true, 0)
     redis.call('HSET', kr, txid, row)
     redis.call('PEXPIRE', kr, rttl_)
     return row
   end
   if status == NEW then
-    local rec, expire, flags = customer_fast(h, sec, x, wm, parts)
+    local rec, expire, flags = customer_fast(h, kh, sec, x, wm, parts)
     if rec then
       redis.call('APPEND', kh, rec)
       local row = finish(parts, i, sec, wm, true, flags)
@@ -299,8 +336,10 @@ local function customer_row(kr, kh, txid, i, status, finish)
   view(CV, kh, CHEAD, CREC, h, len)
   if #CV.hdr < CHEAD then
     CV.refreshed, CV.bw, CV.br, CV.tt, CV.cc, CV.start = NEG, 0, 0, NEG, NEG, 0
+    CV.bc, CV.bh, CV.bl = 0, 0, 0
   else
-    CV.refreshed, CV.bw, CV.br, CV.tt, CV.cc, CV.start = unpack_('<dddddd', CV.hdr, 1)
+    CV.refreshed, CV.bw, CV.br, CV.tt, CV.cc, CV.start, CV.bc, CV.bh, CV.bl =
+      unpack_(CHEAD_FORMAT, CV.hdr, 1)
   end
   locate(CV, sec)
   if status == NEW and not certainly_new(CV, sec) then
@@ -309,12 +348,16 @@ local function customer_row(kr, kh, txid, i, status, finish)
   end
   local applied = status ~= CONFLICT
   if applied then plan(CV, CP, sec, wm, ckeep, ccap) else readonly(CV, CP) end
+  read_maxima(kh)
   customer_windows(CV, CP, sec, x, parts, applied)
   local flags = trim_flags(CP, sec - cmax)
   local expire = false
   if applied then
     if advances(CV, CP) then drop_trimmed(sub(kh, 1, #kh - 1) .. 'r', CV, CP, sec) end
-    expire = customer_store(CV, CP, sec) or new_period(CV, sec)
+    local renewed = customer_store(CV, CP, sec)
+    expire = renewed or new_period(CV, sec)
+    if CP.kept then add_max(sec, CP.ac, CP.t) end
+    if renewed then redis.call('PEXPIRE', MV.key, cttl) end
   end
   local row = finish(parts, i, sec, wm, applied, flags)
   if applied then

@@ -20,4 +20,6 @@ local off_at = a
 a = a + 2 * noff
 local numbers, fps = ARGV[a], ARGV[a + 1]
 a = a + 2
-local row_format = '<' .. string.rep('d', 3 + 2 * ncw + 2 * ntw)
+-- a row: ms, amount, customer windows, amount history (4), terminal windows, fraud ages
+-- (2), flags
+local row_format = '<' .. string.rep('d', 9 + 2 * ncw + 2 * ntw)

@@ -29,6 +29,8 @@ pytestmark = pytest.mark.integration
 T0 = 1_522_540_800_000
 COUNTS = [i for i, name in enumerate(FEATURE_NAMES) if "_nb_tx_" in name]
 RATIOS = [i for i, name in enumerate(FEATURE_NAMES) if "_avg_" in name or "_risk_" in name]
+SET_3 = list(range(18, len(FEATURE_NAMES)))
+"""Feature set 3: amount z-score and maximum, terminal fraud ages."""
 
 
 @pytest.fixture
@@ -59,6 +61,8 @@ def test_cluster_store_equals_offline_on_every_feature(cluster_store: RedisStore
     assert np.array_equal(online[:, COUNTS], offline[:, COUNTS])
     assert np.array_equal(online[:, :3], offline[:, :3])
     np.testing.assert_allclose(online[:, RATIOS], offline[:, RATIOS], rtol=1e-9, atol=0)
+    assert np.array_equal(online[:, SET_3], offline[:, SET_3], equal_nan=True)
+    assert (np.isfinite(online[:, SET_3]).sum(axis=0) > [12_000, 12_000, 1_000, 1_000]).all()
     assert (online[:, FEATURE_NAMES.index("terminal_risk_30d")] > 0).sum() > 100
 
 
@@ -77,13 +81,14 @@ def test_keys_of_one_batch_land_on_several_nodes(
         node.close()
     assert sum(1 for n in per_node if n > 0) == 3
     customers, terminals = df["customer_id"].nunique(), df["terminal_id"].nunique()
-    # per customer: history, and a rows hash per week of event time it has transactions
-    # in; per terminal: history, and a tx id hash per week; per transaction: its identity
+    # per customer: history, maxima, and a rows hash per week of event time it has
+    # transactions in; per terminal: history, and a tx id hash per week; per transaction:
+    # its identity
     weeks = df["event_time_ms"] // 1000 // TTL_REFRESH_S
     rows_hashes = len(set(zip(df["customer_id"], weeks, strict=True)))
     id_hashes = len(set(zip(df["terminal_id"], weeks, strict=True)))
     assert customers < rows_hashes <= 2 * customers  # 5 days: at most two weeks each
-    assert sum(per_node) == rows_hashes + customers + id_hashes + terminals
+    assert sum(per_node) == rows_hashes + 2 * customers + id_hashes + terminals
     assert ids == len(df) == df["transaction_id"].nunique()
 
 
@@ -103,9 +108,9 @@ def test_redelivery_and_a_crash_between_the_halves_count_once(cluster_store: Red
             assert statuses == bytes(len(batch)), (len(statuses), statuses[:20])
             half.apply_terminals(batch, numbers, head, statuses, 3, None)
         got = cluster_store.apply(batch)
-        assert np.array_equal(got, want)
+        assert np.array_equal(got, want, equal_nan=True)
         # a lost reply: the same batch again gets the same vectors
-        assert np.array_equal(cluster_store.apply(batch), got)
+        assert np.array_equal(cluster_store.apply(batch), got, equal_nan=True)
 
 
 def test_labels_and_offsets_on_the_cluster(cluster_store: RedisStore) -> None:

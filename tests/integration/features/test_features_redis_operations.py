@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -146,7 +147,7 @@ def test_a_lost_reply_is_safe_to_retry(redis_store: RedisStore, raw_redis: redis
         time.sleep(0.01)
     assert raw_redis.hexists(key, batch.transaction_id[last])
     retried = redis_store.apply(batch)
-    assert np.array_equal(retried, MemoryStore().apply(batch))
+    assert np.array_equal(retried, MemoryStore().apply(batch), equal_nan=True)
 
 
 def test_offsets_are_recorded_with_the_batch_and_never_go_back(redis_store: RedisStore) -> None:
@@ -165,11 +166,13 @@ def test_history_is_trimmed_and_idle_keys_expire(
     half_day = DAY_S * 1000 // 2
     for i in range(120):  # 60 days, one transaction every 12 hours
         redis_store.apply(_one(f"tx{i}", "busy", T0 + i * half_day))
-    p = redis_store.prefix
+    p, ms_last = redis_store.prefix, T0 + 119 * half_day
     # 31 days kept (30-day window + 1 day slack), trimmed in bulk once 16 are out of it;
-    # the customer history is a 24-byte header then 24 bytes per transaction
-    history = (raw_redis.strlen(f"{p}:{{c:busy}}:h") - 24) // 24
+    # the customer history is a 72-byte header then 48 bytes per transaction
+    history = (raw_redis.strlen(f"{p}:{{c:busy}}:h") - 72) // 48
     assert 62 <= history <= 62 + 16
+    # equal amounts: each is a maximum that ends the one before, so the maxima hold one
+    assert raw_redis.get(f"{p}:{{c:busy}}:m") == struct.pack("<dd", ms_last // 1000, 100)
     # rows are kept per week of event time, a week's hash deleted once the history no longer
     # reaches into it: those of the history, and at most a week (14) more
     ms = [T0 + i * half_day for i in range(120)]
@@ -207,7 +210,7 @@ def test_a_prefix_in_an_older_key_layout_is_refused(
     # so a redelivered transaction would count twice
     raw_redis.set(f"{store_prefix}:schema", FeatureConfig().schema_hash())
     store = RedisStore.from_url(redis_url, prefix=store_prefix)
-    with pytest.raises(ConfigError, match="key layout 1 .* writes layout 3"):
+    with pytest.raises(ConfigError, match="key layout 1 .* writes layout 4"):
         store.apply(_one())
     assert raw_redis.keys(f"{store_prefix}:{{*") == []  # nothing written
     store.close()
@@ -221,7 +224,7 @@ def test_a_prefix_in_layout_2_is_refused(
     # mistake records for header fields
     raw_redis.set(f"{store_prefix}:schema", f"{FeatureConfig().schema_hash()} layout 2")
     store = RedisStore.from_url(redis_url, prefix=store_prefix)
-    with pytest.raises(ConfigError, match="key layout 2 .* writes layout 3"):
+    with pytest.raises(ConfigError, match="key layout 2 .* writes layout 4"):
         store.apply(_one())
     store.close()
     raw_redis.delete(f"{store_prefix}:schema")

@@ -79,7 +79,7 @@ def test_redelivery_returns_the_first_vector_and_changes_nothing(redis_store: Re
     again = redis_store.apply(
         _batch([("b", "c", "t", T0 + day // 2, 30.0), ("a", "c", "t", T0, 10.0)])
     )
-    assert np.array_equal(again, vectors[::-1])
+    assert np.array_equal(again, vectors[::-1], equal_nan=True)
     later = redis_store.apply(_batch([("c", "c", "t", T0 + day // 2 + 1000, 50.0)]))
     assert later[0, COL["customer_nb_tx_1d"]] == 3
     assert later[0, COL["customer_avg_amount_1d"]] == 30.0

@@ -62,9 +62,9 @@ def test_redelivery_is_idempotent_even_within_one_batch() -> None:
     store = MemoryStore()
     rows = [("a", "c", "t", T0, 1.0), ("a", "c", "t", T0, 1.0), ("b", "c", "t", T0 + 1, 3.0)]
     out = store.apply(_batch(rows))
-    assert np.array_equal(out[0], out[1])
+    assert np.array_equal(out[0], out[1], equal_nan=True)
     assert out[2, COL["customer_nb_tx_1d"]] == 2
-    assert np.array_equal(store.apply(_batch(rows[::-1])), out[::-1])
+    assert np.array_equal(store.apply(_batch(rows[::-1])), out[::-1], equal_nan=True)
 
 
 def test_labels_count_once_first_wins_and_only_after_the_delay() -> None:

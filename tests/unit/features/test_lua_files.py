@@ -13,6 +13,7 @@ import lupa.lua51
 import pytest
 
 from fraudstream.features import redis_scripts
+from fraudstream.features.definitions import CENTS_CAP, LIMB
 from fraudstream.features.redis_lua_files import LuaScript, assemble
 from fraudstream.features.store import FLAG_CAPPED, FLAG_CONFLICT, FLAG_OUTLIER, TRIM_STEP
 
@@ -54,7 +55,7 @@ def _as_redis_loads(source: str) -> str:
 
 
 def test_the_folder_holds_the_scripts() -> None:
-    assert len(FILES) == 13
+    assert len(FILES) == 14
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
@@ -130,6 +131,8 @@ def test_the_lua_constants_agree_with_the_store() -> None:
     assert declared["FLAG_OUTLIER"] == [("sorted_runs.lua", FLAG_OUTLIER)]
     assert declared["FLAG_CAPPED"] == [("sorted_runs.lua", FLAG_CAPPED)]
     assert declared["FLAG_CONFLICT"] == [("entity_histories.lua", FLAG_CONFLICT)]
+    assert declared["CENTS_CAP"] == [("amount_history.lua", CENTS_CAP)]
+    assert declared["LIMB"] == [("amount_history.lua", LIMB)]
 
 
 def _lua_in_strings(path: Path) -> list[str]:
