@@ -248,7 +248,7 @@ end
 -- a period, and the flags; or nil when the general path is needed.
 local function customer_fast(h, kh, sec, x, wm, parts)
   local n = (#h - CHEAD) / CREC
-  if n < 1 or #h >= LONG or #h % CREC ~= CHEAD % CREC then return nil end
+  if n < 1 or #h >= CLONG or #h % CREC ~= CHEAD % CREC then return nil end
   local refreshed, bw, br, tt, cc, start, bc, bh, bl = unpack_(CHEAD_FORMAT, h, 1)
   local through = max_(tt, cc)
   if sec - refreshed >= refresh_s or refreshed - sec > ckeep or n + 1 > ccap
@@ -305,7 +305,7 @@ local function customer_row(kr, kh, txid, i, status, finish)
     if known_ then return known_ end
   end
   local parts = {ms, x}
-  local h, len = fetch(kh)
+  local h, len = fetch(kh, CLONG)
   if h == '' and status ~= CONFLICT then
     -- the customer's first record: its history starts with it
     local aw, ar = split(x)
@@ -333,7 +333,7 @@ local function customer_row(kr, kh, txid, i, status, finish)
       return row
     end
   end
-  view(CV, kh, CHEAD, CREC, h, len)
+  view(CV, kh, CHEAD, CREC, h, len, CLONG)
   if #CV.hdr < CHEAD then
     CV.refreshed, CV.bw, CV.br, CV.tt, CV.cc, CV.start = NEG, 0, 0, NEG, NEG, 0
     CV.bc, CV.bh, CV.bl = 0, 0, 0

@@ -4,27 +4,30 @@
 -- scripts.
 
 -- LONG: a run shorter than this many bytes is read whole (one call), a longer one by
--- blocks of BLOCK bytes. STEP and the flags are fraudstream.features.store's TRIM_STEP,
+-- blocks of BLOCK bytes; CLONG instead for customer histories, whose records are six
+-- times as long as a terminal's. STEP and the flags are fraudstream.features.store's TRIM_STEP,
 -- FLAG_OUTLIER and FLAG_CAPPED (tests/unit/features/test_lua_files.py checks they agree).
-local LONG, BLOCK, STEP = 4096, 1024, 16
+local LONG, CLONG, BLOCK, STEP = 4096, 8192, 1024, 16
 local FLAG_OUTLIER, FLAG_CAPPED = 2, 4
 
 local NEG = -1 / 0
 local sub, pack, unpack_, floor = string.sub, struct.pack, struct.unpack, math.floor
 local max_, min_ = math.max, math.min
 -- arguments of redis.call are passed as strings: a Lua number costs a printf each time
-local LONG_END = tostring(LONG - 1)
+local ENDS = {[LONG] = tostring(LONG - 1), [CLONG] = tostring(CLONG - 1)}
 
 -- A SORTED RUN is a string: a header of `head` bytes, then records of `size` bytes sorted
 -- by the event second each starts with ('<d'). A view of it (a table reused from one
 -- transaction to the next: no allocation) holds it whole when it is shorter than LONG
 -- bytes (most entities), else its first LONG bytes and the blocks a search reads, so that
 -- a long history costs a few short reads per transaction, not a copy of itself.
--- `got`: the run whole, or (`len` >= LONG, its length) its first LONG bytes.
-local function view(v, key, head, size, got, len)
+-- `got`: the run whole, or (`len` >= long, its length) its first `long` bytes (LONG or
+-- CLONG, LONG when nil).
+local function view(v, key, head, size, got, len, long)
+  long = long or LONG
   v.key, v.head, v.size, v.per, v.blocks = key, head, size, floor(BLOCK / size), nil
-  v.hdr, v.n, v.whole, v.first = sub(got, 1, head), 0, nil, nil
-  if len < LONG then
+  v.hdr, v.n, v.whole, v.first, v.long = sub(got, 1, head), 0, nil, nil, long
+  if len < long then
     v.whole = got
     if len > head then v.n = (len - head) / size end
   else
@@ -33,11 +36,12 @@ local function view(v, key, head, size, got, len)
   end
 end
 
--- the run at key whole when short, else its first LONG bytes (one call for short runs):
--- (string, length)
-local function fetch(key)
-  local got = redis.call('GETRANGE', key, '0', LONG_END)
-  if #got < LONG then return got, #got end
+-- the run at key whole when shorter than `long` (LONG when nil), else its first `long`
+-- bytes (one call for short runs): (string, length)
+local function fetch(key, long)
+  long = long or LONG
+  local got = redis.call('GETRANGE', key, '0', ENDS[long])
+  if #got < long then return got, #got end
   return got, redis.call('STRLEN', key)
 end
 
@@ -50,7 +54,7 @@ end
 local function at(v, i)
   local off = v.head + i * v.size
   if v.whole then return v.whole, off + 1 end
-  if off + v.size <= LONG then return v.first, off + 1 end
+  if off + v.size <= v.long then return v.first, off + 1 end
   local b = floor(i / v.per)
   local from = v.head + b * v.per * v.size
   local blk = v.blocks[b]
