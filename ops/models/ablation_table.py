@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from variants import Variant
+from variants import CURRENT, Variant
 
 HEADLINE = ("roc_auc", "average_precision", "card_precision_at_100")
 TARGETS = {"roc_auc": 0.88, "average_precision": 0.70, "card_precision_at_100": 0.30}
@@ -75,11 +75,12 @@ def markdown(
             _mean(entry.get("partial_features_average_precision")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    current = summaries.get(CURRENT, summaries.get("defaults"))
     notes = [
         f"Seeds {', '.join(map(str, seeds))}; ± is the standard deviation over them.",
-        gain_line(summaries.get("defaults")),
-        target_line(summaries.get("defaults")),
-        auc_loss_line(summaries.get("defaults")),
+        gain_line(current),
+        target_line(current),
+        auc_loss_line(current),
     ]
     lines += ["", *[note for note in notes if note]]  # fmt: skip
     return "\n".join(lines) + "\n"

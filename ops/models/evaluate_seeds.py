@@ -2,7 +2,7 @@
 
     .venv/bin/python ops/models/evaluate_seeds.py [--seeds 101 102 103 104 105]
         [--train-start 2018-07-25] [--variants NAME ...] [--json FILE] [--readme FILE]
-    .venv/bin/python ops/models/evaluate_seeds.py --from-json FILE [--readme FILE]
+    .venv/bin/python ops/models/evaluate_seeds.py --from-json FILE [FILE ...] [--readme FILE]
 
 Each seed is the default simulated world (``fraudstream simulate --seed N``). Every
 variant (``variants.py``) is trained as ``fraudstream train`` trains (7 training days,
@@ -188,9 +188,8 @@ def progress_bar(total: int) -> Iterator[Any]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.from_json:
-        saved = json.loads(args.from_json.read_text())
-        args.seeds, args.variants, args.json = saved["seeds"], saved["variants"], None
-        runs = saved["runs"]
+        args.seeds, runs = merge_runs([json.loads(p.read_text()) for p in args.from_json])
+        args.variants, args.json = list(runs), None
     else:
         runs = run_all(args)
     variants = {name: VARIANTS[name] for name in args.variants}
@@ -199,6 +198,24 @@ def main(argv: list[str] | None = None) -> int:
     print(table, end="")
     _write(args, runs, summaries, table)
     return 0
+
+
+def merge_runs(saved: list[dict[str, Any]]) -> tuple[list[int], dict[str, Any]]:
+    """The seeds and the runs of several ``--json`` files, in table (``VARIANTS``) order;
+    a variant in several files is taken from the last. Files of other seeds are refused:
+    paired differences need the same seeds in every row."""
+    seeds = list(saved[0]["seeds"])
+    merged: dict[str, Any] = {}
+    for blob in saved:
+        if list(blob["seeds"]) != seeds:
+            msg = f"--from-json files cover seeds {seeds} and {blob['seeds']}: merge equal seeds"
+            raise SystemExit(msg)
+        merged.update(blob["runs"])
+    unknown = sorted(set(merged) - set(VARIANTS))
+    if unknown:
+        msg = f"--from-json: variants {', '.join(unknown)} are not in variants.py"
+        raise SystemExit(msg)
+    return seeds, {name: merged[name] for name in VARIANTS if name in merged}
 
 
 def run_all(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
@@ -254,7 +271,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="per-seed results and summaries")
     p.add_argument("--readme", type=Path, help="replace the table between the markers")
     p.add_argument("--nthread", type=int, default=2, help="XGBoost threads")
-    p.add_argument("--from-json", type=Path, help="redo the table from a --json file")
+    p.add_argument(
+        "--from-json", type=Path, nargs="+", help="redo the table from --json files (merged)"
+    )
     return p
 
 

@@ -154,3 +154,41 @@ def test_each_finished_seed_is_written_and_makes_a_table(tmp_path: Path) -> None
     readme.write_text(f"{ablation_table.BEGIN}\n{ablation_table.END}\n")
     evaluate_seeds.main(["--from-json", str(out), "--readme", str(readme)])
     assert "| 0.900 ± 0.000 | 0.700 ± 0.000 | 0.300 ± 0.000 |" in readme.read_text()
+
+
+def test_tables_merge_json_files_in_table_order_and_the_current_row_is_judged(
+    tmp_path: Path,
+) -> None:
+    def row(auc: float) -> dict[str, float]:
+        return {"roc_auc": auc, "average_precision": 0.7, "card_precision_at_100": 0.3,
+                "validation_average_precision": 0.6, "trees": 50.0}  # fmt: skip
+
+    earlier, later = tmp_path / "full.json", tmp_path / "set3.json"
+    earlier.write_text(
+        json.dumps(
+            {
+                "seeds": [1, 2],
+                "runs": {
+                    "store_best": [row(0.5)] * 2,
+                    "defaults": [row(0.1)] * 2,
+                    "before": [row(0.2)] * 2,
+                },
+            }
+        )
+    )
+    later.write_text(json.dumps({"seeds": [1, 2], "runs": {
+        variants.CURRENT: [row(0.9)] * 2, "defaults": [row(0.3)] * 2}}))  # fmt: skip
+    seeds, runs = evaluate_seeds.merge_runs([json.loads(p.read_text()) for p in (earlier, later)])
+    assert seeds == [1, 2]
+    assert list(runs) == ["before", "defaults", variants.CURRENT, "store_best"]
+    assert runs["defaults"][0]["roc_auc"] == 0.3  # the later file's
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{ablation_table.BEGIN}\n{ablation_table.END}\n")
+    evaluate_seeds.main(["--from-json", str(earlier), str(later), "--readme", str(readme)])
+    text = readme.read_text()
+    assert text.count("| 0.500 ± 0.000 |") == 1  # the earlier file's rows stay
+    assert "roc_auc 0.900 >= 0.88" in text  # the targets are the current defaults'
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"seeds": [3], "runs": {"defaults": [row(0.1)]}}))
+    with pytest.raises(SystemExit, match="cover seeds"):
+        evaluate_seeds.merge_runs([json.loads(p.read_text()) for p in (earlier, other)])
