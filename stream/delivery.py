@@ -1,8 +1,9 @@
 """Delivery guarantees: how a batch's outputs and its input offsets are made durable together.
 
 ``AtLeastOnce``: produce, wait for every acknowledgement, then commit the input offsets.
-``ExactlyOnce``: one Kafka transaction per batch with the consumer offsets sent inside it,
-committed on a helper thread while the next batch is scored; the error classes follow
+``ExactlyOnce``: Kafka transactions with the consumer offsets sent inside them, each
+committed on a helper thread while the loop scores on (``serve`` holds what it scores
+meanwhile in its ``Outbox`` for the next transaction); the error classes follow
 librdkafka's transactional pattern (retriable → retry, abortable → abort and rewind to the
 committed position, fatal → exit non-zero).
 """
@@ -36,6 +37,10 @@ class Delivery(Protocol):
     producer: Producer
 
     def begin(self) -> None: ...
+    def busy(self) -> bool:
+        """A commit is in flight that ``begin`` would wait for."""
+        ...
+
     def produce(
         self,
         topic: str,
@@ -100,6 +105,9 @@ class AtLeastOnce:
 
     def begin(self) -> None:
         self._current = _InFlight(self)
+
+    def busy(self) -> bool:
+        return False  # begin never waits: acknowledgements are collected as they come
 
     def produce(
         self,
@@ -240,14 +248,12 @@ class _InFlight:
 
 
 class ExactlyOnce:
-    """Consume–score–produce in one transaction per batch, offsets included.
+    """Consume–score–produce in transactions, offsets included.
 
-    A batch's commit (its offsets sent, then the transaction committed) runs on a helper
-    thread while the loop reads, and scores, the next batch; that batch's ``begin`` waits
-    for it before producing, so its errors surface there. A read_committed reader sees a
-    batch's decisions once its commit is done: the loop never waits for a commit while it
-    has work, and while a commit is in flight records gather into the next, larger batch,
-    so the commit rate adapts to what the broker's commits cost.
+    A transaction's commit (its offsets sent, then the transaction committed) runs on a
+    helper thread while the loop reads and scores on; ``busy`` tells whether it is still in
+    flight, and the next ``begin`` waits for it before producing, so its errors surface
+    there. A read_committed reader sees a transaction's decisions once its commit is done.
 
     Every transactional call runs on that thread under a bound (the timeout plus
     ``STALL_MARGIN_S``): librdkafka can block in ``send_offsets_to_transaction`` forever
@@ -305,6 +311,9 @@ class ExactlyOnce:
             self._call(self.producer.begin_transaction, "begin_transaction")
             self._in_txn = True
             self._outputs = 0
+
+    def busy(self) -> bool:
+        return self._pending is not None and not self._pending.done()
 
     def produce(
         self,

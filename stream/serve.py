@@ -1,8 +1,9 @@
 """The ``serve`` loop: consume → decode → plan → score → produce → commit, batch after batch.
 
-One thread, one batch at a time. Exactly-once commits each batch's transaction before the
-next ``consume`` call; at-least-once leaves a batch's outputs in flight while the next one is
-scored and commits offsets as acknowledgements arrive. Before partitions are revoked the
+One thread, one batch at a time. Exactly-once commits each transaction on a helper thread
+while the loop scores on; batches scored meanwhile wait in the ``Outbox`` and go into the
+next transaction together. At-least-once leaves a batch's outputs in flight while the next
+one is scored and commits offsets as acknowledgements arrive. Before partitions are revoked the
 delivery is drained (everything in flight acknowledged, its offsets committed), so a
 rebalance hands over no acknowledged-but-uncommitted work; revoked partitions only lose
 records still waiting in the buffer, which their next owner reads again.
@@ -33,6 +34,7 @@ from fraudstream.stream.kafka.consume import take_queued
 from fraudstream.stream.liveness import Liveness
 from fraudstream.stream.metrics import ServeMetrics
 from fraudstream.stream.model_watch import ModelHolder
+from fraudstream.stream.outbox import Outbox
 from fraudstream.stream.pipeline import Pipeline, ScoredBatch, flag_names
 from fraudstream.stream.planner import Planner
 from fraudstream.stream.watermark import Watermarks
@@ -88,6 +90,8 @@ class Server:
     the wall ms at which its budget started (``fraudstream.stream.clock``)."""
     _lag_at: float = 0.0
     _to_check: list[TopicPartition] = field(default_factory=list)
+    outbox: Outbox = field(default_factory=lambda: Outbox(limit=1024))
+    """Batches scored while the previous transaction was committing (exactly-once)."""
 
     def subscribe(self) -> None:
         self.consumer.subscribe(
@@ -102,6 +106,16 @@ class Server:
 
     def run(self, max_batches: int | None = None) -> None:
         """Process until ``stopping`` is set (or ``max_batches`` batches, for tests)."""
+        try:
+            self._loop(max_batches)
+        finally:
+            if self.outbox:  # what was scored last goes out before the delivery closes
+                try:
+                    self._publish()
+                except BatchAborted as exc:
+                    logger.warning("%s", exc)
+
+    def _loop(self, max_batches: int | None) -> None:
         while not self.stopping.is_set():
             if max_batches is not None and self.batches >= max_batches:
                 return
@@ -176,6 +190,7 @@ class Server:
         except BatchAborted as exc:
             logger.warning("%s", exc)
             self._buffer.clear()
+            self.outbox.discard()
         self.batches += 1
 
     def _process(
@@ -197,33 +212,37 @@ class Server:
             scored = self.pipeline.run(decoded.batch, plan, marks, watermark)
         else:
             self.pipeline.mark(marks)
-        self.liveness.beat("waiting for the previous commit")
-        self.delivery.begin()  # exactly-once: the previous batch's commit ran meanwhile
-        self.liveness.beat("producing")
-        for index, error in decoded.errors:
-            self.delivery.dead_letter(dead_letter(msgs[index], error))
-            self.metrics.dead_letters.labels(code=error.code).inc()
-        if scored is not None:
-            ok = np.asarray(decoded.ok_index, dtype=np.int64)
-            self._emit(
-                scored,
-                arrival[ok],
-                fetched[ok],
-                {"queue_start": float(started), "decode": decode_ms},
-            )
-        if scored is not None and self.shadow is not None and self._slack_left(scored):
-            self.shadow.score(scored, self.delivery, self.wall_ms())
-        t1 = perf()
-        self.liveness.beat("committing")
-        self.delivery.commit(next_offsets)
-        self.metrics.commit_seconds.observe(perf() - t1)
+        scored_at = self.wall_ms()
+
+        def write() -> None:
+            for index, error in decoded.errors:
+                self.delivery.dead_letter(dead_letter(msgs[index], error))
+                self.metrics.dead_letters.labels(code=error.code).inc()
+            if scored is not None:
+                ok = np.asarray(decoded.ok_index, dtype=np.int64)
+                extra = {"queue_start": float(started), "decode": decode_ms}
+                self._emit(scored, arrival[ok], fetched[ok], extra, scored_at)
+            if scored is not None and self.shadow is not None and self._slack_left(scored):
+                self.shadow.score(scored, self.delivery, self.wall_ms())
+
+        self.outbox.add(next_offsets, len(msgs), write)
+        if not self.outbox.should_wait(self.delivery):
+            self._publish()
         self.pipeline.flush_pending()
         self.metrics.store_pending.set(self.pipeline.pending_count)
         self.metrics.transactions.inc(len(msgs))
         self.metrics.batch_size.observe(len(msgs))
 
+    def _publish(self) -> None:
+        """Produce and commit every batch the outbox holds (see ``fraudstream.stream.outbox``)."""
+        t1 = time.perf_counter()
+        self.outbox.publish(self.delivery, self.liveness)
+        self.metrics.commit_seconds.observe(time.perf_counter() - t1)
+
     def _settle(self) -> None:
         try:
+            if self.outbox:  # idle: nothing to score while the commit finishes
+                self._publish()
             self.delivery.settle()
         except BatchAborted as exc:
             logger.warning("%s", exc)
@@ -242,13 +261,15 @@ class Server:
         arrival: np.ndarray,
         fetched: np.ndarray,
         extra: dict[str, float],
+        scored_at: int,
     ) -> None:
         t0 = time.perf_counter()
-        scored_at = self.wall_ms()
         queue_start = int(extra.pop("queue_start"))
         queue = np.maximum(queue_start - arrival, 0).astype(np.float64)
         kafka = np.clip(fetched - arrival, 0, queue).astype(np.float64)
         commit_ms = self.planner.expected_commit_s(len(scored.codes)) * 1e3
+        if self.planner.commit_in_path:  # visible after the wait for this transaction too
+            commit_ms += max(self.wall_ms() - scored_at, 0)
         rows, total = scored.rows(
             arrival, self.budget_ms, scored_at, extra, queue, kafka, round(commit_ms, 3)
         )
@@ -317,6 +338,8 @@ class Server:
 
     def _on_revoke(self, _consumer: Consumer, parts: list[TopicPartition]) -> None:
         try:  # hand over with every acknowledged decision's offset committed
+            if self.outbox:
+                self._publish()
             self.delivery.drain()
         except BatchAborted as exc:
             logger.warning("%s", exc)

@@ -26,6 +26,7 @@ from fraudstream.stream.kafka.limits import LIBRDKAFKA_DEFAULT, max_message_byte
 from fraudstream.stream.liveness import Liveness
 from fraudstream.stream.metrics import HealthServer, ServeMetrics
 from fraudstream.stream.model_watch import ModelHolder
+from fraudstream.stream.outbox import Outbox
 from fraudstream.stream.pipeline import Pipeline, ScorerLike
 from fraudstream.stream.planner import Planner
 from fraudstream.stream.serve import Server, Topics, install_signal_handlers
@@ -184,6 +185,7 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
         skew=SkewTracker(tolerance_ms=settings.clock_skew_tolerance_ms),
         liveness=Liveness(settings.liveness_timeout_s),
         stopping=stopping,
+        outbox=Outbox(limit=settings.max_batch),
     )
     health = None
     if settings.metrics_port:
