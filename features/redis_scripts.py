@@ -8,8 +8,8 @@ Key layout under a prefix ``P`` (every key of an entity shares its hash tag):
   long as the rows hash of a period (``rttl``)
 - ``P:{c:<customer>}:h`` string, the customer's history (see ``CUSTOMER HISTORY`` in
   ``entity_histories.lua``)
-- ``P:{c:<customer>}:m`` string, the customer's maxima (see ``CUSTOMER MAXIMA`` in
-  ``amount_history.lua``)
+- ``P:{c:<customer>}:m`` string, the customer's older maxima when there are more than
+  its history's header holds (see ``CUSTOMER MAXIMA`` in ``amount_history.lua``)
 - ``P:{c:<customer>}:r<period>`` hash, tx id -> raw row (little-endian f64s, then the row's
   flags) returned the first time (idempotency), one hash per period of ``refresh_s`` (a
   week) of event time
@@ -46,9 +46,10 @@ from fraudstream.features.store import ROWS_PERIOD_S
 TTL_REFRESH_S = ROWS_PERIOD_S
 """A customer's keys get their idle TTL again once its event time moved this far; it is
 also the period of event time one customer rows hash holds."""
-LAYOUT = 4
-"""The key layout above (3: customer records without cents and square limbs, no maxima,
-rows without the amount history and fraud ages; 2: no identity keys, 24-byte customer
+LAYOUT = 5
+"""The key layout above (4: customer headers without the maxima area, every maximum in
+``:m``; 3: customer records without cents and square limbs, no maxima, rows without the
+amount history and fraud ages; 2: no identity keys, 24-byte customer
 headers, rows without flags; 1: one rows hash per customer and a tx id list to trim it)."""
 
 

@@ -83,11 +83,11 @@ end
 -- the last TTL renewal, running totals of amounts before the first record, trimmed-through
 -- second, capped-through second, index of the first record after them: those before are
 -- dead, until a rewrite drops them; running totals of cents and square limbs before the
--- first record), records '<dddddd' (second, running totals through it: amounts as whole
--- units and remainders, cents, square limbs (amount_history.lua)).
+-- first record) then the maxima area (amount_history.lua), records '<dddddd' (second,
+-- running totals through it: amounts as whole units and remainders, cents, square limbs).
 -- CUSTOMER ROWS P:{c:<customer>}:r<p>: the rows of its transactions whose event second is
 -- in period p (of refresh_s seconds), deleted whole once the history is trimmed past it.
-local CHEAD, CREC = 72, 48
+local CHEAD, CREC, AREA_AT = 72 + AREA_BYTES, 48, '72'
 local CREC_FORMAT, CHEAD_FORMAT = '<dddddd', '<ddddddddd'
 
 -- running totals through record i (amount units, remainders, cents, square limbs)
@@ -97,6 +97,32 @@ local function customer_totals(v, i)
   if not s then s, o = at(v, i) end
   local _, w, r, c, h, l = unpack_(CREC_FORMAT, s, o)
   return w, r, c, h, l
+end
+
+-- The maxima rebuilt from history v with the record (sec, c) of plan p inserted at p.pos,
+-- for a row older than the newest record: a scan back from the newest record to the
+-- widest window's start (or what the plan trims), keeping each record above all newer.
+-- Returns the new area bytes.
+local function rebuild_max(v, p, sec, c)
+  local newest = max_(sec_at(v, v.n - 1), sec)
+  local stop = max_(newest - cw[ncw], p.t)
+  local secs, cs, best, placed = {}, {}, -1, false
+  local i = v.n - 1
+  while i >= v.start do
+    if not placed and i < p.pos then
+      placed = true
+      if sec <= stop then break end
+      if c > best then best, secs[#secs + 1], cs[#cs + 1] = c, sec, c end
+    end
+    local s = sec_at(v, i)
+    if s <= stop then break end
+    local _, _, c1 = customer_totals(v, i)
+    local _, _, c0 = customer_totals(v, i - 1)
+    if c1 - c0 > best then best, secs[#secs + 1], cs[#cs + 1] = c1 - c0, s, c1 - c0 end
+    i = i - 1
+  end
+  if not placed and sec > stop and c > best then secs[#secs + 1], cs[#cs + 1] = sec, c end
+  return maxima_from(v.key, secs, cs)
 end
 
 -- the largest cents of records [lo, pos) of v, from their running totals (-1: none)
@@ -129,7 +155,7 @@ end
 
 -- (count, sum) per window (sec - w, sec] into parts, the record itself included, widest
 -- window first so that each search narrows the next, then the amount history of the
--- widest window's earlier records (maxima read by read_maxima); p.tw, p.tr, p.tc, p.th,
+-- widest window's earlier records (maxima read by area_read); p.tw, p.tr, p.tc, p.th,
 -- p.tl: running totals through it
 local function customer_windows(v, p, sec, x, parts, applied)
   p.aw, p.ar = split(x)
@@ -154,7 +180,11 @@ local function customer_windows(v, p, sec, x, parts, applied)
     parts[2 * j + 1], parts[2 * j + 2] = pos + 1 - lo, (tw_ - bw) / SCALE + (tr - br)
     if j == ncw then
       local best = -1
-      if pos < v.n then best = scan_max(v, lo, pos) elseif pos > lo then best = window_max(lower) end
+      if pos < v.n then
+        best = scan_max(v, lo, pos)
+      elseif pos > lo then
+        best = window_max(v.key, lower)
+      end
       parts[e], parts[e + 1], parts[e + 2], parts[e + 3] = c0 - bc, h0 - bh, l0 - bl, best
     end
   end
@@ -167,12 +197,19 @@ end
 -- (terminal_half.lua has the terminal's half).
 local THEAD, TREC = 40, 8
 
+-- the maxima area bytes of customer history view v
+local function area_of(v)
+  local area = sub(v.hdr, 73, CHEAD)
+  if #area < AREA_BYTES then return EMPTY_AREA end
+  return area
+end
+
 local function header_at(v, p, d)
   local start = start_after(p, d)
   if v.head == THEAD then return pack('<ddddd', p.refreshed, p.tt, p.cc, v.frauds, start) end
   local bw, br, bc, bh, bl = v.bw, v.br, v.bc, v.bh, v.bl
   if d > 0 then bw, br, bc, bh, bl = customer_totals(v, d - 1) end
-  return pack(CHEAD_FORMAT, p.refreshed, bw, br, p.tt, p.cc, start, bc, bh, bl)
+  return pack(CHEAD_FORMAT, p.refreshed, bw, br, p.tt, p.cc, start, bc, bh, bl) .. area_of(v)
 end
 
 local function shift(v, p, recs)
@@ -234,6 +271,7 @@ local function customer_store(v, p, sec)
       .. pack(CREC_FORMAT, sec, p.tw - bw, p.tr, p.tc - bc, p.th - bh, p.tl - bl)
       .. shifted(sub(recs, cut + 1), p.aw - bw, p.ar, p.ac - bc, p.ah - bh, p.al - bl)
     local hdr = pack(CHEAD_FORMAT, p.refreshed, 0, br, p.tt, p.cc, start_after(p, d), 0, 0, 0)
+      .. area_of(v)
     redis.call('SET', v.key, hdr .. body, 'PX', cttl)
     return true
   end
@@ -280,13 +318,13 @@ local function customer_fast(h, kh, sec, x, wm, parts)
     end
     parts[2 * j + 1], parts[2 * j + 2] = n + 1 - lo, (tw_ - w0) / SCALE + (tr - r0)
     if j == ncw then
-      read_maxima(kh)
+      area_read(h)
       local best = -1
-      if lo < n then best = window_max(max_(s, through)) end
+      if lo < n then best = window_max(kh, max_(s, through)) end
       parts[e], parts[e + 1], parts[e + 2], parts[e + 3] = lc - c0, lh - h0, ll - l0, best
     end
   end
-  add_max(sec, ac, through)
+  redis.call('SETRANGE', kh, AREA_AT, push_max(kh, sec, ac, sec - cw[ncw]))
   local reach, flags = sec - cmax, 0
   if tt > reach then flags = flags + FLAG_OUTLIER end
   if cc > reach then flags = flags + FLAG_CAPPED end
@@ -315,9 +353,9 @@ local function customer_row(kr, kh, txid, i, status, finish)
     end
     local e = 2 * ncw + 3
     parts[e], parts[e + 1], parts[e + 2], parts[e + 3] = 0, 0, 0, -1
-    local hdr = pack(CHEAD_FORMAT, sec, 0, 0, NEG, NEG, 0, 0, 0, 0)
+    local area = pack('<dddd', NEG, 1, sec, ac) .. sub(EMPTY_AREA, 33)
+    local hdr = pack(CHEAD_FORMAT, sec, 0, 0, NEG, NEG, 0, 0, 0, 0) .. area
     redis.call('SET', kh, hdr .. pack(CREC_FORMAT, sec, aw, ar, ac, ah, al), 'PX', cttl)
-    redis.call('SET', maxima_key(kh), pack('<dd', sec, ac), 'PX', cttl)
     local row = finish(parts, i, sec, wm, true, 0)
     redis.call('HSET', kr, txid, row)
     redis.call('PEXPIRE', kr, rttl_)
@@ -348,16 +386,25 @@ local function customer_row(kr, kh, txid, i, status, finish)
   end
   local applied = status ~= CONFLICT
   if applied then plan(CV, CP, sec, wm, ckeep, ccap) else readonly(CV, CP) end
-  read_maxima(kh)
+  area_read(CV.hdr)
   customer_windows(CV, CP, sec, x, parts, applied)
   local flags = trim_flags(CP, sec - cmax)
   local expire = false
   if applied then
     if advances(CV, CP) then drop_trimmed(sub(kh, 1, #kh - 1) .. 'r', CV, CP, sec) end
+    -- a row older than the newest record rebuilds the maxima (before the history changes:
+    -- a long one is read by blocks); an in-order one pushes its own
+    local area
+    if CP.kept and CP.pos < CV.n then area = rebuild_max(CV, CP, sec, CP.ac) end
     local renewed = customer_store(CV, CP, sec)
     expire = renewed or new_period(CV, sec)
-    if CP.kept then add_max(sec, CP.ac, CP.t) end
-    if renewed then redis.call('PEXPIRE', MV.key, cttl) end
+    if CP.kept then
+      area = area or push_max(kh, sec, CP.ac, sec - cw[ncw])
+      redis.call('SETRANGE', kh, AREA_AT, area)
+    end
+    local spill = AD
+    if area then spill = unpack_('<d', area, 1) end
+    if renewed and spill ~= NEG then redis.call('PEXPIRE', spill_key(kh), cttl) end
   end
   local row = finish(parts, i, sec, wm, applied, flags)
   if applied then

@@ -77,7 +77,7 @@ def test_the_store_names_the_line_a_failed_redis_call_is_on(
     raw_redis.hset(f"{redis_store.prefix}:{{c:c}}:h", "not", "a history")
     with pytest.raises(FeatureStoreUnavailable) as error:
         redis_store.apply(_one())
-    where = _at("sorted_runs.lua", "local got = redis.call('GETRANGE', key, '0', LONG_END)")
+    where = _at("sorted_runs.lua", "local got = redis.call('GETRANGE', key, '0', ENDS[long])")
     assert "WRONGTYPE Operation against a key holding the wrong kind of value" in str(error.value)
     assert str(error.value).endswith(f", on {where}.)"), error.value
 
