@@ -21,7 +21,7 @@ from fraudstream.features.definitions import (
     FeatureConfig,
     transaction_level_features,
 )
-from fraudstream.features.exceptions import FeatureStoreUnavailable
+from fraudstream.features.exceptions import FeatureStoreTimeout, FeatureStoreUnavailable
 from fraudstream.features.schema import TransactionBatch
 from fraudstream.features.store import (
     FLAG_CAPPED,
@@ -288,6 +288,8 @@ class Pipeline:
                 self._timed("features", len(batch), t0, stage_ms, "features")
                 return full.astype(np.float32, copy=False), None, flags
             except FeatureStoreUnavailable as exc:  # refused, unreachable, or silent that long
+                if isinstance(exc, FeatureStoreTimeout):
+                    self.planner.observe_store_timeout(len(batch))
                 self._fail(exc)
         self.pending.append((batch, offsets))
         x = np.full((len(batch), len(FEATURE_NAMES)), np.nan, dtype=np.float32)

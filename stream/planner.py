@@ -16,6 +16,11 @@ store call waits for a slow reply up to ``store_down_after_s``, and only a store
 down (refused, unreachable, or silent that long) sends batches there
 (``fraudstream.stream.pipeline``).
 With ``degrade="never"`` every batch takes the full path; without a model, rules.
+
+Whatever the deadlines, a batch carries at most the records whose store call, at the recent
+store cost per record, fits in a third of ``store_down_after_s``: a backlog of costly
+records (a customer's deep out-of-order inserts cost O(window) each) is split into smaller
+batches rather than having its store calls mistaken for an outage.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ QUALITY_FLOOR = 0.5
 be taken to meet a deadline (about 0.9 on the handbook data)."""
 STORE_DOWN_AFTER_S = 1.0
 """A store call without an answer for this long counts as an outage."""
+STORE_SHARE = 1 / 3
+"""Most of ``store_down_after_s`` that one batch's store call may be expected to take."""
 
 STAGES = ("decode", "features", "score_full", "score_truncated", "reasons", "produce", "commit")
 
@@ -136,9 +143,38 @@ class Planner:
     commit_in_path: bool = False
     """Exactly-once: a decision is visible once its transaction commits, so the commit is
     part of every record's path (``commit`` stage)."""
+    store_share: float = STORE_SHARE
+    """Most of ``store_down_after_s`` one batch's store call may be expected to take."""
+    _store_rate_s: float = 0.0
+    """Recent store seconds per record, fixed cost included (0: none observed)."""
 
     def observe(self, stage: str, n: int, seconds: float) -> None:
         self.costs[stage].observe(n, seconds)
+        if stage == "features" and n > 0:
+            self._observe_store_rate(seconds / n)
+
+    def observe_store_timeout(self, n: int) -> None:
+        """A store call for ``n`` records went unanswered for ``store_down_after_s``."""
+        if n > 0:
+            self._observe_store_rate(self.store_down_after_s / n)
+
+    def _observe_store_rate(self, rate_s: float) -> None:
+        d = 0.7  # follows a slow spell within a few batches
+        self._store_rate_s = (
+            rate_s
+            if self._store_rate_s == 0.0
+            else d * self._store_rate_s + (1 - d) * max(rate_s, 0.0)
+        )
+
+    def store_cap(self) -> int:
+        """Most records one batch may carry so that its store call, at the recent cost per
+        record, stays within ``store_share`` of the bound past which the store counts as
+        down: a batch of costly records (deep out-of-order inserts, long histories) is
+        split instead of being taken for an outage and decided on partial features."""
+        if self._store_rate_s <= 0.0:
+            return self.max_batch
+        fits = int(self.store_share * self.store_down_after_s / self._store_rate_s)
+        return max(1, min(self.max_batch, fits))
 
     def set_quality(self, quality: Mapping[str, float | None]) -> None:
         """The lower rungs' measured quality for the model now serving."""
@@ -180,9 +216,9 @@ class Planner:
         """
         if buffered <= 0:
             return Plan(0, RUNG_FULL, 0.0)
-        cap = min(buffered, self.max_batch)
         if not has_model:
-            return Plan(cap, RUNG_RULES, 0.0)
+            return Plan(min(buffered, self.max_batch), RUNG_RULES, 0.0)
+        cap = min(buffered, self.store_cap())
         if slacks_s is None:
             return Plan(cap, RUNG_FULL, self.store_down_after_s)
         rungs = [RUNG_FULL, *self.degraded_rungs()]

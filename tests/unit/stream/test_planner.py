@@ -117,3 +117,24 @@ def test_no_model_means_rules_and_no_deadline_means_full() -> None:
     assert planner.plan(np.ones(3), 3, has_model=False).rung == RUNG_RULES
     assert planner.plan(None, 3, has_model=True).rung is RUNG_FULL
     assert planner.plan(None, 0, has_model=True).size == 0
+
+
+def test_costly_store_records_split_a_late_backlog_below_the_outage_bound() -> None:
+    planner = _planner()  # max_batch 1000, the store counts as down after 1 s
+    late = np.full(3000, -1.0)
+    assert planner.plan(late, 3000, has_model=True).size == 1000
+    planner.observe("features", 1000, 0.65)  # 0.65 ms a record: deep out-of-order inserts
+    size = planner.plan(late, 3000, has_model=True).size
+    assert 400 <= size <= 1000 * planner.store_share / 0.65
+    assert planner.plan(None, 3000, has_model=True).size == size  # a backtest too
+    assert planner.plan(late, 3000, has_model=False).size == 1000  # rules call no store
+
+
+def test_a_store_timeout_shrinks_the_next_batches() -> None:
+    planner = _planner()
+    planner.observe_store_timeout(1000)
+    first = planner.plan(np.full(3000, -1.0), 3000, has_model=True).size
+    assert first <= 1000 * planner.store_share
+    for _ in range(20):  # the store is fast again: batches grow back to max_batch
+        planner.observe("features", 100, 0.005)
+    assert planner.plan(np.full(3000, -1.0), 3000, has_model=True).size == 1000
