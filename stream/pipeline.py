@@ -272,6 +272,29 @@ class Pipeline:
                 self.on_store_back()
         return out
 
+    def _apply_or_retry(
+        self,
+        batch: TransactionBatch,
+        timeout_s: float,
+        offsets: dict[int, int],
+        watermark_s: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The store call, asked once more after a timeout before the store counts as down.
+
+        Our scripts run to completion in Redis whatever the client does, so a batch that
+        was merely costly (deep out-of-order inserts, a long history) has been applied by
+        the time the second call is answered, and that call reads its rows back as
+        redelivered ones: same rows, no second application. A store that is hung stays
+        silent for the second call too; it is taken for down after twice the bound, for
+        this one batch.
+        """
+        try:
+            return self._apply(batch, timeout_s, offsets, watermark_s)
+        except FeatureStoreTimeout as exc:
+            self.planner.observe_store_timeout(len(batch))
+            logger.info("feature store slow (%s); asking once more", exc)
+        return self._apply(batch, timeout_s, offsets, watermark_s)
+
     def _features(
         self,
         batch: TransactionBatch,
@@ -284,12 +307,12 @@ class Pipeline:
         want_store = plan.rung != RUNG_PARTIAL and plan.store_timeout_s > 0
         if want_store and self.flush_pending():
             try:
-                full, flags = self._apply(batch, plan.store_timeout_s, offsets, watermark_s)
+                full, flags = self._apply_or_retry(
+                    batch, plan.store_timeout_s, offsets, watermark_s
+                )
                 self._timed("features", len(batch), t0, stage_ms, "features")
                 return full.astype(np.float32, copy=False), None, flags
             except FeatureStoreUnavailable as exc:  # refused, unreachable, or silent that long
-                if isinstance(exc, FeatureStoreTimeout):
-                    self.planner.observe_store_timeout(len(batch))
                 self._fail(exc)
         self.pending.append((batch, offsets))
         x = np.full((len(batch), len(FEATURE_NAMES)), np.nan, dtype=np.float32)

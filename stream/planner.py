@@ -12,8 +12,9 @@ path's average precision as measured for the model serving
 is
 late anyway: it takes the full path. Partial features are never chosen to meet a deadline
 (on the handbook data they keep about an eighth of the full path's average precision): a
-store call waits for a slow reply up to ``store_down_after_s``, and only a store that is
-down (refused, unreachable, or silent that long) sends batches there
+store call waits for a slow reply up to ``store_down_after_s`` and is asked once more after
+a timeout (the pipeline reads an applied batch back as redelivered), and only a store that
+is down (refused, unreachable, or silent through both calls) sends batches there
 (``fraudstream.stream.pipeline``).
 With ``degrade="never"`` every batch takes the full path; without a model, rules.
 

@@ -98,6 +98,11 @@ def _monotone(up: tuple[str, ...]) -> Params:
     return BoosterParams(**fields, booster_extra=(("monotone_constraints", spec),))
 
 
+def _without(*names: str) -> tuple[str, ...]:
+    """Feature set 3 less ``names``."""
+    return tuple(n for n in FEATURE_NAMES if n not in names)
+
+
 def _store(name: str, label: str, *groups: str) -> Variant:
     return Variant(name, label, "store prototype", DEFAULT_PARAMS, prototypes=groups)
 
@@ -116,6 +121,16 @@ def _variants() -> list[Variant]:
                 "cumulative", DEFAULT_PARAMS, against="calibrated"),
         Variant(CURRENT, "+ amount z-score, max, terminal fraud ages (set 3) = defaults",
                 "cumulative", DEFAULT_PARAMS, FEATURE_NAMES, against="defaults"),
+        Variant("set3_no_max", "set 3 without the customer's 30-day max", "set 3 lever",
+                DEFAULT_PARAMS, _without("customer_max_amount_30d"), against=CURRENT),
+        Variant("set3_no_z", "set 3 without the customer's 30-day z-score", "set 3 lever",
+                DEFAULT_PARAMS, _without("customer_amount_z_30d"), against=CURRENT),
+        Variant("set3_ages_only", "set 3 without the customer's z-score and max",
+                "set 3 lever", DEFAULT_PARAMS,
+                _without("customer_amount_z_30d", "customer_max_amount_30d"), against=CURRENT),
+        Variant("set3_no_ages", "set 3 without the terminal fraud ages", "set 3 lever",
+                DEFAULT_PARAMS, _without("terminal_first_fraud_age_s_30d",
+                                         "terminal_last_fraud_age_s_30d"), against=CURRENT),
         Variant("weight_5", "class weight 5", "lever", _with(scale_pos_weight=5.0)),
         Variant("fixed_trees", "no early stopping (all 200 trees)", "lever",
                 _with(early_stopping=False)),

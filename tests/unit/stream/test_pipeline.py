@@ -28,6 +28,8 @@ class SwitchableStore(MemoryStore):
         super().__init__()
         self.down = False
         self.slow = False
+        self.slow_calls = 0
+        """Calls still to time out (after applying), then answers in time."""
         self.calls: list[tuple[list[str], dict[int, int]]] = []
 
     def apply_flagged(
@@ -45,7 +47,8 @@ class SwitchableStore(MemoryStore):
         out = super().apply_flagged(
             batch, timeout_s, offsets=offsets, topic=topic, watermark_s=watermark_s
         )
-        if self.slow:  # applied by the server, but the reply came after the bound
+        if self.slow or self.slow_calls > 0:  # applied, but the reply came after the bound
+            self.slow_calls -= 1
             raise FeatureStoreTimeout("no reply in time")
         return out
 
@@ -136,6 +139,22 @@ def test_a_reply_slower_than_the_outage_bound_is_an_outage(
     assert not _blind(pipeline.run(_batch("b"), FULL, {0: 2}))
     assert pipeline.pending_count == 0
     assert backs == [1]
+
+
+def test_one_timeout_is_asked_again_and_decided_with_features_applied_once(
+    pipeline: Pipeline, store: SwitchableStore
+) -> None:
+    backs: list[int] = []
+    pipeline.on_store_back = lambda: backs.append(1)
+    store.slow_calls = 1  # a costly batch: applied by the server, answered past the bound
+    scored = pipeline.run(_batch("a", "b"), FULL, {0: 1})
+    assert not _blind(scored)
+    assert [ids for ids, _ in store.calls] == [["a", "b"], ["a", "b"]]
+    assert backs == [] and pipeline.pending_count == 0  # never taken for an outage
+    assert scored.features[:, 3].tolist() == [1, 2]  # customer_nb_tx_1d: a, then a and b
+    after = pipeline.run(_batch("a", "b", "c"), FULL, {0: 2})
+    assert after.features[:, 3].tolist() == [1, 2, 3]  # the second ask applied nothing again
+    assert pipeline.planner.store_cap() < pipeline.planner.max_batch  # and smaller batches
 
 
 def _blind(scored: ScoredBatch) -> bool:
