@@ -1,4 +1,5 @@
-"""Where predictions run: one XGBoost booster per thread count on CPU, CuPy input on CUDA.
+"""Where predictions run: one XGBoost booster per thread count on CPU; on CUDA, the forest
+kernel (``fraudstream.models.forest``) or XGBoost's GPU predictor with CuPy input.
 
 A backend is built (and, on CUDA, its TreeSHAP path measured) once at load and never
 mutated afterwards: XGBoost's prediction calls are thread-safe for tree models, but
@@ -23,6 +24,7 @@ import xgboost as xgb
 
 from fraudstream.models.device import cuda_ordinal
 from fraudstream.models.exceptions import DeviceUnavailable, ModelCorrupt
+from fraudstream.models.forest import CudaForest, Forest, probe_rows
 from fraudstream.models.treeshap import TreeShap, Unsupported
 
 logger = logging.getLogger(__name__)
@@ -100,6 +102,16 @@ class CpuBackend:
             raise ValueError(msg) from None
 
 
+def forest_for(booster: xgb.Booster, source: str) -> Forest | None:
+    """The booster's trees as flat arrays for the CUDA kernel, or None (logged) when the
+    model has what the kernel does not evaluate: XGBoost's GPU predictor then serves it."""
+    try:
+        return Forest.from_booster(booster)
+    except Unsupported as exc:
+        logger.info("%s: scores on cuda from XGBoost's predictor (forest kernel: %s)", source, exc)
+        return None
+
+
 def tree_shap_for(booster: xgb.Booster, source: str) -> TreeShap | None:
     """Table TreeSHAP for ``booster``, or None (logged) where XGBoost must compute it."""
     try:
@@ -109,6 +121,8 @@ def tree_shap_for(booster: xgb.Booster, source: str) -> TreeShap | None:
         return None
 
 
+FOREST_TOLERANCE = 1e-5
+"""Largest difference from XGBoost's predictor the forest kernel may show at load."""
 SHAP_SIZES = (1, 16, 128, 1024)
 """Batch sizes at which the two TreeSHAP paths are timed at load: reasons are computed for
 the alerted rows of a batch, at most serve's largest batch (1,024 by default). Larger
@@ -132,12 +146,15 @@ class ShapTiming:
 
 
 class CudaBackend:
-    """GPU prediction: the batch goes to the device as a CuPy array.
+    """GPU prediction: the forest kernel (``fraudstream.models.forest``) for the models it
+    evaluates, given as ``forest``; otherwise XGBoost's predictor on a CuPy array.
 
-    With a NumPy array XGBoost would copy through a slower DMatrix path and warn, so the
-    batch is converted with ``xp.asarray`` first and the result brought back with
-    ``xp.asnumpy``, both inside ``xp.cuda.Device(N)`` so that ``cuda:N`` gets its arrays on
-    device N. ``xp`` is the CuPy module (injectable for tests).
+    XGBoost's ``inplace_predict`` costs about 0.8 ms a call on the GPU whatever the batch;
+    the kernel is one copy in, one launch, one copy out. With a NumPy array XGBoost would
+    copy through a slower DMatrix path and warn, so for either the batch is converted with
+    ``xp.asarray`` first and the result brought back with ``xp.asnumpy``, both inside
+    ``xp.cuda.Device(N)`` so that ``cuda:N`` gets its arrays on device N. ``xp`` is the CuPy
+    module (injectable for tests).
 
     Contributions come from one of two exact TreeSHAP paths, the same values either way:
     ``tree_shap``'s tables on the CPU, or XGBoost's GPU TreeSHAP. ``shap_on_gpu_from_rows``
@@ -146,21 +163,70 @@ class CudaBackend:
     """
 
     def __init__(
-        self, booster: xgb.Booster, device: str, xp: ModuleType, tree_shap: TreeShap | None = None
+        self,
+        booster: xgb.Booster,
+        device: str,
+        xp: ModuleType,
+        tree_shap: TreeShap | None = None,
+        forest: Forest | None = None,
     ) -> None:
         booster.set_param({"device": device})
         self.device = device
         self.ordinal = cuda_ordinal(device)
         self.booster = booster
+        self._xp = xp
+        self.cuda_forest: CudaForest | None = None
+        """The forest kernel ``predict`` uses (None: ``numpy_forest`` or XGBoost's)."""
+        self.numpy_forest: Forest | None = None
+        """The same walk in NumPy, for a dry run whose stand-in for CuPy has no kernels."""
+        if forest is not None and hasattr(xp, "RawKernel"):
+            self.cuda_forest = self._proven(forest)
+        else:
+            self.numpy_forest = forest
         self.tree_shap = tree_shap
         self.shap_on_gpu_from_rows = 0 if tree_shap is None else sys.maxsize
         """Batches with at least this many rows get XGBoost's GPU TreeSHAP, smaller ones
         the table's (0: always the GPU's; the maximum: always the table's)."""
         self.shap_timings: tuple[ShapTiming, ...] = ()
         """The measurements behind ``shap_on_gpu_from_rows`` (empty when not measured)."""
-        self._xp = xp
+
+    def _proven(self, forest: Forest) -> CudaForest | None:
+        """The forest's kernel if it scores ``probe_rows`` as XGBoost's predictor does,
+        whole and truncated; otherwise None, with a warning: XGBoost's predictor serves."""
+        rows = probe_rows(forest)
+        kernel: CudaForest | None = None
+        for trees in (0, 1):
+            try:
+                kernel = kernel or CudaForest(forest, self._xp, self.ordinal)
+                got = kernel.predict(rows, trees)
+            except Exception as exc:  # noqa: BLE001 - a kernel that cannot run is not used
+                why = f"it failed ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+                break
+            diff = float(np.max(np.abs(got - self.xgboost_predict(rows, trees))))
+            if not diff <= FOREST_TOLERANCE:
+                why = f"its scores differ from XGBoost's by {diff:.3g} ({trees or 'all'} trees)"
+                break
+        else:
+            return kernel
+        logger.warning("%s: the forest kernel is not used, %s", self.device, why)
+        return None
 
     def predict(self, batch: Batch, trees: int, threads: int) -> Scores:
+        if self.cuda_forest is not None:
+            return self.cuda_forest.predict(batch, trees)
+        if self.numpy_forest is not None:
+            return self.numpy_forest.predict(batch, trees)
+        return self.xgboost_predict(batch, trees)
+
+    @property
+    def predictor(self) -> str:
+        """What ``predict`` runs: ``forest kernel``, ``forest in numpy`` or ``xgboost``."""
+        if self.cuda_forest is not None:
+            return "forest kernel"
+        return "xgboost" if self.numpy_forest is None else "forest in numpy"
+
+    def xgboost_predict(self, batch: Batch, trees: int) -> Scores:
+        """XGBoost's GPU predictor, whatever ``predictor`` says (benchmarks compare)."""
         with self._xp.cuda.Device(self.ordinal):
             out = self.booster.inplace_predict(
                 self._xp.asarray(batch),

@@ -26,6 +26,7 @@ from fraudstream.models.backend import (
     CpuBackend,
     CudaBackend,
     Scores,
+    forest_for,
     import_cupy,
     load_booster,
     tree_shap_for,
@@ -57,7 +58,8 @@ class ScoreTiming:
     device: str
     """Device that scored."""
     predict_s: float
-    """Seconds inside XGBoost (including the transfer to and from the GPU on cuda)."""
+    """Seconds in the predictor (XGBoost's, or the forest kernel on cuda, the transfers to
+    and from the GPU included)."""
     total_s: float
     """Seconds for the whole call, including input checks and conversion."""
 
@@ -296,7 +298,8 @@ def _build_backend(raw: bytes, manifest: Manifest, device: str) -> Backend:
         backend: Backend = CpuBackend(raw, source, thread_policy.usable_cores())
     else:
         booster = load_booster(raw, source)
-        backend = CudaBackend(booster, device, import_cupy(), tree_shap_for(booster, source))
+        shap, forest = tree_shap_for(booster, source), forest_for(booster, source)
+        backend = CudaBackend(booster, device, import_cupy(), shap, forest)
     _check_booster_shape(backend, manifest)
     return backend
 
@@ -328,6 +331,7 @@ def _policy(backend: Backend, num_features: int, calibrate: bool) -> thread_poli
 
 
 def _measure_reasons(backend: CudaBackend, num_features: int) -> None:
+    logger.info("scores on %s: %s", backend.device, backend.predictor)
     backend.measure_shap(num_features)
     start = backend.shap_on_gpu_from_rows
     if backend.tree_shap is None:

@@ -58,8 +58,8 @@ class TreeShap:
     def __init__(self, booster: xgb.Booster) -> None:
         model = orjson.loads(booster.save_raw("json"))["learner"]
         self.num_features = int(model["learner_model_param"]["num_feature"])
-        self._base_margin = _base_margin(model)
-        trees = _trees(model)
+        self._base_margin = base_margin_of(model)
+        trees = trees_of(model)
         self._per_iteration = max(1, len(trees) // max(1, booster.num_boosted_rounds()))
         forest = _Walk()
         for tree in trees:
@@ -183,7 +183,7 @@ class _Pairs:
         return _Pairs(self.feature[keep], self.tree[keep], self.node[keep], self.offset[keep])
 
 
-def _trees(model: dict[str, Any]) -> list[dict[str, Any]]:
+def trees_of(model: dict[str, Any]) -> list[dict[str, Any]]:
     booster = model["gradient_booster"]
     if booster.get("name") != "gbtree":
         msg = f"booster {booster.get('name')!r} is not gbtree"
@@ -199,7 +199,7 @@ def _trees(model: dict[str, Any]) -> list[dict[str, Any]]:
     return trees
 
 
-def _base_margin(model: dict[str, Any]) -> float:
+def base_margin_of(model: dict[str, Any]) -> float:
     objective = model["objective"]["name"]
     if objective != "binary:logistic":
         msg = f"objective {objective!r}"

@@ -8,7 +8,9 @@ Without ``--registry`` a model with the default training parameters is trained o
 small simulated world first (about 10 s). Feature rows come from the same simulator.
 Each cell scores the same batch repeatedly for ``--budget-s`` seconds (at least 5
 calls) and reports rows/s and per-call latency percentiles: on the CPU for one thread,
-all cores and the scorer's own per-size policy; on CUDA once. Reasons (top-3 features by
+all cores and the scorer's own per-size policy; on CUDA for the scorer's predictor
+(``predictor``: the forest kernel, or XGBoost's for models it cannot evaluate) and for
+XGBoost's own GPU predictor alone (``xgboost_gpu``). Reasons (top-3 features by
 TreeSHAP) are timed per row at every size too: on CUDA for the path the scorer chose at
 load and for each path alone (the table on the CPU, XGBoost's on the GPU), which shows
 where the measured switch lies. ``speedup_at_4096`` is CUDA's rows/s over the CPU
@@ -137,6 +139,7 @@ def _bench_cuda(
     return {
         "model": scorer.version,
         "device": device,
+        "predictor": backend.predictor,
         "reasons_on_gpu_from_rows": _rows_or_none(backend.shap_on_gpu_from_rows),
         "reasons_measured_at_load": [
             {"rows": t.rows, "table_ms": t.table_s * 1e3, "gpu_ms": t.gpu_s * 1e3}
@@ -153,9 +156,11 @@ def _cuda_batch(
     paths: dict[str, Callable[[np.ndarray], object]] = {"gpu": lambda b: backend.gpu_contribs(b, 0)}
     if table is not None:
         paths["table"] = lambda b: table.contribs(b, 0)
+    batch = _batch(rows, size)
     return {
         "batch": size,
         "gpu": _cell(scorer, rows, size, budget_s),
+        "xgboost_gpu": _timed_cell(lambda: backend.xgboost_predict(batch, 0), size, budget_s),
         "reasons": _reasons_cell(scorer.reasons, rows, size, budget_s),
         "reasons_by_path": {
             name: _reasons_cell(path, rows, size, budget_s) for name, path in paths.items()
@@ -167,6 +172,24 @@ def _cell(scorer: Scorer, rows: np.ndarray, size: int, budget_s: float) -> dict[
     batch = _batch(rows, size)
     scorer.score(batch)
     samples = _timed(lambda: scorer.score_timed(batch)[1].total_s, budget_s)
+    return {
+        "rows_per_s": round(size * len(samples) / float(samples.sum()), 1),
+        "p50_ms": round(float(np.percentile(samples, 50)) * 1000, 4),
+        "p99_ms": round(float(np.percentile(samples, 99)) * 1000, 4),
+        "calls": len(samples),
+    }
+
+
+def _timed_cell(call: Callable[[], object], size: int, budget_s: float) -> dict[str, float]:
+    """``_cell`` for a bare predictor call (no scorer around it)."""
+    call()
+
+    def once() -> float:
+        began = time.perf_counter()
+        call()
+        return time.perf_counter() - began
+
+    samples = _timed(once, budget_s)
     return {
         "rows_per_s": round(size * len(samples) / float(samples.sum()), 1),
         "p50_ms": round(float(np.percentile(samples, 50)) * 1000, 4),

@@ -129,10 +129,11 @@ doc = json.load(open(sys.argv[1]))
 cpu = {b["batch"]: b for b in doc["cpu"]["batches"]}
 cuda = {b["batch"]: b for b in doc["cuda"].get("batches", [])}
 print(f"check: {doc['machine']}")
-print("check: batch  cpu rows/s (policy)  cuda rows/s  speedup  reasons ms/row cpu  cuda")
+print(f"check: cuda predictor: {doc['cuda'].get('predictor')}; xgboost's own beside it")
+print("check: batch  cpu rows/s (policy)  cuda rows/s  speedup  xgboost cuda  reasons ms/row cpu  cuda")
 for n, c in cpu.items():
     g = cuda.get(n)
-    on_gpu = f"{g['gpu']['rows_per_s']:>11,.0f}  {g['gpu']['rows_per_s'] / c['policy']['rows_per_s']:>6.1f}x" if g else "          -        -"
+    on_gpu = f"{g['gpu']['rows_per_s']:>11,.0f}  {g['gpu']['rows_per_s'] / c['policy']['rows_per_s']:>6.1f}x  {g['xgboost_gpu']['rows_per_s']:>12,.0f}" if g else "          -        -             -"
     reasons = f"{g['reasons']['ms_per_row']:.5f}" if g else "-"
     print(f"check: {n:>5}  {c['policy']['rows_per_s']:>19,.0f}  {on_gpu}  {c['reasons']['ms_per_row']:>17.5f}  {reasons}")
 print(f"check: speedup_at_4096 = {doc['speedup_at_4096']}; cuda: {doc['cuda'].get('skipped', doc['cuda'].get('device'))}")

@@ -5,8 +5,8 @@
 #   ops/gpu/prepare.sh [PYTHON_VERSION]      # default 3.12, the device image's python3
 #
 # The xgboost wheel (about 130 MB, CUDA kernels inside) is unpacked, recompressed with xz
-# (about 92 MB) and cut in two parts; call 1 carries part 1 with orjson and confluent-kafka,
-# call 2 part 2 with pandas. Versions are the ones pinned in constraints.txt; nvidia-nccl,
+# (about 92 MB) and cut in two parts; call 1 carries part 1 with the small wheels of CALL1,
+# call 2 part 2 with those of CALL2. Versions are the ones pinned in constraints.txt; nvidia-nccl,
 # which XGBoost loads only for distributed training, is left out. Everything lands in
 # ops/gpu/wheels/ (git-ignored): call1/ and call2/ are what the two calls carry.
 set -euo pipefail
@@ -21,8 +21,10 @@ cd "$ROOT"
 PIP="${PIP:-.venv/bin/python -m pip}"
 WHEELS=ops/gpu/wheels
 CALL_LIMIT_MIB=62 # the device tool's limit is 64 MiB a call, working tree included
-CALL1=(orjson confluent-kafka)
-CALL2=(pandas)
+# What the device image lacks beyond XGBoost: the package imports its Redis store (redis,
+# hiredis) and the commands draw progress with rich.
+CALL1=(orjson confluent-kafka redis hiredis)
+CALL2=(pandas rich markdown-it-py mdurl pygments)
 
 pin() {
   local line

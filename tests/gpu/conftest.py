@@ -22,7 +22,7 @@ from fraudstream.features.definitions import FeatureConfig
 from fraudstream.features.offline import compute_features
 from fraudstream.features.simulator import SimulatorConfig, simulate
 from fraudstream.models import train
-from fraudstream.models.backend import CudaBackend, load_booster, tree_shap_for
+from fraudstream.models.backend import CudaBackend, forest_for, load_booster, tree_shap_for
 from fraudstream.models.registry import Registry
 from fraudstream.models.scorer import Scorer
 from fraudstream.models.threads import ThreadPolicy
@@ -76,7 +76,8 @@ def dry_run_scorer(registry: Registry, version: str | None = None) -> Scorer:
     manifest, raw = registry.read_model(version or str(registry.current()))
     source = f"model {manifest.version}"
     booster = load_booster(raw, source)
-    backend = CudaBackend(booster, "cpu", NUMPY_AS_CUPY, tree_shap_for(booster, source))  # type: ignore[arg-type]
+    shap, forest = tree_shap_for(booster, source), forest_for(booster, source)
+    backend = CudaBackend(booster, "cpu", NUMPY_AS_CUPY, shap, forest)  # type: ignore[arg-type]
     backend.measure_shap(len(manifest.feature_names))
     scorer = Scorer(manifest, backend, ThreadPolicy(cores=1, multi_from_rows=sys.maxsize))
     scorer.warm_up()

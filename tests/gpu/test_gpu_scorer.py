@@ -1,7 +1,10 @@
 """The scorer on CUDA against the same model on the CPU: scores within 1e-5, the same
-decisions, the same reasons by either TreeSHAP path, and cuda:N on device N."""
+decisions, the forest kernel against XGBoost's GPU predictor, the same reasons by either
+TreeSHAP path, and cuda:N on device N."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +47,31 @@ def test_scores_and_decisions_on_cuda_equal_the_cpus(
             assert got.shape == want.shape == (rows,)
             assert float(np.max(np.abs(got - want))) <= SCORE_TOLERANCE, (partial, trees)
             np.testing.assert_array_equal(cuda_scorer.decide(got), cpu_scorer.decide(want))
+
+
+@pytest.mark.parametrize("rows", [1, 255, 257, 4096])
+def test_the_forest_kernel_scores_as_xgboosts_own_gpu_predictor(
+    cuda_scorer: Scorer, features: npt.NDArray[np.float32], rows: int
+) -> None:
+    """The scorer's path on cuda against XGBoost's ``inplace_predict`` on the same device:
+    whole model and truncated, rows with missing features, partial blocks of threads."""
+    backend = cuda_scorer._backend
+    assert isinstance(backend, CudaBackend)
+    assert backend.predictor in ("forest kernel", "forest in numpy"), backend.predictor
+    batch = batch_of(features, rows)
+    batch[::3, 5] = np.nan
+    for trees in (0, 1, max(1, cuda_scorer.num_trees // 4)):
+        want = backend.xgboost_predict(batch, trees)
+        got = backend.predict(batch, trees, 1)
+        assert got.shape == want.shape == (rows,)
+        assert float(np.max(np.abs(got - want))) <= SCORE_TOLERANCE, trees
+
+
+def test_the_forest_kernel_runs_on_a_real_device(cuda_scorer: Scorer) -> None:
+    pytest.importorskip("cupy", reason="the dry run has no CuPy")
+    backend = cuda_scorer._backend
+    assert isinstance(backend, CudaBackend)
+    assert backend.predictor == "forest kernel"
 
 
 def test_the_batches_reach_every_decision(
@@ -129,11 +157,22 @@ def test_cuda_n_scores_on_device_n(
 
     backend = scorer._backend
     assert isinstance(backend, CudaBackend)
-    backend._xp = type("Recording", (), {"asarray": staticmethod(recording), "cuda": cupy.cuda,
-                                           "asnumpy": staticmethod(cupy.asnumpy)})  # fmt: skip
+    assert backend.cuda_forest is not None
+    assert {int(a.device.id) for a in backend.cuda_forest._arrays} == {last}
+    recording_cupy = SimpleNamespace(
+        asarray=recording,
+        cuda=cupy.cuda,
+        asnumpy=cupy.asnumpy,
+        empty=cupy.empty,
+        float32=cupy.float32,
+    )
+    backend._xp = backend.cuda_forest._xp = recording_cupy
     batch = batch_of(features, 256)
     got = scorer.score(batch)
-    assert made_on == [last]
+    assert made_on == [last], "the forest kernel's batch"
+    assert float(np.max(np.abs(got - cpu_scorer.score(batch)))) <= SCORE_TOLERANCE
+    got = backend.xgboost_predict(batch, 0)
+    assert made_on == [last, last], "XGBoost's predictor's batch"
     assert float(np.max(np.abs(got - cpu_scorer.score(batch)))) <= SCORE_TOLERANCE
 
 

@@ -313,6 +313,7 @@ def test_cuda_hands_xgboost_a_device_array(
     monkeypatch.setattr(scorer_module, "import_cupy", lambda: fake_cupy)
     monkeypatch.setattr(scorer_module, "load_booster", lambda *_a, **_k: fake_booster)
     monkeypatch.setattr(scorer_module, "tree_shap_for", lambda *_a: None)  # no model to read
+    monkeypatch.setattr(scorer_module, "forest_for", lambda *_a: None)  # XGBoost's predictor
     monkeypatch.setattr(Scorer, "warm_up", lambda self: None)
     scorer = Scorer.open(registry, version, "auto", NAMES, SCHEMA)
     scores, timing = scorer.score_timed(np.zeros((3, len(NAMES)), dtype=np.float32))
