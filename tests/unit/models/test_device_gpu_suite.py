@@ -20,6 +20,7 @@ pytestmark = pytest.mark.slow
 NEEDS_CUPY = {
     "test_cuda_n_scores_on_device_n",
     "test_a_cuda_ordinal_past_the_last_gpu_is_refused_in_one_line",
+    "test_the_forest_kernel_runs_on_a_real_device",
 }
 
 
