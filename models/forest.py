@@ -49,7 +49,7 @@ extern "C" __global__ void forest_predict(
     }
     margin += value[node];
   }
-  // XGBoost's sigmoid, with the exponential rounded from double as the CPU's expf is
+  // XGBoost's sigmoid; the exponential computed in double and rounded, as the NumPy twin's
   const float e = (float)exp((double)fminf(-margin, 88.7f));
   out[row] = 1.0f / (e + 1.0f + 1e-16f);
 }
@@ -143,7 +143,8 @@ class Forest:
 
 
 class CudaForest:
-    """A ``Forest`` resident on one CUDA device with its compiled kernel."""
+    """A ``Forest`` resident on one CUDA device with its kernel (compiled by CuPy at the
+    first call: the proof at load, ``fraudstream.models.backend.CudaBackend``)."""
 
     def __init__(self, forest: Forest, xp: ModuleType, ordinal: int) -> None:
         self.forest = forest
