@@ -194,22 +194,20 @@ class CudaBackend:
         """The forest's kernel if it scores ``probe_rows`` as XGBoost's predictor does,
         whole and truncated; otherwise None, with a warning: XGBoost's predictor serves."""
         rows = probe_rows(forest)
-        kernel: CudaForest | None = None
-        for trees in (0, 1):
-            try:
-                kernel = kernel or CudaForest(forest, self._xp, self.ordinal)
-                got = kernel.predict(rows, trees)
-            except Exception as exc:  # noqa: BLE001 - a kernel that cannot run is not used
-                why = f"it failed ({type(exc).__name__}: {str(exc).splitlines()[0]})"
-                break
+        try:
+            kernel = CudaForest(forest, self._xp, self.ordinal)
+            scored = {trees: kernel.predict(rows, trees) for trees in (0, 1)}
+        except Exception as exc:  # noqa: BLE001 - a kernel that cannot run is not used
+            why = f"it failed ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+            logger.warning("%s: the forest kernel is not used, %s", self.device, why)
+            return None
+        for trees, got in scored.items():
             diff = float(np.max(np.abs(got - self.xgboost_predict(rows, trees))))
             if not diff <= FOREST_TOLERANCE:
                 why = f"its scores differ from XGBoost's by {diff:.3g} ({trees or 'all'} trees)"
-                break
-        else:
-            return kernel
-        logger.warning("%s: the forest kernel is not used, %s", self.device, why)
-        return None
+                logger.warning("%s: the forest kernel is not used, %s", self.device, why)
+                return None
+        return kernel
 
     def predict(self, batch: Batch, trees: int, threads: int) -> Scores:
         if self.cuda_forest is not None:

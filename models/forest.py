@@ -127,6 +127,10 @@ class Forest:
 
     def predict(self, batch: npt.NDArray[np.float32], rounds: int = 0) -> npt.NDArray[np.float64]:
         """Probabilities from the first ``rounds`` rounds (0 = all), in NumPy."""
+        return sigmoid(self.margin(batch, rounds)).astype(np.float64)
+
+    def margin(self, batch: npt.NDArray[np.float32], rounds: int = 0) -> npt.NDArray[np.float32]:
+        """Margins (log-odds) from the first ``rounds`` rounds, in float32 as XGBoost's."""
         x = np.ascontiguousarray(batch, dtype=np.float32)
         node = np.repeat(self.roots[None, : self.tree_count(rounds)], x.shape[0], axis=0)
         row = np.arange(x.shape[0])[:, None]
@@ -139,7 +143,7 @@ class Forest:
         margin = np.full(x.shape[0], self.base_margin, dtype=np.float32)
         for leaf in self.value[node].T:  # tree after tree, in float32 as the kernel sums
             margin += leaf
-        return sigmoid(margin).astype(np.float64)
+        return margin
 
 
 class CudaForest:

@@ -171,7 +171,17 @@ def _cuda_batch(
 def _cell(scorer: Scorer, rows: np.ndarray, size: int, budget_s: float) -> dict[str, float]:
     batch = _batch(rows, size)
     scorer.score(batch)
-    samples = _timed(lambda: scorer.score_timed(batch)[1].total_s, budget_s)
+    return _rate(_timed(lambda: scorer.score_timed(batch)[1].total_s, budget_s), size)
+
+
+def _timed_cell(call: Callable[[], object], size: int, budget_s: float) -> dict[str, float]:
+    """``_cell`` for a bare predictor call (no scorer around it)."""
+    call()
+    return _rate(_timed(_wall(call), budget_s), size)
+
+
+def _rate(samples: np.ndarray, size: int) -> dict[str, float]:
+    """Rows per second and per-call percentiles of ``samples`` (seconds per call)."""
     return {
         "rows_per_s": round(size * len(samples) / float(samples.sum()), 1),
         "p50_ms": round(float(np.percentile(samples, 50)) * 1000, 4),
@@ -180,22 +190,15 @@ def _cell(scorer: Scorer, rows: np.ndarray, size: int, budget_s: float) -> dict[
     }
 
 
-def _timed_cell(call: Callable[[], object], size: int, budget_s: float) -> dict[str, float]:
-    """``_cell`` for a bare predictor call (no scorer around it)."""
-    call()
+def _wall(call: Callable[[], object]) -> Callable[[], float]:
+    """A sampler of ``call``'s wall-clock seconds."""
 
     def once() -> float:
         began = time.perf_counter()
         call()
         return time.perf_counter() - began
 
-    samples = _timed(once, budget_s)
-    return {
-        "rows_per_s": round(size * len(samples) / float(samples.sum()), 1),
-        "p50_ms": round(float(np.percentile(samples, 50)) * 1000, 4),
-        "p99_ms": round(float(np.percentile(samples, 99)) * 1000, 4),
-        "calls": len(samples),
-    }
+    return once
 
 
 def _reasons_cell(
@@ -204,13 +207,7 @@ def _reasons_cell(
     """Milliseconds per row of reasons for a batch of ``size`` rows (every row alerted)."""
     batch = _batch(rows, size)
     reasons(batch)
-
-    def once() -> float:
-        began = time.perf_counter()
-        reasons(batch)
-        return time.perf_counter() - began
-
-    samples = _timed(once, budget_s)
+    samples = _timed(_wall(lambda: reasons(batch)), budget_s)
     return {
         "ms_per_row": round(float(np.median(samples)) * 1000 / size, 5),
         "p50_ms": round(float(np.percentile(samples, 50)) * 1000, 4),

@@ -4,7 +4,9 @@ models it refuses, and the CUDA backend choosing it. The kernel itself runs only
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,23 +16,12 @@ from fraudstream.models.backend import CudaBackend, forest_for
 from fraudstream.models.forest import Forest, probe_rows, sigmoid
 from fraudstream.models.treeshap import Unsupported
 
-NUMPY_AS_CUPY = type(
-    "NumpyAsCupy",
-    (),
-    {
-        "asarray": staticmethod(np.asarray),
-        "asnumpy": staticmethod(np.asarray),
-        "cuda": type("Cuda", (), {"Device": staticmethod(lambda _n: _Nothing())}),
-    },
+NUMPY_AS_CUPY = SimpleNamespace(
+    asarray=np.asarray,
+    asnumpy=np.asarray,
+    cuda=SimpleNamespace(Device=lambda _n: contextlib.nullcontext()),
 )
-
-
-class _Nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *_: object) -> None:
-        return None
+"""CuPy's calls that the backend makes, in NumPy (as tests/gpu's dry run has them)."""
 
 
 def _data(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,13 +62,23 @@ def test_the_walk_gives_xgboosts_probabilities(params: dict[str, object]) -> Non
         assert float(np.mean(got == want.astype(np.float64))) >= 0.995, rounds
 
 
-def test_the_margin_is_xgboosts_to_the_bit() -> None:
-    booster = _booster()
+@pytest.mark.parametrize("params", [{}, {"base_score": 0.2304}, {"num_parallel_tree": 2}])
+def test_the_margin_is_xgboosts_to_the_bit(params: dict[str, object]) -> None:
+    booster = _booster(**params)
     forest = Forest.from_booster(booster)
     x, _ = _data(2000, 2)
+    for rounds in (0, 1, 7):
+        margin = booster.inplace_predict(
+            x, missing=np.nan, predict_type="margin", iteration_range=(0, rounds)
+        )
+        got = forest.margin(x, rounds)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, margin)
     margin = booster.inplace_predict(x, missing=np.nan, predict_type="margin")
     want = booster.inplace_predict(x, missing=np.nan)
     np.testing.assert_allclose(sigmoid(margin), want, rtol=2e-7, atol=0)
+    booster = _booster()
+    forest = Forest.from_booster(booster)
     assert forest.tree_count(0) == 40 and forest.tree_count(7) == 7
     assert forest.tree_count(1000) == 40
     assert 1 <= forest.depth <= 4
@@ -142,17 +143,13 @@ class _EmulatedKernel:
             out[0] += np.float32(0.01)
 
 
-def _emulating_cupy(breaks: str = "") -> object:
-    cupy = type(
-        "EmulatingCupy",
-        (NUMPY_AS_CUPY,),
-        {
-            "empty": staticmethod(np.empty),
-            "float32": np.float32,
-            "RawKernel": staticmethod(lambda source, name: _EmulatedKernel(source, name, breaks)),
-        },
+def _emulating_cupy(breaks: str = "") -> SimpleNamespace:
+    return SimpleNamespace(
+        **vars(NUMPY_AS_CUPY),
+        empty=np.empty,
+        float32=np.float32,
+        RawKernel=lambda source, name: _EmulatedKernel(source, name, breaks),
     )
-    return cupy
 
 
 def test_the_kernels_arguments_give_xgboosts_scores() -> None:
