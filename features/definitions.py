@@ -33,18 +33,17 @@ _EPOCH_WEEKDAY = 3
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-FEATURE_SET_VERSION = 3
+FEATURE_SET_VERSION = 4
 """Layout of the feature vector; models record it and are refused when it differs.
 1: the handbook's 15 features; 2: those plus ``customer_amount_ratio_{w}d`` per customer
 window (the amount over the window's mean amount); 3: those plus the amount against the
 customer's earlier amounts (z-score, maximum) over the widest customer window and the age
-of the first and last known fraud in the widest delayed terminal window."""
+of the first and last known fraud in the widest delayed terminal window; 4: set 2 plus
+the maximum alone (``models/README.md``: the z-score and the ages were not worth their
+Redis cost)."""
 CENTS_CAP = 2**26 - 1
-"""Amount history features take amounts in whole cents, at most this many (671,088.63):
-every sum they need, of cents and of squared cents in two 26-bit limbs, is then an exact
-integer below 2**53 in int64, in Python and in the doubles of Redis's Lua."""
-LIMB = 2**26
-"""Squared cents ``q`` are kept as ``q // LIMB`` and ``q % LIMB``."""
+"""The maximum takes amounts in whole cents, at most this many (671,088.63): exact
+integers in int64, in Python and in the doubles of Redis's Lua."""
 
 FEATURE_NAMES: tuple[str, ...] = (
     "tx_amount",
@@ -65,10 +64,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "customer_amount_ratio_1d",
     "customer_amount_ratio_7d",
     "customer_amount_ratio_30d",
-    "customer_amount_z_30d",
     "customer_max_amount_30d",
-    "terminal_first_fraud_age_s_30d",
-    "terminal_last_fraud_age_s_30d",
 )
 TRANSACTION_LEVEL_NAMES: tuple[str, ...] = FEATURE_NAMES[:3]
 
@@ -113,9 +109,7 @@ class FeatureConfig:
         for w in self.terminal_windows_days:
             names += [f"terminal_nb_tx_{w}d", f"terminal_risk_{w}d"]
         names += [f"customer_amount_ratio_{w}d" for w in self.customer_windows_days]
-        wc, wt = self.customer_windows_days[-1], self.terminal_windows_days[-1]
-        names += [f"customer_amount_z_{wc}d", f"customer_max_amount_{wc}d"]
-        names += [f"terminal_first_fraud_age_s_{wt}d", f"terminal_last_fraud_age_s_{wt}d"]
+        names.append(f"customer_max_amount_{self.customer_windows_days[-1]}d")
         return tuple(names)
 
     @property
@@ -208,7 +202,6 @@ def assemble_features(
     terminal_counts: FloatArray,
     terminal_frauds: FloatArray,
     amount_history: FloatArray,
-    fraud_ages: FloatArray,
 ) -> FloatArray:
     """Lay window aggregates out in ``feature_names`` order, derived features last.
 
@@ -217,13 +210,12 @@ def assemble_features(
     in the window), ``risk = frauds / count``, 0 when the window is empty, and
     ``customer_amount_ratio = amount / avg``, 1 when the average is 0 (every amount in the
     window is 0, the current one too). ``amount_history`` (``AMOUNT_HISTORY_WIDTH``
-    columns) and ``fraud_ages`` (``FRAUD_AGES_WIDTH``) become the feature set 3 columns
-    (``amount_history_features``; ages of -1 are NaN: no fraud known).
+    columns) becomes ``customer_max_amount`` (``amount_history_features``).
     """
     n = tx_level.shape[0]
     kc = customer_counts.shape[1]
     kt = terminal_counts.shape[1]
-    out = np.empty((n, 3 + 3 * kc + 2 * kt + 4), dtype=np.float64)
+    out = np.empty((n, 3 + 3 * kc + 2 * kt + 1), dtype=np.float64)
     out[:, :3] = tx_level
     out[:, 3 : 3 + 2 * kc : 2] = customer_counts
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -234,9 +226,7 @@ def assemble_features(
     out[:, base : base + 2 * kt : 2] = terminal_counts
     out[:, base + 1 : base + 2 * kt : 2] = risk
     out[:, base + 2 * kt : base + 2 * kt + kc] = amount_ratios(tx_level[:, 0], avg)
-    earlier = customer_counts[:, -1] - 1.0
-    out[:, -4:-2] = amount_history_features(tx_level[:, 0], earlier, amount_history)
-    out[:, -2:] = np.where(fraud_ages >= 0, fraud_ages, np.nan)
+    out[:, -1] = amount_history_features(amount_history)
     return out
 
 
@@ -248,15 +238,10 @@ def amount_ratios(amount: FloatArray, averages: FloatArray) -> FloatArray:
     return np.asarray(ratio, dtype=np.float64)
 
 
-AMOUNT_HISTORY_WIDTH = 4
+AMOUNT_HISTORY_WIDTH = 1
 """Columns a store gives per row for the amount history, over the customer's earlier
-records in the widest window (``(t - w, t]``, before the row in event-time order): the
-sum of their ``cents``, the sum of each limb of their squared cents (``square_limbs``),
-and their largest cents (-1 when there is none). All exact integers."""
-FRAUD_AGES_WIDTH = 2
-"""Columns a store gives per row for the terminal's known frauds: seconds from the first
-and from the last fraud of the widest delayed window ``(t - d - w, t - d]`` to ``t - d``
-(-1 when the window has none)."""
+records in the widest window (``(t - w, t]``, before the row in event-time order): their
+largest amount in whole ``cents`` (-1 when there is none), an exact integer."""
 
 
 def cents(amount: npt.ArrayLike) -> FloatArray:
@@ -266,30 +251,9 @@ def cents(amount: npt.ArrayLike) -> FloatArray:
     return np.asarray(np.minimum(np.floor(x * 100.0 + 0.5), CENTS_CAP), dtype=np.float64)
 
 
-def square_limbs(c: IntArray) -> tuple[IntArray, IntArray]:
-    """``(q // LIMB, q % LIMB)`` of ``q = c * c``, ``c`` whole cents up to ``CENTS_CAP``."""
-    q = np.asarray(c, dtype=np.int64) ** 2
-    return q >> 26, q & (LIMB - 1)
-
-
-def amount_history_features(
-    amount: FloatArray, earlier: FloatArray, history: FloatArray
-) -> FloatArray:
-    """``customer_amount_z`` and ``customer_max_amount`` as ``(n, 2)``.
-
-    z = (x - m) / sqrt(v + 1), ``x`` the amount, ``m`` and ``v`` the mean and (population)
-    variance of the ``earlier`` amounts, all in currency units from whole cents; the +1
-    keeps constant histories finite; NaN with fewer than two earlier amounts. The maximum
-    is the largest earlier amount (to the cent), NaN without one. Computed here from the
-    stores' exact integers, so every store and the offline path agree to the bit.
-    """
-    c = cents(amount)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = history[:, 0] / earlier
-        squares = history[:, 1] * float(LIMB) + history[:, 2]
-        var = np.maximum(squares / earlier - mean * mean, 0.0)
-        z = (c - mean) / 100.0 / np.sqrt(var / 10_000.0 + 1.0)
-    out = np.empty((len(c), 2), dtype=np.float64)
-    out[:, 0] = np.where(earlier >= 2, z, np.nan)
-    out[:, 1] = np.where(history[:, 3] >= 0, history[:, 3] / 100.0, np.nan)
-    return out
+def amount_history_features(history: FloatArray) -> FloatArray:
+    """``customer_max_amount``: the largest earlier amount (to the cent), NaN without one.
+    Computed here from the stores' exact integers, so every store and the offline path
+    agree to the bit."""
+    largest = history[:, 0]
+    return np.asarray(np.where(largest >= 0, largest / 100.0, np.nan), dtype=np.float64)

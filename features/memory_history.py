@@ -8,7 +8,7 @@ import math
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
-from fraudstream.features.definitions import CENTS_CAP, LIMB
+from fraudstream.features.definitions import CENTS_CAP
 from fraudstream.features.store import FLAG_CAPPED, FLAG_OUTLIER, TRIM_STEP
 
 NEG = -math.inf
@@ -135,10 +135,6 @@ def customer_windows(
 
 def amount_history(amounts: list[float]) -> list[float]:
     """``fraudstream.features.definitions.AMOUNT_HISTORY_WIDTH`` values of earlier amounts:
-    sums of their cents and of their squared cents' limbs (Python ints: exact), and their
-    largest cents (-1: none)."""
+    their largest whole cents (-1: none)."""
     c = [min(math.floor(x * 100.0 + 0.5), CENTS_CAP) for x in amounts]
-    squares = [v * v for v in c]
-    high = sum(q >> 26 for q in squares)
-    low = sum(q & (LIMB - 1) for q in squares)
-    return [float(sum(c)), float(high), float(low), float(max(c, default=-1))]
+    return [float(max(c, default=-1))]

@@ -23,7 +23,6 @@ from fraudstream.features.definitions import (
     assemble_features,
     cents,
     seconds,
-    square_limbs,
     transaction_level_features,
 )
 from fraudstream.features.exceptions import DataFileError
@@ -53,11 +52,11 @@ def compute_features(df: pd.DataFrame, config: FeatureConfig | None = None) -> F
     c_counts, c_sums, history = customer_windows(
         sec, amount, customers, order, config.customer_windows_s
     )
-    t_counts, t_frauds, ages = terminal_windows(
+    t_counts, t_frauds = terminal_windows(
         sec, fraud, terminals, order, config.terminal_windows_s, config.delay_s
     )
     tx = transaction_level_features(ms, amount, config)
-    return assemble_features(tx, c_counts, c_sums, t_counts, t_frauds, history, ages)
+    return assemble_features(tx, c_counts, c_sums, t_counts, t_frauds, history)
 
 
 def customer_windows(
@@ -86,15 +85,11 @@ def customer_windows(
 
 
 def amount_history(amount: FloatArray, lo: IntArray, hi: IntArray) -> FloatArray:
-    """``AMOUNT_HISTORY_WIDTH`` columns over ``amount[lo:hi]`` per row: exact int64 sums
-    of cents and of the squared cents' limbs, and the largest cents (-1: none)."""
+    """``AMOUNT_HISTORY_WIDTH`` columns over ``amount[lo:hi]`` per row: the largest whole
+    cents (-1: none)."""
     c = cents(amount).astype(np.int64)
-    high, low = square_limbs(c)
     out = np.empty((len(lo), AMOUNT_HISTORY_WIDTH), dtype=np.float64)
-    for col, values in enumerate((c, high, low)):
-        total = np.concatenate(([0], np.cumsum(values, dtype=np.int64)))
-        out[:, col] = total[hi] - total[lo]
-    out[:, 3] = _range_max(c, lo, hi)
+    out[:, 0] = _range_max(c, lo, hi)
     return out
 
 
@@ -120,42 +115,19 @@ def terminal_windows(
     order: IntArray,
     windows_s: tuple[int, ...],
     delay_s: int,
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Counts and fraud counts over ``(t - d - w, t - d]`` per entity, and the ages of
-    the widest window's first and last fraud (``FRAUD_AGES_WIDTH``, -1: none)."""
+) -> tuple[FloatArray, FloatArray]:
+    """Counts and fraud counts over ``(t - d - w, t - d]`` per entity."""
     perm = _group_order(entity, order)
     key = _entity_keys(entity[perm], sec[perm], delay_s + max(windows_s))
     hi = np.searchsorted(key, key - delay_s, side="right")
     cum_fraud = np.concatenate(([0], np.cumsum(fraud[perm], dtype=np.int64)))
     counts = np.empty((len(key), len(windows_s)), dtype=np.float64)
     frauds = np.empty_like(counts)
-    lo = hi
     for j, w in enumerate(windows_s):
         lo = np.searchsorted(key, key - delay_s - w, side="right")
         counts[perm, j] = hi - lo
         frauds[perm, j] = cum_fraud[hi] - cum_fraud[lo]
-    ages = np.empty((len(key), 2), dtype=np.float64)
-    ages[perm] = _fraud_ages(sec[perm], fraud[perm].astype(bool), lo, hi, delay_s)
-    return counts, frauds, ages
-
-
-def _fraud_ages(
-    sec: IntArray, fraud: npt.NDArray[np.bool_], lo: IntArray, hi: IntArray, delay_s: int
-) -> FloatArray:
-    """Seconds from the first and the last fraud row of ``[lo, hi)`` to ``sec - delay_s``,
-    -1 when there is none."""
-    n = len(sec)
-    idx = np.arange(n)
-    next_fraud = np.minimum.accumulate(np.where(fraud, idx, n)[::-1])[::-1]
-    prev_fraud = np.maximum.accumulate(np.where(fraud, idx, -1))
-    first = np.append(next_fraud, n)[lo]
-    last = np.append(prev_fraud, -1)[hi - 1]
-    known = first < hi
-    reference = sec - delay_s
-    out = np.full((n, 2), -1.0)
-    out[known, 0] = reference[known] - sec[first[known]]
-    out[known, 1] = reference[known] - sec[last[known]]
-    return out
+    return counts, frauds
 
 
 def _group_order(entity: IntArray, order: IntArray) -> IntArray:

@@ -1,10 +1,12 @@
--- A customer's amount history (feature set 3, fraudstream.features.definitions), over
--- sorted_runs.lua: amounts in whole cents with their squares in two 26-bit limbs, exact
--- integers in doubles whose running totals the customer history keeps, and the customer's
--- maxima for the largest earlier amount. Needs transaction_args.lua's locals.
+-- A customer's amount history (feature set 4, fraudstream.features.definitions), over
+-- sorted_runs.lua: amounts in whole cents, exact integers in doubles that the customer
+-- history keeps per record, and the customer's maxima for the largest earlier amount.
+-- Needs transaction_args.lua's locals.
 
--- fraudstream.features.definitions' CENTS_CAP and LIMB (test_lua_files.py checks)
-local CENTS_CAP, LIMB = 67108863, 67108864
+-- fraudstream.features.definitions' CENTS_CAP (test_lua_files.py checks)
+local CENTS_CAP = 67108863
+-- the maxima area's offset in the customer history, after its 48-byte header
+local AREA_AT = 48
 -- AREA_SIZE: maxima kept in the customer history's header, the newer ones (the older
 -- ones, when there are more, in the spill run)
 local AREA_SIZE, MREC = 8, 16
@@ -12,16 +14,14 @@ local AREA_BYTES = 16 + MREC * AREA_SIZE
 local EMPTY_AREA = pack('<dd', NEG, 0) .. string.rep('\0', MREC * AREA_SIZE)
 local MV = {}
 -- the area of the customer at hand, as area_read found it: the header string holding it
--- (at byte 73), the spill's newest second (NEG: none), how many maxima
+-- (at byte AREA_AT + 1), the spill's newest second (NEG: none), how many maxima
 local AH, AD, AN = '', NEG, 0
 
--- whole cents of amount x, half up, at most CENTS_CAP; then the limbs of their square
+-- whole cents of amount x, half up, at most CENTS_CAP
 local function cents(x)
   local c = floor(x * 100 + 0.5)
   if c > CENTS_CAP then c = CENTS_CAP end
-  local q = c * c
-  local high = floor(q / LIMB)
-  return c, high, q - high * LIMB
+  return c
 end
 
 -- CUSTOMER MAXIMA: the customer's records that no later record equals or exceeds, in
@@ -34,29 +34,29 @@ local function spill_key(kh)
   return sub(kh, 1, #kh - 1) .. 'm'
 end
 
--- the area of header string h (at byte 73), or an empty one
+-- the area of header string h (at byte AREA_AT + 1), or an empty one
 local function area_read(h)
-  if #h < 72 + AREA_BYTES then
+  if #h < AREA_AT + AREA_BYTES then
     AH, AD, AN = EMPTY_AREA, NEG, 0
     return
   end
   AH = h
-  AD, AN = unpack_('<dd', h, 73)
+  AD, AN = unpack_('<dd', h, AREA_AT + 1)
 end
 
 -- second and cents of area maximum i (1-based, oldest first)
 local function area_sec(i)
-  return (unpack_('<d', AH, 73 + MREC * i))
+  return (unpack_('<d', AH, AREA_AT + 1 + MREC * i))
 end
 
 local function area_cents(i)
-  return (unpack_('<d', AH, 81 + MREC * i))
+  return (unpack_('<d', AH, AREA_AT + 9 + MREC * i))
 end
 
 -- the area bytes of spill second d, then maxima f..n of the area read, then `rest`
 local function area_bytes(d, f, n, rest)
   local live = ''
-  if f <= n then live = sub(AH, 73 + MREC * f, 88 + MREC * n) end
+  if f <= n then live = sub(AH, AREA_AT + 1 + MREC * f, AREA_AT + 16 + MREC * n) end
   return pack('<dd', d, n - f + 1 + #rest / MREC) .. live .. rest
 end
 
@@ -88,7 +88,7 @@ end
 
 -- Add a kept record (sec, c) that no record is after: the maxima it equals or exceeds go,
 -- then those at or before `horizon` (the widest window's start); the area's oldest spills
--- when it is full. Returns the new area bytes (to write at byte 72 of the history).
+-- when it is full. Returns the new area bytes (to write at AREA_AT in the history).
 local function push_max(kh, sec, c, horizon)
   local n, d = AN, AD
   while n > 0 and area_cents(n) <= c do n = n - 1 end
@@ -109,7 +109,7 @@ local function push_max(kh, sec, c, horizon)
   local f = 1
   while f <= n and area_sec(f) <= horizon do f = f + 1 end
   if n - f + 2 > AREA_SIZE then
-    local rec = sub(AH, 73 + MREC * f, 88 + MREC * f)
+    local rec = sub(AH, AREA_AT + 1 + MREC * f, AREA_AT + 16 + MREC * f)
     if d == NEG then
       redis.call('SET', spill_key(kh), rec, 'PX', cttl)
     else

@@ -79,24 +79,31 @@ local function renewal(v, p, sec, keep)
   p.changed = p.refresh or p.tt ~= v.tt or p.cc ~= v.cc
 end
 
--- CUSTOMER HISTORY P:{c:<customer>}:h: a sorted run, header '<ddddddddd' (event second of
+-- CUSTOMER HISTORY P:{c:<customer>}:h: a sorted run, header '<dddddd' (event second of
 -- the last TTL renewal, running totals of amounts before the first record, trimmed-through
 -- second, capped-through second, index of the first record after them: those before are
--- dead, until a rewrite drops them; running totals of cents and square limbs before the
--- first record) then the maxima area (amount_history.lua), records '<dddddd' (second,
--- running totals through it: amounts as whole units and remainders, cents, square limbs).
+-- dead, until a rewrite drops them) then the maxima area (amount_history.lua, at
+-- AREA_AT), records '<dddd' (second, running totals through it of amounts as whole units
+-- and remainders, the record's own amount in whole cents).
 -- CUSTOMER ROWS P:{c:<customer>}:r<p>: the rows of its transactions whose event second is
 -- in period p (of refresh_s seconds), deleted whole once the history is trimmed past it.
-local CHEAD, CREC, AREA_AT = 72 + AREA_BYTES, 48, '72'
-local CREC_FORMAT, CHEAD_FORMAT = '<dddddd', '<ddddddddd'
+local CHEAD, CREC, AREA_ARG = AREA_AT + AREA_BYTES, 32, tostring(AREA_AT)
+local CREC_FORMAT, CHEAD_FORMAT = '<dddd', '<dddddd'
 
--- running totals through record i (amount units, remainders, cents, square limbs)
+-- running totals through record i (amount units, remainders)
 local function customer_totals(v, i)
-  if i < 0 then return v.bw, v.br, v.bc, v.bh, v.bl end
+  if i < 0 then return v.bw, v.br end
   local s, o = v.whole, CHEAD + 1 + i * CREC
   if not s then s, o = at(v, i) end
-  local _, w, r, c, h, l = unpack_(CREC_FORMAT, s, o)
-  return w, r, c, h, l
+  local _, w, r = unpack_('<ddd', s, o)
+  return w, r
+end
+
+-- the whole cents of record i's amount
+local function record_cents(v, i)
+  local s, o = v.whole, CHEAD + 1 + i * CREC
+  if not s then s, o = at(v, i) end
+  return (unpack_('<d', s, o + 24))
 end
 
 -- The maxima rebuilt from history v with the record (sec, c) of plan p inserted at p.pos,
@@ -116,23 +123,20 @@ local function rebuild_max(v, p, sec, c)
     end
     local s = sec_at(v, i)
     if s <= stop then break end
-    local _, _, c1 = customer_totals(v, i)
-    local _, _, c0 = customer_totals(v, i - 1)
-    if c1 - c0 > best then best, secs[#secs + 1], cs[#cs + 1] = c1 - c0, s, c1 - c0 end
+    local ci = record_cents(v, i)
+    if ci > best then best, secs[#secs + 1], cs[#cs + 1] = ci, s, ci end
     i = i - 1
   end
   if not placed and sec > stop and c > best then secs[#secs + 1], cs[#cs + 1] = sec, c end
   return maxima_from(v.key, secs, cs)
 end
 
--- the largest cents of records [lo, pos) of v, from their running totals (-1: none)
+-- the largest cents of records [lo, pos) of v (-1: none)
 local function scan_max(v, lo, pos)
   local best = -1
-  local _, _, prev = customer_totals(v, lo - 1)
   for i = lo, pos - 1 do
-    local _, _, c = customer_totals(v, i)
-    if c - prev > best then best = c - prev end
-    prev = c
+    local c = record_cents(v, i)
+    if c > best then best = c end
   end
   return best
 end
@@ -143,40 +147,40 @@ local function certainly_new(v, sec)
   return sec > max_(v.tt, v.cc) and (v.pos == v.start or sec_at(v, v.pos - 1) < sec)
 end
 
--- records of a customer history string, with (dw, dr, dc, dh, dl) added to their totals
-local function shifted(recs, dw, dr, dc, dh, dl)
+-- records of a customer history string, with (dw, dr) added to their totals
+local function shifted(recs, dw, dr)
   local moved = {}
   for o = 1, #recs, CREC do
-    local s, w, r, c, h, l = unpack_(CREC_FORMAT, recs, o)
-    moved[#moved + 1] = pack(CREC_FORMAT, s, w + dw, r + dr, c + dc, h + dh, l + dl)
+    local s, w, r, c = unpack_(CREC_FORMAT, recs, o)
+    moved[#moved + 1] = pack(CREC_FORMAT, s, w + dw, r + dr, c)
   end
   return table.concat(moved)
 end
 
 -- (count, sum) per window (sec - w, sec] into parts, the record itself included, widest
--- window first so that each search narrows the next, then the amount history of the
--- widest window's earlier records (maxima read by area_read); p.tw, p.tr, p.tc, p.th,
--- p.tl: running totals through it
+-- window first so that each search narrows the next, then the largest cents of the
+-- widest window's earlier records (maxima read by area_read); p.tw, p.tr: running totals
+-- through it, p.ac: its cents
 local function customer_windows(v, p, sec, x, parts, applied)
   p.aw, p.ar = split(x)
-  p.ac, p.ah, p.al = cents(x)
+  p.ac = cents(x)
   local e = 2 * ncw + 3
   if (applied and not p.kept) or sec <= p.t then
     for j = 1, ncw do
       parts[2 * j + 1], parts[2 * j + 2] = 1, x
     end
-    parts[e], parts[e + 1], parts[e + 2], parts[e + 3] = 0, 0, 0, -1
+    parts[e] = -1
     return
   end
   local pos = p.pos
-  local w0, r0, c0, h0, l0 = customer_totals(v, pos - 1)
+  local w0, r0 = customer_totals(v, pos - 1)
   local tw_, tr = w0 + p.aw, r0 + p.ar
-  p.tw, p.tr, p.tc, p.th, p.tl = tw_, tr, c0 + p.ac, h0 + p.ah, l0 + p.al
+  p.tw, p.tr = tw_, tr
   local lo = v.start
   for j = ncw, 1, -1 do
     local lower = max_(sec - cw[j], p.t)
     lo = above(v, lo, pos, lower)
-    local bw, br, bc, bh, bl = customer_totals(v, lo - 1)
+    local bw, br = customer_totals(v, lo - 1)
     parts[2 * j + 1], parts[2 * j + 2] = pos + 1 - lo, (tw_ - bw) / SCALE + (tr - br)
     if j == ncw then
       local best = -1
@@ -185,7 +189,7 @@ local function customer_windows(v, p, sec, x, parts, applied)
       elseif pos > lo then
         best = window_max(v.key, lower)
       end
-      parts[e], parts[e + 1], parts[e + 2], parts[e + 3] = c0 - bc, h0 - bh, l0 - bl, best
+      parts[e] = best
     end
   end
 end
@@ -199,7 +203,7 @@ local THEAD, TREC = 40, 8
 
 -- the maxima area bytes of customer history view v
 local function area_of(v)
-  local area = sub(v.hdr, 73, CHEAD)
+  local area = sub(v.hdr, AREA_AT + 1, CHEAD)
   if #area < AREA_BYTES then return EMPTY_AREA end
   return area
 end
@@ -207,14 +211,14 @@ end
 local function header_at(v, p, d)
   local start = start_after(p, d)
   if v.head == THEAD then return pack('<ddddd', p.refreshed, p.tt, p.cc, v.frauds, start) end
-  local bw, br, bc, bh, bl = v.bw, v.br, v.bc, v.bh, v.bl
-  if d > 0 then bw, br, bc, bh, bl = customer_totals(v, d - 1) end
-  return pack(CHEAD_FORMAT, p.refreshed, bw, br, p.tt, p.cc, start, bc, bh, bl) .. area_of(v)
+  local bw, br = v.bw, v.br
+  if d > 0 then bw, br = customer_totals(v, d - 1) end
+  return pack(CHEAD_FORMAT, p.refreshed, bw, br, p.tt, p.cc, start) .. area_of(v)
 end
 
 local function shift(v, p, recs)
   if v.head == THEAD or recs == '' then return recs end
-  return shifted(recs, p.aw, p.ar, p.ac, p.ah, p.al)
+  return shifted(recs, p.aw, p.ar)
 end
 
 -- Store plan p of run v: record `rec` inserted at p.pos when kept (the records after it
@@ -261,22 +265,22 @@ end
 -- store plan p of the customer history v; true when its TTL was renewed
 local function customer_store(v, p, sec)
   renewal(v, p, sec, ckeep)
-  if p.kept and (p.tw > REBASE_AT or p.tl > REBASE_AT) then
+  if p.kept and p.tw > REBASE_AT then
     -- integer totals rebased to the first record kept, so that they stay exact
     local d = p.first
-    local bw, br, bc, bh, bl = customer_totals(v, d - 1)
+    local bw, br = customer_totals(v, d - 1)
     local recs = sub(v.whole or redis.call('GET', v.key), CHEAD + 1 + d * CREC)
     local cut = (p.pos - d) * CREC
-    local body = shifted(sub(recs, 1, cut), -bw, 0, -bc, -bh, -bl)
-      .. pack(CREC_FORMAT, sec, p.tw - bw, p.tr, p.tc - bc, p.th - bh, p.tl - bl)
-      .. shifted(sub(recs, cut + 1), p.aw - bw, p.ar, p.ac - bc, p.ah - bh, p.al - bl)
-    local hdr = pack(CHEAD_FORMAT, p.refreshed, 0, br, p.tt, p.cc, start_after(p, d), 0, 0, 0)
+    local body = shifted(sub(recs, 1, cut), -bw, 0)
+      .. pack(CREC_FORMAT, sec, p.tw - bw, p.tr, p.ac)
+      .. shifted(sub(recs, cut + 1), p.aw - bw, p.ar)
+    local hdr = pack(CHEAD_FORMAT, p.refreshed, 0, br, p.tt, p.cc, start_after(p, d))
       .. area_of(v)
     redis.call('SET', v.key, hdr .. body, 'PX', cttl)
     return true
   end
   local rec = ''
-  if p.kept then rec = pack(CREC_FORMAT, sec, p.tw, p.tr, p.tc, p.th, p.tl) end
+  if p.kept then rec = pack(CREC_FORMAT, sec, p.tw, p.tr, p.ac) end
   return store_run(v, p, rec, cttl)
 end
 
@@ -287,13 +291,13 @@ end
 local function customer_fast(h, kh, sec, x, wm, parts)
   local n = (#h - CHEAD) / CREC
   if n < 1 or #h >= CLONG or #h % CREC ~= CHEAD % CREC then return nil end
-  local refreshed, bw, br, tt, cc, start, bc, bh, bl = unpack_(CHEAD_FORMAT, h, 1)
+  local refreshed, bw, br, tt, cc, start = unpack_(CHEAD_FORMAT, h, 1)
   local through = max_(tt, cc)
   if sec - refreshed >= refresh_s or refreshed - sec > ckeep or n + 1 > ccap
     or sec <= through or start ~= 0 then
     return nil
   end
-  local newest, lw, lr, lc, lh, ll = unpack_(CREC_FORMAT, h, CHEAD + 1 + (n - 1) * CREC)
+  local newest, lw, lr = unpack_('<ddd', h, CHEAD + 1 + (n - 1) * CREC)
   local ref = newest
   if wm < ref then ref = wm end
   if newest >= sec
@@ -301,9 +305,9 @@ local function customer_fast(h, kh, sec, x, wm, parts)
     return nil
   end
   local aw, ar = split(x)
-  local ac, ah, al = cents(x)
-  local tw_, tr, tl = lw + aw, lr + ar, ll + al
-  if tw_ > REBASE_AT or tl > REBASE_AT then return nil end
+  local ac = cents(x)
+  local tw_, tr = lw + aw, lr + ar
+  if tw_ > REBASE_AT then return nil end
   local lo, e = 0, 2 * ncw + 3
   for j = ncw, 1, -1 do
     local s, hi = sec - cw[j], n
@@ -311,24 +315,24 @@ local function customer_fast(h, kh, sec, x, wm, parts)
       local mid = (lo + hi - (lo + hi) % 2) / 2
       if unpack_('<d', h, CHEAD + 1 + mid * CREC) <= s then lo = mid + 1 else hi = mid end
     end
-    local w0, r0, c0, h0, l0 = bw, br, bc, bh, bl
+    local w0, r0 = bw, br
     if lo > 0 then
       local _
-      _, w0, r0, c0, h0, l0 = unpack_(CREC_FORMAT, h, CHEAD + 1 + (lo - 1) * CREC)
+      _, w0, r0 = unpack_('<ddd', h, CHEAD + 1 + (lo - 1) * CREC)
     end
     parts[2 * j + 1], parts[2 * j + 2] = n + 1 - lo, (tw_ - w0) / SCALE + (tr - r0)
     if j == ncw then
       area_read(h)
       local best = -1
       if lo < n then best = window_max(kh, max_(s, through)) end
-      parts[e], parts[e + 1], parts[e + 2], parts[e + 3] = lc - c0, lh - h0, ll - l0, best
+      parts[e] = best
     end
   end
-  redis.call('SETRANGE', kh, AREA_AT, push_max(kh, sec, ac, sec - cw[ncw]))
+  redis.call('SETRANGE', kh, AREA_ARG, push_max(kh, sec, ac, sec - cw[ncw]))
   local reach, flags = sec - cmax, 0
   if tt > reach then flags = flags + FLAG_OUTLIER end
   if cc > reach then flags = flags + FLAG_CAPPED end
-  local rec = pack(CREC_FORMAT, sec, tw_, tr, lc + ac, lh + ah, tl)
+  local rec = pack(CREC_FORMAT, sec, tw_, tr, ac)
   return rec, period(newest) ~= period(sec), flags
 end
 
@@ -347,15 +351,14 @@ local function customer_row(kr, kh, txid, i, status, finish)
   if h == '' and status ~= CONFLICT then
     -- the customer's first record: its history starts with it
     local aw, ar = split(x)
-    local ac, ah, al = cents(x)
+    local ac = cents(x)
     for j = 1, ncw do
       parts[2 * j + 1], parts[2 * j + 2] = 1, aw / SCALE + ar
     end
-    local e = 2 * ncw + 3
-    parts[e], parts[e + 1], parts[e + 2], parts[e + 3] = 0, 0, 0, -1
+    parts[2 * ncw + 3] = -1
     local area = pack('<dddd', NEG, 1, sec, ac) .. sub(EMPTY_AREA, 33)
-    local hdr = pack(CHEAD_FORMAT, sec, 0, 0, NEG, NEG, 0, 0, 0, 0) .. area
-    redis.call('SET', kh, hdr .. pack(CREC_FORMAT, sec, aw, ar, ac, ah, al), 'PX', cttl)
+    local hdr = pack(CHEAD_FORMAT, sec, 0, 0, NEG, NEG, 0) .. area
+    redis.call('SET', kh, hdr .. pack(CREC_FORMAT, sec, aw, ar, ac), 'PX', cttl)
     local row = finish(parts, i, sec, wm, true, 0)
     redis.call('HSET', kr, txid, row)
     redis.call('PEXPIRE', kr, rttl_)
@@ -374,10 +377,8 @@ local function customer_row(kr, kh, txid, i, status, finish)
   view(CV, kh, CHEAD, CREC, h, len, CLONG)
   if #CV.hdr < CHEAD then
     CV.refreshed, CV.bw, CV.br, CV.tt, CV.cc, CV.start = NEG, 0, 0, NEG, NEG, 0
-    CV.bc, CV.bh, CV.bl = 0, 0, 0
   else
-    CV.refreshed, CV.bw, CV.br, CV.tt, CV.cc, CV.start, CV.bc, CV.bh, CV.bl =
-      unpack_(CHEAD_FORMAT, CV.hdr, 1)
+    CV.refreshed, CV.bw, CV.br, CV.tt, CV.cc, CV.start = unpack_(CHEAD_FORMAT, CV.hdr, 1)
   end
   locate(CV, sec)
   if status == NEW and not certainly_new(CV, sec) then
@@ -400,7 +401,7 @@ local function customer_row(kr, kh, txid, i, status, finish)
     expire = renewed or new_period(CV, sec)
     if CP.kept then
       area = area or push_max(kh, sec, CP.ac, sec - cw[ncw])
-      redis.call('SETRANGE', kh, AREA_AT, area)
+      redis.call('SETRANGE', kh, AREA_ARG, area)
     end
     local spill = AD
     if area then spill = unpack_('<d', area, 1) end

@@ -168,13 +168,13 @@ def test_history_is_trimmed_and_idle_keys_expire(
         redis_store.apply(_one(f"tx{i}", "busy", T0 + i * half_day))
     p, ms_last = redis_store.prefix, T0 + 119 * half_day
     # 31 days kept (30-day window + 1 day slack), trimmed in bulk once 16 are out of it;
-    # the customer history is a 216-byte header (72, then the maxima area of 144) then 48
+    # the customer history is a 192-byte header (48, then the maxima area of 144) then 32
     # bytes per transaction
-    history = (raw_redis.strlen(f"{p}:{{c:busy}}:h") - 216) // 48
+    history = (raw_redis.strlen(f"{p}:{{c:busy}}:h") - 192) // 32
     assert 62 <= history <= 62 + 16
     # equal amounts: each is a maximum that ends the one before, so the area holds one
     # (no spill, -inf), the newest
-    area = raw_redis.getrange(f"{p}:{{c:busy}}:h", 72, 72 + 31)
+    area = raw_redis.getrange(f"{p}:{{c:busy}}:h", 48, 48 + 31)
     assert area == struct.pack("<dddd", -np.inf, 1, ms_last // 1000, 100)
     assert not raw_redis.exists(f"{p}:{{c:busy}}:m")
     # rows are kept per week of event time, a week's hash deleted once the history no longer
@@ -214,7 +214,7 @@ def test_a_prefix_in_an_older_key_layout_is_refused(
     # so a redelivered transaction would count twice
     raw_redis.set(f"{store_prefix}:schema", FeatureConfig().schema_hash())
     store = RedisStore.from_url(redis_url, prefix=store_prefix)
-    with pytest.raises(ConfigError, match="key layout 1 .* writes layout 5"):
+    with pytest.raises(ConfigError, match="key layout 1 .* writes layout 6"):
         store.apply(_one())
     assert raw_redis.keys(f"{store_prefix}:{{*") == []  # nothing written
     store.close()
@@ -228,7 +228,7 @@ def test_a_prefix_in_layout_2_is_refused(
     # mistake records for header fields
     raw_redis.set(f"{store_prefix}:schema", f"{FeatureConfig().schema_hash()} layout 2")
     store = RedisStore.from_url(redis_url, prefix=store_prefix)
-    with pytest.raises(ConfigError, match="key layout 2 .* writes layout 5"):
+    with pytest.raises(ConfigError, match="key layout 2 .* writes layout 6"):
         store.apply(_one())
     store.close()
     raw_redis.delete(f"{store_prefix}:schema")

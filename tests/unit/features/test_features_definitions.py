@@ -42,13 +42,10 @@ def test_feature_names_are_the_contract_in_order() -> None:
         "customer_amount_ratio_1d",
         "customer_amount_ratio_7d",
         "customer_amount_ratio_30d",
-        "customer_amount_z_30d",
         "customer_max_amount_30d",
-        "terminal_first_fraud_age_s_30d",
-        "terminal_last_fraud_age_s_30d",
     )
     assert FeatureConfig().feature_names == FEATURE_NAMES
-    assert FeatureConfig().feature_set_version == FEATURE_SET_VERSION == 3
+    assert FeatureConfig().feature_set_version == FEATURE_SET_VERSION == 4
 
 
 def test_feature_names_follow_configured_windows() -> None:
@@ -64,10 +61,7 @@ def test_feature_names_follow_configured_windows() -> None:
         "terminal_nb_tx_14d",
         "terminal_risk_14d",
         "customer_amount_ratio_2d",
-        "customer_amount_z_2d",
         "customer_max_amount_2d",
-        "terminal_first_fraud_age_s_14d",
-        "terminal_last_fraud_age_s_14d",
     )
 
 
@@ -140,13 +134,11 @@ def test_assemble_divides_sums_and_frauds_and_zero_risk_when_empty() -> None:
         customer_sums=np.array([[10.0, 30, 100]]),
         terminal_counts=np.array([[0.0, 4, 8]]),
         terminal_frauds=np.array([[0.0, 1, 2]]),
-        amount_history=np.array([[9000.0, 0, 29_000_000, 4000]]),
-        fraud_ages=np.array([[3600.0, 60]]),
+        amount_history=np.array([[4001.0]]),
     )
     ratios = [10 / 10, 10 / 15, 10 / 25]
-    # the 3 earlier amounts of the 30-day window: 20, 30, 40 (cents 2000, 3000, 4000)
-    z = (10 - 30) / np.sqrt(np.var([20, 30, 40]) + 1)
-    expected = [10, 0, 1, 1, 10, 2, 15, 4, 25, 0, 0, 4, 0.25, 8, 0.25, *ratios, z, 40, 3600, 60]
+    # the largest earlier amount of the 30-day window: 40.01 (4001 cents)
+    expected = [10, 0, 1, 1, 10, 2, 15, 4, 25, 0, 0, 4, 0.25, 8, 0.25, *ratios, 40.01]
     np.testing.assert_allclose(out[0], expected, rtol=1e-15, atol=0)
 
 
@@ -157,28 +149,27 @@ def test_amount_ratio_is_one_when_every_amount_in_the_window_is_zero() -> None:
         customer_sums=np.array([[0.0], [20.0]]),
         terminal_counts=np.array([[1.0], [1.0]]),
         terminal_frauds=np.array([[0.0], [1.0]]),
-        amount_history=np.array([[0.0, 0, 0, 0], [2000.0, 0, 4_000_000, 2000]]),
-        fraud_ages=np.array([[10.0, 0], [5.0, 5]]),
+        amount_history=np.array([[0.0], [-1.0]]),
     )
     names = FeatureConfig(customer_windows_days=(1,), terminal_windows_days=(1,)).feature_names
     assert out.shape == (2, len(names))
     assert out[:, names.index("customer_amount_ratio_1d")].tolist() == [1.0, 0.5]
-    z = names.index("customer_amount_z_1d")
-    assert out[0, z] == 0.0  # two earlier amounts of 0, and 0 again: no deviation
-    assert np.isnan(out[1, z])  # one earlier amount: no z-score
-    assert np.isfinite(np.delete(out, z, axis=1)).all()
+    top = names.index("customer_max_amount_1d")
+    assert out[0, top] == 0.0  # earlier amounts of 0
+    assert np.isnan(out[1, top])  # no earlier amount: no maximum
+    assert np.isfinite(np.delete(out, top, axis=1)).all()
 
 
 def test_schema_hash_covers_the_feature_set_version(monkeypatch: pytest.MonkeyPatch) -> None:
     config = FeatureConfig()
     assert config.describe() == {
-        "feature_set_version": 3,
+        "feature_set_version": 4,
         "customer_windows_days": [1, 7, 30],
         "terminal_windows_days": [1, 7, 30],
         "delay_days": 7,
         "tz": "UTC",
     }
     before = config.schema_hash()
-    monkeypatch.setattr("fraudstream.features.definitions.FEATURE_SET_VERSION", 4)
-    assert config.describe()["feature_set_version"] == 4
+    monkeypatch.setattr("fraudstream.features.definitions.FEATURE_SET_VERSION", 5)
+    assert config.describe()["feature_set_version"] == 5
     assert config.schema_hash() != before

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -57,30 +56,16 @@ def _oracle(df: pd.DataFrame, config: FeatureConfig) -> np.ndarray:
             row += [len(seen), (sum(fraud[seen]) / len(seen)) if seen else 0.0]
         row += [amount[i] / m if m > 0 else 1.0 for m in means]
         earlier = [j for j in mine if j != i]  # the widest window's, before row i
-        row += _amount_history(amount[i], amount[earlier])
-        row += _fraud_ages(sec[seen][fraud[seen] == 1], hi)
+        row.append(_largest(amount[earlier]))
         out[i, 3:] = row
     out[:, 0] = amount
     return out
 
 
-def _amount_history(amount: float, earlier: np.ndarray) -> list[float]:
-    """z-score (exact mean and population variance of the cents, +1 in the variance, in
-    currency units) and maximum of the earlier amounts."""
-    cents = [Fraction(round(x * 100)) for x in earlier]
-    top = float(max(cents)) / 100 if cents else math.nan
-    if len(cents) < 2:
-        return [math.nan, top]
-    mean = sum(cents) / len(cents)
-    var = sum((c - mean) ** 2 for c in cents) / len(cents)
-    z = (Fraction(round(amount * 100)) - mean) / 100 / math.sqrt(var / 10_000 + 1)
-    return [float(z), top]
-
-
-def _fraud_ages(fraud_secs: np.ndarray, reference: int) -> list[float]:
-    if not len(fraud_secs):
-        return [math.nan, math.nan]
-    return [float(reference - fraud_secs.min()), float(reference - fraud_secs.max())]
+def _largest(earlier: np.ndarray) -> float:
+    """The largest earlier amount, to the cent (NaN: none)."""
+    cents = [round(x * 100) for x in earlier]
+    return max(cents) / 100 if cents else math.nan
 
 
 def _random_frame(seed: int, n: int = 400) -> pd.DataFrame:
@@ -207,16 +192,14 @@ def test_configured_windows_change_the_shape_and_bounds() -> None:
         [(T0, "a", "T", 2.0, 1), (T0 + day, "a", "T", 4.0, 0), (T0 + 2 * day, "a", "T", 6.0, 0)]
     )
     out = compute_features(df, config)
-    assert out.shape == (3, 12)
+    assert out.shape == (3, 9)
     assert out[:, 3].tolist() == [1, 2, 2]
     assert out[:, 4].tolist() == [2, 3, 5]
     assert out[:, 5].tolist() == [0, 1, 1]
     assert out[:, 6].tolist() == [0, 1, 0]
     assert out[:, 7].tolist() == [1, 4 / 3, 6 / 5]
-    # one earlier amount at most in (t - 2 d, t]: no z-score, the maximum is that amount
-    np.testing.assert_array_equal(out[:, 8:10], [[np.nan] * 2, [np.nan, 2], [np.nan, 4]])
-    # the fraud at T0 is in row 2's window (T0 - 1 d, T0] only, at its end
-    np.testing.assert_array_equal(out[:, 10:], [[np.nan] * 2, [0, 0], [np.nan] * 2])
+    # one earlier amount at most in (t - 2 d, t]: the maximum is that amount
+    np.testing.assert_array_equal(out[:, 8], [np.nan, 2, 4])
 
 
 def test_empty_frame_gives_an_empty_matrix() -> None:

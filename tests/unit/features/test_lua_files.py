@@ -13,7 +13,7 @@ import lupa.lua51
 import pytest
 
 from fraudstream.features import redis_scripts
-from fraudstream.features.definitions import CENTS_CAP, LIMB
+from fraudstream.features.definitions import CENTS_CAP
 from fraudstream.features.redis_lua_files import LuaScript, assemble
 from fraudstream.features.store import FLAG_CAPPED, FLAG_CONFLICT, FLAG_OUTLIER, TRIM_STEP
 
@@ -132,7 +132,6 @@ def test_the_lua_constants_agree_with_the_store() -> None:
     assert declared["FLAG_CAPPED"] == [("sorted_runs.lua", FLAG_CAPPED)]
     assert declared["FLAG_CONFLICT"] == [("entity_histories.lua", FLAG_CONFLICT)]
     assert declared["CENTS_CAP"] == [("amount_history.lua", CENTS_CAP)]
-    assert declared["LIMB"] == [("amount_history.lua", LIMB)]
 
 
 def _lua_in_strings(path: Path) -> list[str]:

@@ -48,7 +48,7 @@ def test_manifest_records_how_the_model_was_made(
     assert manifest.feature_names == FeatureConfig().feature_names
     assert manifest.schema_hash == FeatureConfig().schema_hash()
     assert manifest.features == FeatureConfig().describe()
-    assert manifest.feature_set_version == 3
+    assert manifest.feature_set_version == 4
     assert manifest.train_window.start == "2018-05-20T00:00:00+00:00"
     assert manifest.train_window.end == "2018-05-27T00:00:00+00:00"
     assert manifest.device == "cpu"
