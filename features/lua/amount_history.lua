@@ -9,7 +9,7 @@ local CENTS_CAP = 67108863
 local AREA_AT = 48
 -- AREA_SIZE: maxima kept in the customer history's header, the newer ones (the older
 -- ones, when there are more, in the spill run)
-local AREA_SIZE, MREC = 8, 16
+local AREA_SIZE, MREC = 16, 16
 local AREA_BYTES = 16 + MREC * AREA_SIZE
 local EMPTY_AREA = pack('<dd', NEG, 0) .. string.rep('\0', MREC * AREA_SIZE)
 local MV = {}

@@ -168,9 +168,9 @@ def test_history_is_trimmed_and_idle_keys_expire(
         redis_store.apply(_one(f"tx{i}", "busy", T0 + i * half_day))
     p, ms_last = redis_store.prefix, T0 + 119 * half_day
     # 31 days kept (30-day window + 1 day slack), trimmed in bulk once 16 are out of it;
-    # the customer history is a 192-byte header (48, then the maxima area of 144) then 32
+    # the customer history is a 320-byte header (48, then the maxima area of 272) then 32
     # bytes per transaction
-    history = (raw_redis.strlen(f"{p}:{{c:busy}}:h") - 192) // 32
+    history = (raw_redis.strlen(f"{p}:{{c:busy}}:h") - 320) // 32
     assert 62 <= history <= 62 + 16
     # equal amounts: each is a maximum that ends the one before, so the area holds one
     # (no spill, -inf), the newest

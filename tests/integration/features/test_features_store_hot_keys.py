@@ -65,7 +65,7 @@ def test_a_capped_history_flags_the_rows_it_changes_and_no_other(
     assert online[~plain][:, COL["customer_nb_tx_30d"]].max() <= cap
     assert (online[~plain][:, COL["customer_nb_tx_30d"]] < offline[~plain][:, 7]).any()
     # held: the cap, plus records dropped but not yet rewritten (a quarter, in Redis)
-    assert _history_records(store, "c", 192, 32) <= cap + max(TRIM_STEP, cap // 4) + 1
+    assert _history_records(store, "c", 320, 32) <= cap + max(TRIM_STEP, cap // 4) + 1
     assert _history_records(store, "t", 40, 8) <= cap + max(TRIM_STEP, cap // 4) + 1
 
 
@@ -88,7 +88,7 @@ def test_a_long_history_out_of_order_gives_the_in_process_answers(
         got, got_flags = store.apply_flagged(part)
         np.testing.assert_array_equal(got_flags, want_flags)
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
-    assert _history_records(store, "c", 192, 32) == 3000
+    assert _history_records(store, "c", 320, 32) == 3000
     # in event-time order: as offline
     ordered = sorted(rows, key=lambda r: r[3])
     again = make_store()
