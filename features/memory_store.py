@@ -189,15 +189,19 @@ class MemoryStore:
         return row, flags
 
     def _terminal_counts(self, term: _Terminal, step: Step, sec: int) -> list[float]:
-        """(count, frauds) per window."""
+        """(count, frauds) per window, then the widest window's fraud ages."""
         hi = sec - self.config.delay_s
         out: list[float] = []
         frauds = term.fraud_secs
         top = bisect_right(frauds, hi)
+        low = top
         for w in self.config.terminal_windows_s:
             lower = max(hi - w, step.through)
-            out += [term.hist.window_count(lower, hi), top - bisect_right(frauds, lower, 0, top)]
-        return out
+            low = bisect_right(frauds, lower, 0, top)
+            out += [term.hist.window_count(lower, hi), top - low]
+        if low == top:
+            return [*out, -1.0, -1.0]
+        return [*out, float(hi - frauds[low]), float(hi - frauds[top - 1])]
 
     @staticmethod
     def _forget_rows(cust: _Customer, step: Step, sec: int) -> None:

@@ -52,11 +52,11 @@ def compute_features(df: pd.DataFrame, config: FeatureConfig | None = None) -> F
     c_counts, c_sums, history = customer_windows(
         sec, amount, customers, order, config.customer_windows_s
     )
-    t_counts, t_frauds = terminal_windows(
+    t_counts, t_frauds, ages = terminal_windows(
         sec, fraud, terminals, order, config.terminal_windows_s, config.delay_s
     )
     tx = transaction_level_features(ms, amount, config)
-    return assemble_features(tx, c_counts, c_sums, t_counts, t_frauds, history)
+    return assemble_features(tx, c_counts, c_sums, t_counts, t_frauds, history, ages)
 
 
 def customer_windows(
@@ -115,19 +115,42 @@ def terminal_windows(
     order: IntArray,
     windows_s: tuple[int, ...],
     delay_s: int,
-) -> tuple[FloatArray, FloatArray]:
-    """Counts and fraud counts over ``(t - d - w, t - d]`` per entity."""
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Counts and fraud counts over ``(t - d - w, t - d]`` per entity, and the ages of
+    the widest window's first and last fraud (``FRAUD_AGES_WIDTH``, -1: none)."""
     perm = _group_order(entity, order)
     key = _entity_keys(entity[perm], sec[perm], delay_s + max(windows_s))
     hi = np.searchsorted(key, key - delay_s, side="right")
     cum_fraud = np.concatenate(([0], np.cumsum(fraud[perm], dtype=np.int64)))
     counts = np.empty((len(key), len(windows_s)), dtype=np.float64)
     frauds = np.empty_like(counts)
+    lo = hi
     for j, w in enumerate(windows_s):
         lo = np.searchsorted(key, key - delay_s - w, side="right")
         counts[perm, j] = hi - lo
         frauds[perm, j] = cum_fraud[hi] - cum_fraud[lo]
-    return counts, frauds
+    ages = np.empty((len(key), 2), dtype=np.float64)
+    ages[perm] = _fraud_ages(sec[perm], fraud[perm].astype(bool), lo, hi, delay_s)
+    return counts, frauds, ages
+
+
+def _fraud_ages(
+    sec: IntArray, fraud: npt.NDArray[np.bool_], lo: IntArray, hi: IntArray, delay_s: int
+) -> FloatArray:
+    """Seconds from the first and the last fraud row of ``[lo, hi)`` to ``sec - delay_s``,
+    -1 when there is none."""
+    n = len(sec)
+    idx = np.arange(n)
+    next_fraud = np.minimum.accumulate(np.where(fraud, idx, n)[::-1])[::-1]
+    prev_fraud = np.maximum.accumulate(np.where(fraud, idx, -1))
+    first = np.append(next_fraud, n)[lo]
+    last = np.append(prev_fraud, -1)[hi - 1]
+    known = first < hi
+    reference = sec - delay_s
+    out = np.full((n, 2), -1.0)
+    out[known, 0] = reference[known] - sec[first[known]]
+    out[known, 1] = reference[known] - sec[last[known]]
+    return out
 
 
 def _group_order(entity: IntArray, order: IntArray) -> IntArray:

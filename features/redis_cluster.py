@@ -36,6 +36,7 @@ from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
 from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.definitions import FRAUD_AGES_WIDTH
 from fraudstream.features.redis_calls import Call, Script, deadline_of, receive, send
 from fraudstream.features.redis_scripts import (
     APPLY_CUSTOMERS,
@@ -119,8 +120,8 @@ class ClusterBatches:
         ntw: int,
         timeout_s: float | None,
     ) -> np.ndarray:
-        """Round 1: every transaction's terminal counts then flags, ``(n, 2 * ntw + 1)``
-        float64."""
+        """Round 1: every transaction's terminal counts, fraud ages, then flags,
+        ``(n, 2 * ntw + FRAUD_AGES_WIDTH + 1)`` float64."""
         p = self._prefix
         bases = [f"{p}:{{t:{t}}}" for t in batch.terminal_id]
 
@@ -131,7 +132,7 @@ class ClusterBatches:
             return [*head, numbers[idx].tobytes(), b"", own, *keys, *ids]
 
         groups, replies = self._by_node([f"{b}:w" for b in bases], self._terminals, args, timeout_s)
-        width = 2 * ntw + 1
+        width = 2 * ntw + FRAUD_AGES_WIDTH + 1
         counts = np.empty((len(batch), width), dtype="<f8")
         for idx, reply in zip(groups, replies, strict=True):
             counts[idx] = np.frombuffer(reply, dtype="<f8").reshape(len(idx), width)

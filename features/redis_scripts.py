@@ -48,11 +48,11 @@ TTL_REFRESH_S = ROWS_PERIOD_S
 also the period of event time one customer rows hash holds."""
 LAYOUT = 6
 """The key layout above (5: 72-byte customer headers and 48-byte records with running
-totals of cents and square limbs, rows with four amount history columns and two fraud
-ages; 4: customer headers without the maxima area, every maximum in ``:m``; 3: customer
-records without cents and square limbs, no maxima, rows without the amount history and
-fraud ages; 2: no identity keys, 24-byte customer headers, rows without flags; 1: one rows
-hash per customer and a tx id list to trim it)."""
+totals of cents and square limbs, rows with four amount history columns; 4: customer
+headers without the maxima area, every maximum in ``:m``; 3: customer records without
+cents and square limbs, no maxima, rows without the amount history and fraud ages; 2: no
+identity keys, 24-byte customer headers, rows without flags; 1: one rows hash per
+customer and a tx id list to trim it)."""
 
 
 def rows_keys(prefix: str, customer_ids: Sequence[str], event_seconds: npt.ArrayLike) -> list[str]:

@@ -37,6 +37,7 @@ import numpy.typing as npt
 from fraudstream.features.batch import TransactionBatch
 from fraudstream.features.definitions import (
     AMOUNT_HISTORY_WIDTH,
+    FRAUD_AGES_WIDTH,
     FeatureConfig,
     FloatArray,
     IntArray,
@@ -135,9 +136,10 @@ class OffsetTrackingStore(FeatureStore, Protocol):
 
 def raw_width(config: FeatureConfig) -> int:
     """Columns of a raw row: ms, amount, (count, sum) per customer window, the amount
-    history (``AMOUNT_HISTORY_WIDTH``), (count, frauds) per terminal window."""
+    history (``AMOUNT_HISTORY_WIDTH``), (count, frauds) per terminal window, the fraud
+    ages (``FRAUD_AGES_WIDTH``)."""
     kc, kt = len(config.customer_windows_days), len(config.terminal_windows_days)
-    return 2 + 2 * kc + AMOUNT_HISTORY_WIDTH + 2 * kt
+    return 2 + 2 * kc + AMOUNT_HISTORY_WIDTH + 2 * kt + FRAUD_AGES_WIDTH
 
 
 def features_from_raw(raw: FloatArray, config: FeatureConfig) -> FloatArray:
@@ -146,7 +148,8 @@ def features_from_raw(raw: FloatArray, config: FeatureConfig) -> FloatArray:
     tx = transaction_level_features(raw[:, 0].astype(np.int64), raw[:, 1], config)
     customer = raw[:, 2 : 2 + 2 * kc]
     history = raw[:, 2 + 2 * kc : 2 + 2 * kc + AMOUNT_HISTORY_WIDTH]
-    terminal = raw[:, 2 + 2 * kc + AMOUNT_HISTORY_WIDTH :]
+    terminal = raw[:, 2 + 2 * kc + AMOUNT_HISTORY_WIDTH : -FRAUD_AGES_WIDTH]
+    ages = raw[:, -FRAUD_AGES_WIDTH:]
     return assemble_features(
         tx,
         customer[:, 0::2],
@@ -154,6 +157,7 @@ def features_from_raw(raw: FloatArray, config: FeatureConfig) -> FloatArray:
         terminal[:, 0::2],
         terminal[:, 1::2],
         history,
+        ages,
     )
 
 

@@ -2,12 +2,12 @@
 -- the terminals' counts. After transaction_args.lua, sorted_runs.lua, entity_histories.lua
 -- and terminal_half.lua.
 -- ARGV as transaction_args.lua (no offsets), then one status byte per transaction, the
--- terminal counts and flags of every transaction (as apply_terminals.lua returns them), 2
--- keys per transaction (customer r<period>, h), then tx ids. A known transaction keeps its
+-- terminal counts, fraud ages and flags of every transaction (as apply_terminals.lua
+-- returns them), 2 keys per transaction (customer r<period>, h), then tx ids. A known transaction keeps its
 -- first row, whatever counts came with it.
 local statuses, tparts = ARGV[a], ARGV[a + 1]
 local keys_at, ids_at = a + 2, a + 2 + 2 * n
-local tsize = 8 * (2 * ntw + 1)
+local tsize = 8 * (2 * ntw + 3)
 local customer_format = '<' .. string.rep('d', 3 + 2 * ncw)
 local function with_counts(parts, i, sec, wm, applied, flags)
   local t = sub(tparts, (i - 1) * tsize + 1, i * tsize)

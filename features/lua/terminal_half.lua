@@ -6,6 +6,21 @@ local function fraud_key(kw)
   return sub(kw, 1, #kw - 1) .. 'fs'
 end
 
+-- Seconds from the first and the last fraud second of [flo, ftop) to hi into parts after
+-- the k + 2 * ntw counts (-1 when there is none): from the sorted run view fs, or, with
+-- fs nil, from the string s of a short run.
+local function fraud_ages(fs, s, flo, ftop, hi, parts, k)
+  local a, b = -1, -1
+  if flo < ftop then
+    if fs then
+      a, b = hi - sec_at(fs, flo), hi - sec_at(fs, ftop - 1)
+    else
+      a, b = hi - unpack_('<d', s, 1 + flo * TREC), hi - unpack_('<d', s, 1 + (ftop - 1) * TREC)
+    end
+  end
+  parts[k + 2 * ntw + 1], parts[k + 2 * ntw + 2] = a, b
+end
+
 -- The common case in locals only (see customer_fast): a short history w, newest record
 -- at or before sec, nothing to trim, cap or renew. Appends the record, fills parts and
 -- returns the flags and whether a per-period hash starts (or nil: the general path).
@@ -57,6 +72,7 @@ local function terminal_fast(kw, w, sec, wm, parts)
       if unpack_('<d', fs, 1 + mid * TREC) <= s then flo = mid + 1 else hi_ = mid end
     end
     parts[k + 2 * j - 1], parts[k + 2 * j] = top - lo, ftop - flo
+    if j == ntw then fraud_ages(nil, fs, flo, ftop, hi, parts, k) end
   end
   redis.call('APPEND', kw, pack('<d', sec))
   local reach, flags = sec - tmax, 0
@@ -76,7 +92,8 @@ local function terminal_view(kw, w, len, sec)
   locate(TV, sec)
 end
 
--- counts and frauds per window (sec - d - w, sec - d] into parts, widest window first
+-- counts and frauds per window (sec - d - w, sec - d] into parts, widest window first,
+-- then the widest window's fraud ages
 local function terminal_counts(v, fs, p, sec, parts)
   local hi = sec - delay
   local top, ftop = above(v, v.start, v.n, hi), above(fs, 0, fs.n, hi)
@@ -85,6 +102,7 @@ local function terminal_counts(v, fs, p, sec, parts)
     local lower = max_(hi - tw[j], p.t)
     lo, flo = above(v, lo, top, lower), above(fs, flo, ftop, lower)
     parts[k + 2 * j - 1], parts[k + 2 * j] = top - lo, ftop - flo
+    if j == ntw then fraud_ages(fs, nil, flo, ftop, hi, parts, k) end
   end
 end
 
@@ -105,6 +123,7 @@ local function terminal_part(kw, ki, txid, sec, wm, applied, parts)
     -- the terminal's first record: its history starts with it, its windows are empty
     local k = #parts
     for j = 1, 2 * ntw do parts[k + j] = 0 end
+    parts[k + 2 * ntw + 1], parts[k + 2 * ntw + 2] = -1, -1
     redis.call('SET', kw, pack('<dddddd', sec, NEG, NEG, 0, 0, sec), 'PX', tttl)
     if ki then redis.call('PEXPIRE', ki .. period(sec), tttl) end
     return 0

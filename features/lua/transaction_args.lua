@@ -20,5 +20,6 @@ local off_at = a
 a = a + 2 * noff
 local numbers, fps = ARGV[a], ARGV[a + 1]
 a = a + 2
--- a row: ms, amount, customer windows, amount history (1), terminal windows, flags
-local row_format = '<' .. string.rep('d', 4 + 2 * ncw + 2 * ntw)
+-- a row: ms, amount, customer windows, amount history (1), terminal windows, fraud ages
+-- (2), flags
+local row_format = '<' .. string.rep('d', 6 + 2 * ncw + 2 * ntw)

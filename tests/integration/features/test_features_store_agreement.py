@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 COUNTS = [i for i, name in enumerate(FEATURE_NAMES) if "_nb_tx_" in name]
 RATIOS = [i for i, n in enumerate(FEATURE_NAMES) if "_avg_" in n or "_risk_" in n or "_ratio_" in n]
 SET_4 = list(range(18, len(FEATURE_NAMES)))
-"""Feature set 4's column: the customer's maximum amount."""
+"""Feature set 4's columns: the customer's maximum amount, the terminal fraud ages."""
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +58,9 @@ def test_store_equals_offline_on_every_feature(
     assert np.array_equal(online[:, COUNTS], offline[:, COUNTS])
     assert np.array_equal(online[:, :3], offline[:, :3])
     np.testing.assert_allclose(online[:, RATIOS], offline[:, RATIOS], rtol=1e-9, atol=0)
-    # the maximum comes from exact integers in every store: the same doubles
+    # the maximum and the ages come from exact integers in every store: the same doubles
     assert np.array_equal(online[:, SET_4], offline[:, SET_4], equal_nan=True)
-    assert (np.isfinite(online[:, SET_4]).sum(axis=0) > [60_000]).all()
+    assert (np.isfinite(online[:, SET_4]).sum(axis=0) > [60_000, 5_000, 5_000]).all()
     # the comparison is not vacuous: windows are populated and risks are non-zero
     assert online[:, FEATURE_NAMES.index("customer_nb_tx_30d")].max() >= 50
     assert (online[:, FEATURE_NAMES.index("terminal_risk_30d")] > 0).sum() > 1000

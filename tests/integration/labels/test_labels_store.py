@@ -34,6 +34,7 @@ DAY_MS = 86_400_000
 COUNTS = [i for i, name in enumerate(FEATURE_NAMES) if "_nb_tx_" in name]
 RATIOS = [i for i, name in enumerate(FEATURE_NAMES) if "_avg_" in name or "_risk_" in name]
 RISKS = [i for i, name in enumerate(FEATURE_NAMES) if "terminal_risk" in name]
+AGES = [i for i, name in enumerate(FEATURE_NAMES) if "_fraud_age_" in name]
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +106,8 @@ def test_labels_reach_terminal_features_exactly_as_offline(
     assert np.array_equal(online[:, COUNTS], offline[:, COUNTS])
     np.testing.assert_allclose(online[:, RATIOS], offline[:, RATIOS], rtol=1e-9, atol=0)
     assert (online[:, RISKS] > 0).sum() > 500, "the labels must move the terminal risks"
+    assert np.array_equal(online[:, AGES], offline[:, AGES], equal_nan=True)
+    assert np.isfinite(online[:, AGES]).sum() > 500, "the labels must give fraud ages"
 
 
 def vars_of(label: Label) -> tuple[str, str, str, int, int, bool]:

@@ -43,6 +43,8 @@ def test_feature_names_are_the_contract_in_order() -> None:
         "customer_amount_ratio_7d",
         "customer_amount_ratio_30d",
         "customer_max_amount_30d",
+        "terminal_first_fraud_age_s_30d",
+        "terminal_last_fraud_age_s_30d",
     )
     assert FeatureConfig().feature_names == FEATURE_NAMES
     assert FeatureConfig().feature_set_version == FEATURE_SET_VERSION == 4
@@ -62,6 +64,8 @@ def test_feature_names_follow_configured_windows() -> None:
         "terminal_risk_14d",
         "customer_amount_ratio_2d",
         "customer_max_amount_2d",
+        "terminal_first_fraud_age_s_14d",
+        "terminal_last_fraud_age_s_14d",
     )
 
 
@@ -135,10 +139,11 @@ def test_assemble_divides_sums_and_frauds_and_zero_risk_when_empty() -> None:
         terminal_counts=np.array([[0.0, 4, 8]]),
         terminal_frauds=np.array([[0.0, 1, 2]]),
         amount_history=np.array([[4001.0]]),
+        fraud_ages=np.array([[3600.0, 60]]),
     )
     ratios = [10 / 10, 10 / 15, 10 / 25]
     # the largest earlier amount of the 30-day window: 40.01 (4001 cents)
-    expected = [10, 0, 1, 1, 10, 2, 15, 4, 25, 0, 0, 4, 0.25, 8, 0.25, *ratios, 40.01]
+    expected = [10, 0, 1, 1, 10, 2, 15, 4, 25, 0, 0, 4, 0.25, 8, 0.25, *ratios, 40.01, 3600, 60]
     np.testing.assert_allclose(out[0], expected, rtol=1e-15, atol=0)
 
 
@@ -150,6 +155,7 @@ def test_amount_ratio_is_one_when_every_amount_in_the_window_is_zero() -> None:
         terminal_counts=np.array([[1.0], [1.0]]),
         terminal_frauds=np.array([[0.0], [1.0]]),
         amount_history=np.array([[0.0], [-1.0]]),
+        fraud_ages=np.array([[10.0, 0], [-1.0, -1.0]]),
     )
     names = FeatureConfig(customer_windows_days=(1,), terminal_windows_days=(1,)).feature_names
     assert out.shape == (2, len(names))
@@ -157,7 +163,13 @@ def test_amount_ratio_is_one_when_every_amount_in_the_window_is_zero() -> None:
     top = names.index("customer_max_amount_1d")
     assert out[0, top] == 0.0  # earlier amounts of 0
     assert np.isnan(out[1, top])  # no earlier amount: no maximum
-    assert np.isfinite(np.delete(out, top, axis=1)).all()
+    ages = [
+        names.index("terminal_first_fraud_age_s_1d"),
+        names.index("terminal_last_fraud_age_s_1d"),
+    ]
+    assert out[0, ages].tolist() == [10.0, 0.0]
+    assert np.isnan(out[1, ages]).all()  # no known fraud: no ages
+    assert np.isfinite(np.delete(out, [top, *ages], axis=1)).all()
 
 
 def test_schema_hash_covers_the_feature_set_version(monkeypatch: pytest.MonkeyPatch) -> None:

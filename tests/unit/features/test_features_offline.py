@@ -57,6 +57,7 @@ def _oracle(df: pd.DataFrame, config: FeatureConfig) -> np.ndarray:
         row += [amount[i] / m if m > 0 else 1.0 for m in means]
         earlier = [j for j in mine if j != i]  # the widest window's, before row i
         row.append(_largest(amount[earlier]))
+        row += _fraud_ages(sec[seen][fraud[seen] == 1], hi)
         out[i, 3:] = row
     out[:, 0] = amount
     return out
@@ -66,6 +67,12 @@ def _largest(earlier: np.ndarray) -> float:
     """The largest earlier amount, to the cent (NaN: none)."""
     cents = [round(x * 100) for x in earlier]
     return max(cents) / 100 if cents else math.nan
+
+
+def _fraud_ages(fraud_secs: np.ndarray, reference: int) -> list[float]:
+    if not len(fraud_secs):
+        return [math.nan, math.nan]
+    return [float(reference - fraud_secs.min()), float(reference - fraud_secs.max())]
 
 
 def _random_frame(seed: int, n: int = 400) -> pd.DataFrame:
@@ -192,7 +199,7 @@ def test_configured_windows_change_the_shape_and_bounds() -> None:
         [(T0, "a", "T", 2.0, 1), (T0 + day, "a", "T", 4.0, 0), (T0 + 2 * day, "a", "T", 6.0, 0)]
     )
     out = compute_features(df, config)
-    assert out.shape == (3, 9)
+    assert out.shape == (3, 11)
     assert out[:, 3].tolist() == [1, 2, 2]
     assert out[:, 4].tolist() == [2, 3, 5]
     assert out[:, 5].tolist() == [0, 1, 1]
@@ -200,6 +207,8 @@ def test_configured_windows_change_the_shape_and_bounds() -> None:
     assert out[:, 7].tolist() == [1, 4 / 3, 6 / 5]
     # one earlier amount at most in (t - 2 d, t]: the maximum is that amount
     np.testing.assert_array_equal(out[:, 8], [np.nan, 2, 4])
+    # the fraud at T0 is in row 2's window (T0 - 1 d, T0] only, at its end
+    np.testing.assert_array_equal(out[:, 9:], [[np.nan] * 2, [0, 0], [np.nan] * 2])
 
 
 def test_empty_frame_gives_an_empty_matrix() -> None:
