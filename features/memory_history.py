@@ -135,6 +135,8 @@ def customer_windows(
 
 def amount_history(amounts: list[float]) -> list[float]:
     """``fraudstream.features.definitions.AMOUNT_HISTORY_WIDTH`` values of earlier amounts:
-    their largest whole cents (-1: none)."""
-    c = [min(math.floor(x * 100.0 + 0.5), CENTS_CAP) for x in amounts]
-    return [float(max(c, default=-1))]
+    their largest whole cents (-1: none), the cents of the largest amount (whole cents,
+    half up and capped, never decrease as the amount grows)."""
+    if not amounts:
+        return [-1.0]
+    return [float(min(math.floor(max(amounts) * 100.0 + 0.5), CENTS_CAP))]

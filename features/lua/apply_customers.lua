@@ -3,8 +3,8 @@
 -- and terminal_half.lua.
 -- ARGV as transaction_args.lua (no offsets), then one status byte per transaction, the
 -- terminal counts, fraud ages and flags of every transaction (as apply_terminals.lua
--- returns them), 2 keys per transaction (customer r<period>, h), then tx ids. A known transaction keeps its
--- first row, whatever counts came with it.
+-- returns them), 2 keys per transaction (customer r<period>, h), then tx ids. A known
+-- transaction keeps its first row, whatever counts came with it.
 local statuses, tparts = ARGV[a], ARGV[a + 1]
 local keys_at, ids_at = a + 2, a + 2 + 2 * n
 local tsize = 8 * (2 * ntw + 3)

@@ -120,7 +120,8 @@ def _variants() -> list[Variant]:
         Variant(CURRENT, "+ the customer's 30-day max amount, terminal fraud ages (set 4) "
                 "= defaults", "cumulative", DEFAULT_PARAMS, FEATURE_NAMES, against="defaults"),
         Variant("set4_no_ages", "set 4 without the terminal fraud ages (set 2 + max)",
-                "set 4 lever", DEFAULT_PARAMS, FEATURE_NAMES[:19], against=CURRENT),
+                "set 4 lever", DEFAULT_PARAMS, (*SET_2, "customer_max_amount_30d"),
+                against=CURRENT),
         Variant("weight_5", "class weight 5", "lever", _with(scale_pos_weight=5.0)),
         Variant("fixed_trees", "no early stopping (all 200 trees)", "lever",
                 _with(early_stopping=False)),

@@ -156,50 +156,37 @@ def test_feature_name_mismatch_is_refused(registry: Registry, version: str) -> N
         Scorer.open(registry, version, "cpu", names, SCHEMA, calibrate=False)
 
 
+SET_3 = (*NAMES[:18], "customer_amount_z_30d", "customer_max_amount_30d",
+         "terminal_first_fraud_age_s_30d", "terminal_last_fraud_age_s_30d")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("old_set", "names", "message"),
+    [
+        # the handbook's 15
+        (1, NAMES[:15],
+         r"^model v0001 cannot be served by this build: it was trained on feature set 1 "
+         r"\(15 features\), this build computes feature set 4 \(21 features: adds "
+         r"customer_amount_ratio_1d, customer_amount_ratio_7d, customer_amount_ratio_30d, "
+         r"customer_max_amount_30d, terminal_first_fraud_age_s_30d, "
+         r"terminal_last_fraud_age_s_30d\); retrain it with fraudstream train$"),
+        # its 18 features are the first 18 of set 4, but its trees were fit without the
+        # others: this build serves set 4 models only
+        (2, NAMES[:18],
+         r"trained on feature set 2 \(18 features\), this build computes feature set 4 "
+         r"\(21 features: adds customer_max_amount_30d, terminal_first_fraud_age_s_30d, "
+         r"terminal_last_fraud_age_s_30d\)"),
+        (3, SET_3,
+         r"trained on feature set 3 \(22 features\), this build computes feature set 4 "
+         r"\(21 features: lacks customer_amount_z_30d\); retrain it with fraudstream train$"),
+    ],
+)  # fmt: skip
 def test_a_model_of_another_feature_set_is_refused_at_load_naming_the_sets(
-    registry: Registry, booster: xgb.Booster
+    registry: Registry, booster: xgb.Booster, old_set: int, names: tuple[str, ...], message: str
 ) -> None:
-    old = FeatureConfig().describe() | {"feature_set_version": 1}
-    version = register(registry, booster, feature_names=NAMES[:15], features=old)
-    with pytest.raises(
-        ModelSchemaMismatch,
-        match=r"^model v0001 cannot be served by this build: it was trained on feature set 1 "
-        r"\(15 features\), this build computes feature set 4 \(21 features: adds "
-        r"customer_amount_ratio_1d, customer_amount_ratio_7d, customer_amount_ratio_30d, "
-        r"customer_max_amount_30d, terminal_first_fraud_age_s_30d, "
-        r"terminal_last_fraud_age_s_30d\); retrain it with fraudstream train$",
-    ):
-        Scorer.load(registry, version, "cpu")
-
-
-def test_a_model_of_feature_set_2_is_refused_at_load_naming_the_new_features(
-    registry: Registry, booster: xgb.Booster
-) -> None:
-    # its 18 features are the first 18 of set 4, but its trees were fit without the others:
-    # this build serves set 4 models only
-    old = FeatureConfig().describe() | {"feature_set_version": 2}
-    version = register(registry, booster, feature_names=NAMES[:18], features=old)
-    with pytest.raises(
-        ModelSchemaMismatch,
-        match=r"trained on feature set 2 \(18 features\), this build computes feature set 4 "
-        r"\(21 features: adds customer_max_amount_30d, terminal_first_fraud_age_s_30d, "
-        r"terminal_last_fraud_age_s_30d\)",
-    ):
-        Scorer.load(registry, version, "cpu")
-
-
-def test_a_model_of_feature_set_3_is_refused_at_load_naming_what_it_lacks(
-    registry: Registry, booster: xgb.Booster
-) -> None:
-    old = FeatureConfig().describe() | {"feature_set_version": 3}
-    set_3 = (*NAMES[:18], "customer_amount_z_30d", "customer_max_amount_30d",
-             "terminal_first_fraud_age_s_30d", "terminal_last_fraud_age_s_30d")  # fmt: skip
-    version = register(registry, booster, feature_names=set_3, features=old)
-    with pytest.raises(
-        ModelSchemaMismatch,
-        match=r"trained on feature set 3 \(22 features\), this build computes feature set 4 "
-        r"\(21 features: lacks customer_amount_z_30d\); retrain it with fraudstream train$",
-    ):
+    old = FeatureConfig().describe() | {"feature_set_version": old_set}
+    version = register(registry, booster, feature_names=names, features=old)
+    with pytest.raises(ModelSchemaMismatch, match=message):
         Scorer.load(registry, version, "cpu")
 
 
