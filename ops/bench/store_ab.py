@@ -1,0 +1,237 @@
+"""Redis CPU per transaction of two or more versions of the feature store, side by side.
+
+    .venv/bin/python ops/bench/store_ab.py --arm set2=1259431 --arm set4=HEAD \
+        [--batches 300] [--batch-size 512] [--shared-redis] [--json FILE]
+
+An arm is NAME=TREE: a directory holding a checkout (its ``fraudstream`` package is
+imported from there) or a git revision of this repository (checked out into a temporary
+worktree, removed after). Each arm runs in its own process against its own redis-server
+(``--shared-redis``: one for all) and first loads the same 35 days of the quick simulated
+dataset (60 days, as ``features_bench.py --quick``), untimed. Then the arms apply the
+following batches in lockstep, one arm at a time, in alternating order (A B, B A, ...), and
+each batch's Redis CPU (``INFO cpu``, user + system) is charged to the arm that ran it.
+
+Separate runs of ``features_bench.py`` on this shared VM drift by more than the designs
+differ (the same tree measured 1.16 to 1.26 times another one session to session); batch
+by batch, both arms see the same machine at the same time, and the ratio of their totals
+comes with a bootstrap interval over the batches. The first arm is the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import redis
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+BOOTSTRAP = 2_000
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arm", action="append", required=True, help="NAME=TREE or NAME=REVISION")
+    p.add_argument("--batches", type=int, default=300, help="timed batches per arm")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--shared-redis", action="store_true", help="one redis-server for all arms")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--serve-arm", nargs=2, metavar=("URL", "SIZE"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.serve_arm:
+        return _serve_arm(args.serve_arm[0], int(args.serve_arm[1]))
+    if len(args.arm) < 2:
+        p.error("give at least two --arm")
+    if args.batches < 10 or args.batch_size < 1:
+        p.error("--batches must be at least 10 and --batch-size at least 1")
+    arms = [_parse_arm(p, spec) for spec in args.arm]
+    sys.path.insert(0, str(HERE))
+    from features_bench import _machine, _redis  # a script beside this one
+
+    with contextlib.ExitStack() as stack:
+        trees = [stack.enter_context(_tree(where)) for _, where in arms]
+        servers = 1 if args.shared_redis else len(arms)
+        urls = [stack.enter_context(_redis(None)) for _ in range(servers)]
+        if args.shared_redis:
+            urls *= len(arms)
+        us = _lockstep(trees, urls, args.batches, args.batch_size)
+    results = _report([name for name, _ in arms], us)
+    if args.json:
+        results |= {
+            "arms": dict(arms),
+            "batch_size": args.batch_size,
+            "shared_redis": args.shared_redis,
+            "machine": _machine(),
+        }
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def _parse_arm(p: argparse.ArgumentParser, spec: str) -> tuple[str, str]:
+    name, sep, where = spec.partition("=")
+    if not sep or not name or not where:
+        p.error(f"--arm {spec!r}: expected NAME=TREE or NAME=REVISION")
+    return name, where
+
+
+@contextlib.contextmanager
+def _tree(where: str) -> Iterator[Path]:
+    """A directory whose ``fraudstream`` package is the arm's code."""
+    path = Path(where)
+    if path.is_dir():
+        if not (path / "fraudstream").is_dir():
+            sys.exit(f"error: {path} holds no fraudstream package (not a checkout?)")
+        yield path.resolve()
+        return
+    rev = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", f"{where}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if rev.returncode != 0:
+        sys.exit(f"error: {where!r} is neither a directory nor a git revision of {ROOT}")
+    folder = Path(tempfile.mkdtemp(prefix="store-ab-")) / "tree"
+    git = ["git", "-C", str(ROOT), "worktree"]
+    subprocess.run([*git, "add", "--detach", str(folder), rev.stdout.strip()], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run([*git, "remove", "--force", str(folder)], check=False)
+
+
+def _lockstep(trees: list[Path], urls: list[str], batches: int, size: int) -> list[np.ndarray]:
+    """Redis CPU µs per transaction of each arm's batches, arms taking turns."""
+    me = Path(__file__).resolve()
+    procs = []
+    for tree, url in zip(trees, urls, strict=True):
+        env = dict(os.environ, PYTHONPATH=str(tree))
+        cmd = [sys.executable, str(me), "--arm", "x=x", "--serve-arm", url, str(size)]
+        procs.append(
+            subprocess.Popen(
+                cmd, cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
+        )
+    probes = [redis.Redis.from_url(url) for url in urls]
+    try:
+        ready = [_read(proc, "warm-up") for proc in procs]
+        available = min(int(line.split()[1]) for line in ready)
+        if available < batches:
+            print(f"only {available} batches after the warm-up; timing {available}")
+            batches = available
+        us: list[list[float]] = [[] for _ in procs]
+        for b in range(batches):
+            order = range(len(procs)) if b % 2 == 0 else reversed(range(len(procs)))
+            for k in order:
+                before = _server_cpu_s(probes[k])
+                _send(procs[k], str(b))
+                count = int(_read(procs[k], f"batch {b}").split()[0])
+                us[k].append((_server_cpu_s(probes[k]) - before) / count * 1e6)
+        for proc in procs:
+            _send(proc, "stop")
+            proc.wait(timeout=120)
+        return [np.asarray(u) for u in us]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        for probe in probes:
+            probe.close()
+
+
+def _send(proc: subprocess.Popen[str], line: str) -> None:
+    stdin: IO[str] | None = proc.stdin
+    assert stdin is not None
+    stdin.write(line + "\n")
+    stdin.flush()
+
+
+def _read(proc: subprocess.Popen[str], what: str) -> str:
+    stdout: IO[str] | None = proc.stdout
+    assert stdout is not None
+    line = stdout.readline()
+    if not line:
+        sys.exit(f"error: an arm's process ended during {what} (exit {proc.wait()})")
+    return line
+
+
+def _server_cpu_s(probe: redis.Redis) -> float:
+    info = probe.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _report(names: list[str], us: list[np.ndarray]) -> dict[str, object]:
+    n = len(us[0])
+    idx = np.random.default_rng(0).integers(0, n, (BOOTSTRAP, n))
+    arms = {}
+    for name, u in zip(names, us, strict=True):
+        arms[name] = {"redis_cpu_us_per_tx": round(float(u.mean()), 2), "batches": n}
+        print(f"{name:<16} Redis CPU {u.mean():6.2f} µs/tx (median batch {np.median(u):.2f})")
+    ratios = {}
+    ref = us[0]
+    for name, u in zip(names[1:], us[1:], strict=True):
+        boot = u[idx].sum(axis=1) / ref[idx].sum(axis=1)
+        low, high = np.percentile(boot, [2.5, 97.5])
+        ratio = float(u.sum() / ref.sum())
+        ratios[f"{name}/{names[0]}"] = {
+            "ratio": round(ratio, 3),
+            "ci95": [round(float(low), 3), round(float(high), 3)],
+        }
+        print(
+            f"{name}/{names[0]}: {ratio:.3f} (95 % interval {low:.3f} to {high:.3f}, {n} batches)"
+        )
+    return {"arms_cpu": arms, "ratios": ratios}
+
+
+def _serve_arm(url: str, size: int) -> int:
+    """One arm's process: warm a fresh prefix, then apply batch i whenever asked."""
+    import uuid
+
+    from fraudstream.features.batch import TransactionBatch
+    from fraudstream.features.definitions import MS_PER_DAY
+    from fraudstream.features.redis_store import RedisStore
+    from fraudstream.features.replay import replay
+    from fraudstream.features.simulator import SimulatorConfig, simulate
+
+    df = simulate(SimulatorConfig(n_days=60))
+    store = RedisStore.from_url(url, prefix=f"ab-{uuid.uuid4().hex[:8]}", socket_timeout_s=120)
+    times = df["event_time_ms"]
+    warm_end = int(np.searchsorted(times, times.iloc[0] + 35 * MS_PER_DAY))
+    replay(store, df.iloc[:warm_end], batch_size=512)
+    part = df.iloc[warm_end:]
+    ids, customers = part["transaction_id"].tolist(), part["customer_id"].tolist()
+    terminals = part["terminal_id"].tolist()
+    ms, amounts = part["event_time_ms"].to_numpy(), part["amount"].to_numpy()
+    batches = [
+        TransactionBatch(
+            ids[i : i + size],
+            customers[i : i + size],
+            terminals[i : i + size],
+            ms[i : i + size],
+            amounts[i : i + size],
+        )
+        for i in range(0, len(part), size)
+    ]
+    print(f"ready {len(batches)}", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "stop":
+            break
+        batch = batches[int(line)]
+        store.apply(batch)
+        print(len(batch), flush=True)
+    store.drop()
+    store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
