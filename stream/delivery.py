@@ -381,8 +381,11 @@ class ExactlyOnce:
         self._finish_commit()
 
     def settle(self) -> None:
-        """The loop is idle: finish the commit in flight (its decisions become visible)."""
-        self._finish_commit()
+        """The loop is idle: finish the commit in flight if it is done (its failure is raised
+        here). Never waits: the decisions become visible when the commit is done, whoever
+        looks, and records arriving meanwhile are scored at once."""
+        if self._pending is not None and self._pending.done():
+            self._finish_commit()
 
     def _finish_commit(self) -> None:
         if self._pending is None:

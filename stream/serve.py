@@ -41,6 +41,11 @@ from fraudstream.stream.watermark import Watermarks
 
 logger = logging.getLogger(__name__)
 
+IDLE_POLL_S = 0.1
+"""How long an idle loop waits for input before it settles what is in flight."""
+HELD_POLL_S = 0.002
+"""The same while the outbox holds batches waiting for a commit to finish."""
+
 
 @dataclass(frozen=True)
 class Topics:
@@ -139,8 +144,11 @@ class Server:
         room = self.planner.max_batch * 2 - len(self._buffer)
         if room <= 0:
             return
-        # block briefly for a first message only when there is nothing else to do
-        msgs = take_queued(self.consumer, room, 0.0 if self._buffer else 0.1)
+        # block briefly for a first message only when there is nothing else to do; while
+        # the outbox holds scored batches, only a moment, so that they go out as soon as
+        # the commit in flight is done
+        idle_wait = HELD_POLL_S if self.outbox else IDLE_POLL_S
+        msgs = take_queued(self.consumer, room, 0.0 if self._buffer else idle_wait)
         fetched = self.wall_ms()
         good = []
         for msg in msgs:
@@ -239,7 +247,9 @@ class Server:
 
     def _settle(self) -> None:
         try:
-            if self.outbox:  # idle: nothing to score while the commit finishes
+            # idle: what the outbox holds goes out once the commit before it is done (the
+            # loop polls briefly meanwhile, see _fill), without waiting for more input
+            if self.outbox and not self.delivery.busy():
                 self._publish()
             self.delivery.settle()
         except BatchAborted as exc:
