@@ -4,12 +4,13 @@
         [--batches 300] [--batch-size 512] [--shared-redis] [--json FILE]
 
 An arm is NAME=TREE: a directory holding a checkout (its ``fraudstream`` package is
-imported from there) or a git revision of this repository (checked out into a temporary
-worktree, removed after). Each arm runs in its own process against its own redis-server
-(``--shared-redis``: one for all) and first loads the same 35 days of the quick simulated
-dataset (60 days, as ``features_bench.py --quick``), untimed. Then the arms apply the
-following batches in lockstep, one arm at a time, in alternating order (A B, B A, ...), and
-each batch's Redis CPU (``INFO cpu``, user + system) is charged to the arm that ran it.
+imported from there, in the arm's own process) or a git revision of this repository
+(checked out into a temporary worktree, removed after). Each arm runs against its own
+redis-server (``--shared-redis``: one for all) and first loads the same 35 days of the
+quick simulated dataset (60 days, as ``features_bench.py --quick``), untimed. Then the
+arms apply the following batches in lockstep, one arm at a time, in alternating order (A B,
+B A, ...), and each batch's Redis CPU (``INFO cpu``, user + system) is charged to the arm
+that ran it.
 
 Separate runs of ``features_bench.py`` on this shared VM drift by more than the designs
 differ (the same tree measured 1.16 to 1.26 times another one session to session); batch
@@ -26,6 +27,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -33,8 +35,18 @@ from typing import IO
 import numpy as np
 import redis
 
+from fraudstream.features.definitions import MS_PER_DAY
+from fraudstream.features.redis_store import RedisStore
+from fraudstream.features.replay import replay
+from fraudstream.features.simulator import SimulatorConfig, simulate
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+
+# a script beside this one; in an arm's process it imports that arm's fraudstream
+from features_bench import WARM_DAYS, _batches, _machine, _redis, _server_cpu_s  # noqa: E402
+
 BOOTSTRAP = 2_000
 
 
@@ -54,9 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.batches < 10 or args.batch_size < 1:
         p.error("--batches must be at least 10 and --batch-size at least 1")
     arms = [_parse_arm(p, spec) for spec in args.arm]
-    sys.path.insert(0, str(HERE))
-    from features_bench import _machine, _redis  # a script beside this one
-
     with contextlib.ExitStack() as stack:
         trees = [stack.enter_context(_tree(where)) for _, where in arms]
         servers = 1 if args.shared_redis else len(arms)
@@ -164,11 +173,6 @@ def _read(proc: subprocess.Popen[str], what: str) -> str:
     return line
 
 
-def _server_cpu_s(probe: redis.Redis) -> float:
-    info = probe.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
 def _report(names: list[str], us: list[np.ndarray]) -> dict[str, object]:
     n = len(us[0])
     idx = np.random.default_rng(0).integers(0, n, (BOOTSTRAP, n))
@@ -194,33 +198,12 @@ def _report(names: list[str], us: list[np.ndarray]) -> dict[str, object]:
 
 def _serve_arm(url: str, size: int) -> int:
     """One arm's process: warm a fresh prefix, then apply batch i whenever asked."""
-    import uuid
-
-    from fraudstream.features.batch import TransactionBatch
-    from fraudstream.features.definitions import MS_PER_DAY
-    from fraudstream.features.redis_store import RedisStore
-    from fraudstream.features.replay import replay
-    from fraudstream.features.simulator import SimulatorConfig, simulate
-
     df = simulate(SimulatorConfig(n_days=60))
     store = RedisStore.from_url(url, prefix=f"ab-{uuid.uuid4().hex[:8]}", socket_timeout_s=120)
     times = df["event_time_ms"]
-    warm_end = int(np.searchsorted(times, times.iloc[0] + 35 * MS_PER_DAY))
+    warm_end = int(np.searchsorted(times, times.iloc[0] + WARM_DAYS * MS_PER_DAY))
     replay(store, df.iloc[:warm_end], batch_size=512)
-    part = df.iloc[warm_end:]
-    ids, customers = part["transaction_id"].tolist(), part["customer_id"].tolist()
-    terminals = part["terminal_id"].tolist()
-    ms, amounts = part["event_time_ms"].to_numpy(), part["amount"].to_numpy()
-    batches = [
-        TransactionBatch(
-            ids[i : i + size],
-            customers[i : i + size],
-            terminals[i : i + size],
-            ms[i : i + size],
-            amounts[i : i + size],
-        )
-        for i in range(0, len(part), size)
-    ]
+    batches = _batches(df.iloc[warm_end:], size)
     print(f"ready {len(batches)}", flush=True)
     for line in sys.stdin:
         if line.strip() == "stop":

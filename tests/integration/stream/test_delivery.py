@@ -234,19 +234,6 @@ def test_a_stuck_transactional_call_fences_the_producer_and_redoes_the_batch(
     consumer.close()
 
 
-class _SlowCommit(Producer):
-    """A real transactional producer whose ``send_offsets_to_transaction`` waits until
-    released (at most 30 s): a commit that takes its time."""
-
-    def __init__(self, conf: dict[str, Any], release: threading.Event) -> None:
-        super().__init__(conf)
-        self.release = release
-
-    def send_offsets_to_transaction(self, *args: Any) -> None:
-        self.release.wait(30)
-        super().send_offsets_to_transaction(*args)
-
-
 def test_an_idle_settle_never_waits_for_the_commit_in_flight(
     kafka_bootstrap: str, topic_factory: Callable[..., str], group_id: str
 ) -> None:
@@ -258,7 +245,7 @@ def test_an_idle_settle_never_waits_for_the_commit_in_flight(
     consumer = _consumer(kafka_bootstrap, group_id, source)
     conf = {"bootstrap.servers": kafka_bootstrap, "transactional.id": f"{group_id}-txn"}
     release = threading.Event()
-    delivery = ExactlyOnce(_SlowCommit(conf, release), consumer, _nowhere(), timeout_s=10)
+    delivery = ExactlyOnce(_StuckOnce(conf, release), consumer, _nowhere(), timeout_s=10)
     _copy_batch(delivery, consumer, sink, 10)  # its commit now waits on the helper thread
     started = time.monotonic()
     delivery.settle()
