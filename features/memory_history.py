@@ -7,9 +7,10 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from dataclasses import dataclass, field
+from typing import Any
 
 from fraudstream.features.definitions import CENTS_CAP
-from fraudstream.features.store import FLAG_CAPPED, FLAG_OUTLIER, TRIM_STEP
+from fraudstream.features.store import FLAG_CAPPED, FLAG_OUTLIER, ROWS_PERIOD_S, TRIM_STEP
 
 NEG = -math.inf
 
@@ -140,3 +141,21 @@ def amount_history(amounts: list[float]) -> list[float]:
     if not amounts:
         return [-1.0]
     return [float(min(math.floor(max(amounts) * 100.0 + 0.5), CENTS_CAP))]
+
+
+def forget_rows(rows: dict[int, Any], hist: History, step: Step, sec: int) -> None:
+    """Forget the stored answers (period of event time -> answers) of the periods that
+    ``step``, for a record at ``sec``, trims ``hist`` past (before it is committed)."""
+    if step.through <= hist.through or not hist.secs:
+        return
+    start = hist.secs[0] // ROWS_PERIOD_S
+    kept = len(hist.secs) + step.added - step.first
+    if kept <= 0:
+        end = math.floor(step.through / ROWS_PERIOD_S)
+    elif step.added and step.first == step.pos:
+        end = sec // ROWS_PERIOD_S
+    else:
+        j = step.first - int(step.added and step.pos < step.first)
+        end = hist.secs[j] // ROWS_PERIOD_S
+    for period in [p for p in rows if start <= p < end]:
+        del rows[period]

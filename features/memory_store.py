@@ -5,7 +5,6 @@ single-process backtests). Not shared between processes; what it keeps and flags
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_right, insort
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ import numpy.typing as npt
 
 from fraudstream.features.batch import TransactionBatch
 from fraudstream.features.definitions import FeatureConfig, FloatArray, IntArray, seconds
-from fraudstream.features.memory_history import History, Step, customer_windows
+from fraudstream.features.memory_history import History, Step, customer_windows, forget_rows
 from fraudstream.features.schema import Label
 from fraudstream.features.store import (
     DEFAULT_TOPIC,
@@ -176,7 +175,7 @@ class MemoryStore:
     def _row(self, tx: _Tx, cust: _Customer, term: _Terminal, apply: bool) -> Row:
         step = cust.hist.plan(tx.sec, tx.wm, self._c_keep, self._c_cap, insert=apply)
         if apply:
-            self._forget_rows(cust, step, tx.sec)
+            forget_rows(cust.rows, cust.hist, step, tx.sec)
             cust.hist.commit(step, tx.sec, tx.amount)
         row: list[float] = [float(tx.ms), tx.amount]
         row += customer_windows(cust.hist, step, tx.sec, tx.amount, self.config.customer_windows_s)
@@ -202,24 +201,6 @@ class MemoryStore:
         if low == top:
             return [*out, -1.0, -1.0]
         return [*out, float(hi - frauds[low]), float(hi - frauds[top - 1])]
-
-    @staticmethod
-    def _forget_rows(cust: _Customer, step: Step, sec: int) -> None:
-        """Forget the answers of the periods the history is trimmed past by ``step``."""
-        hist = cust.hist
-        if step.through <= hist.through or not hist.secs:
-            return
-        start = hist.secs[0] // ROWS_PERIOD_S
-        kept = len(hist.secs) + step.added - step.first
-        if kept <= 0:
-            end = math.floor(step.through / ROWS_PERIOD_S)
-        elif step.added and step.first == step.pos:
-            end = sec // ROWS_PERIOD_S
-        else:
-            j = step.first - int(step.added and step.pos < step.first)
-            end = hist.secs[j] // ROWS_PERIOD_S
-        for period in [p for p in cust.rows if start <= p < end]:
-            del cust.rows[period]
 
 
 def _forget_labels(term: _Terminal) -> None:

@@ -13,6 +13,9 @@ Key layout under a prefix ``P`` (every key of an entity shares its hash tag):
 - ``P:{c:<customer>}:r<period>`` hash, tx id -> raw row (little-endian f64s, then the row's
   flags) returned the first time (idempotency), one hash per period of ``refresh_s`` (a
   week) of event time
+- ``P:{c:<customer>}:log`` string, the customer's log, instead of the three keys above
+  when the customer's state is held by the process that scores it (``--customer-state
+  local``; ``fraudstream.features.customer_log``), layout ``LAYOUT`` + ``L``
 - ``P:{t:<terminal>}:w`` string, the terminal's history (see ``TERMINAL HISTORY``)
 - ``P:{t:<terminal>}:i<period>`` hash (Redis Cluster only), the tx ids the terminal holds
 - ``P:{t:<terminal>}:l`` sorted set of every labelled tx id (first label wins)
@@ -80,5 +83,8 @@ APPLY_TRANSACTIONS = assemble(*_TRANSACTION_PARTS, "apply_transactions.lua")
 APPLY_IDS = assemble(*_TRANSACTION_PARTS, "apply_ids.lua", flags=_CROSS_SLOT)
 APPLY_TERMINALS = assemble(*_TRANSACTION_PARTS, "apply_terminals.lua", flags=_CROSS_SLOT)
 APPLY_CUSTOMERS = assemble(*_TRANSACTION_PARTS, "apply_customers.lua", flags=_CROSS_SLOT)
+APPLY_LOCAL = assemble(*_TRANSACTION_PARTS, "apply_local.lua")
+"""Customer state held locally (``fraudstream.features.local_store``): claims, terminals, logs."""
+REPLACE_LOG = assemble("replace_log.lua")
 APPLY_LABELS = assemble("label_args.lua", *_LABEL_PARTS)
 APPLY_LABELS_CROSS_SLOT = assemble("label_args_cross_slot.lua", *_LABEL_PARTS, flags=_CROSS_SLOT)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -121,6 +121,48 @@ class RedisStore:
         windows = [*self.config.customer_windows_s, *self.config.terminal_windows_s]
         self._head = Head(header, windows)
         self._t_keep = t_keep
+        self.max_customer_records = max_customer_records
+        self.layout = str(LAYOUT)
+        """The key layout this store writes (``fraudstream.features.redis_scripts``)."""
+
+    # What fraudstream.features.local_store shares with this store: the connection, the
+    # server's mode and schema check, the terminals' script arguments.
+    @property
+    def head(self) -> Head:
+        return self._head
+
+    @property
+    def pool(self) -> redis.ConnectionPool:
+        return self._pool
+
+    @property
+    def display_url(self) -> str:
+        return self._display_url
+
+    @property
+    def is_cluster(self) -> bool:
+        """Whether the server is a Redis Cluster (after ``detect``)."""
+        return self._cluster is not None
+
+    @property
+    def customer_ttl_ms(self) -> int:
+        """Idle TTL of a customer's keys."""
+        return int(self._head.header[6])
+
+    @property
+    def renew_s(self) -> int:
+        """Event time after which a customer's keys get their TTL again."""
+        return int(self._head.header[5])
+
+    def detect(self) -> None:
+        self._detect()
+
+    def check_schema(self) -> None:
+        self._check_schema()
+
+    def guard(self) -> AbstractContextManager[None]:
+        """Redis errors as ``FeatureStoreUnavailable`` (or ``FeatureStoreTimeout``)."""
+        return self._guard()
 
     @classmethod
     def from_url(
@@ -175,7 +217,7 @@ class RedisStore:
         watermark_s: npt.ArrayLike | None = None,
     ) -> tuple[FloatArray, IntArray]:
         """See ``FeatureStore.apply_flagged``."""
-        _check_ids(batch)
+        check_ids(batch)
         wm = watermarks(batch, watermark_s)
         if len(batch) == 0 and not offsets:
             empty = np.empty((0, self.config.n_features), dtype=np.float64)
@@ -333,7 +375,7 @@ class RedisStore:
             return
         key = f"{self.prefix}:schema"
         ours = self.config.schema_hash()
-        mine = f"{ours} layout {LAYOUT}"
+        mine = f"{ours} layout {self.layout}"
         client = self._single_key_client()
         client.set(key, mine, nx=True)
         stored = client.get(key)
@@ -349,8 +391,10 @@ class RedisStore:
             else:
                 msg = (
                     f"prefix {self.prefix!r} holds features in key layout "
-                    f"{their_layout or 1} (an older fraudstream), this version writes layout "
-                    f"{LAYOUT}: use another prefix, or drop this one, and rebuild the store"
+                    f"{their_layout or 1} (an older fraudstream, or the other "
+                    f"--customer-state), this store writes layout {self.layout}: use another "
+                    "prefix, "
+                    "or drop this one, and rebuild the store"
                 )
             raise ConfigError(msg)
         self._schema_checked = True
@@ -370,7 +414,7 @@ class RedisStore:
             raise FeatureStoreUnavailable(msg) from exc
 
 
-def _check_ids(batch: TransactionBatch) -> None:
+def check_ids(batch: TransactionBatch) -> None:
     ids = batch.transaction_id
     if ids and ("" in ids or max(map(len, ids)) > MAX_ID_LENGTH):
         msg = (

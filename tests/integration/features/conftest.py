@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import redis
 
+from fraudstream.features.local_store import LocalStore
 from fraudstream.features.memory_store import MemoryStore
 from fraudstream.features.redis_store import RedisStore
 from fraudstream.features.store import FeatureStore
@@ -116,16 +117,22 @@ def raw_redis(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture(params=["memory", "redis", "cluster"])
+@pytest.fixture(params=["memory", "redis", "cluster", "local"])
 def make_store(request: pytest.FixtureRequest, redis_url: str) -> Iterator[Callable[..., Any]]:
     """``make(**limits)``: a fresh store of each kind (limits: max_customer_records,
-    max_terminal_records, and chunk_size for Redis, 7 unless given: several calls a batch)."""
-    made: list[RedisStore] = []
+    max_terminal_records, and chunk_size for Redis, 7 unless given: several calls a batch;
+    "local" is ``LocalStore``, customers held in the test's process, one call a batch)."""
+    made: list[RedisStore | LocalStore] = []
 
     def make(**limits: int) -> FeatureStore:
         if request.param == "memory":
             limits.pop("chunk_size", None)
             return MemoryStore(**limits)
+        if request.param == "local":
+            limits.pop("chunk_size", None)
+            local = LocalStore.from_url(redis_url, prefix=f"t{uuid.uuid4().hex[:12]}", **limits)
+            made.append(local)
+            return local
         limits.setdefault("chunk_size", 7)
         url = redis_url
         if request.param == "cluster":

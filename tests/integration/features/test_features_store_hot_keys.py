@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from fraudstream.features.definitions import DAY_S, FEATURE_NAMES
+from fraudstream.features.customer_log import replay
+from fraudstream.features.local_store import LocalStore
 from fraudstream.features.memory_store import MemoryStore
 from fraudstream.features.offline import compute_features
 from fraudstream.features.redis_store import RedisStore
@@ -36,6 +38,11 @@ def _history_records(store: object, key: str, head: int, size: int) -> int:
     if isinstance(store, MemoryStore):
         group = store._customers if key == "c" else store._terminals
         return len(group["hot"].hist.secs)
+    if isinstance(store, LocalStore):
+        if key == "c":  # what a process that reads the customer's log from Redis holds
+            raw = store._redis._single_key_client().get(f"{store.prefix}:{{c:hot}}:log")
+            return len(replay(raw, store._rules).hist.secs)
+        store = store._redis
     assert isinstance(store, RedisStore)
     client = store._single_key_client()
     name = f"{store.prefix}:{{{key}:hot}}:{'h' if key == 'c' else 'w'}"

@@ -27,6 +27,8 @@ SCRIPTS: dict[str, LuaScript] = {
         "APPLY_IDS",
         "APPLY_TERMINALS",
         "APPLY_CUSTOMERS",
+        "APPLY_LOCAL",
+        "REPLACE_LOG",
         "APPLY_LABELS",
         "APPLY_LABELS_CROSS_SLOT",
     )
@@ -55,7 +57,7 @@ def _as_redis_loads(source: str) -> str:
 
 
 def test_the_folder_holds_the_scripts() -> None:
-    assert len(FILES) == 14
+    assert len(FILES) == 16
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)

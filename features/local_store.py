@@ -1,0 +1,444 @@
+"""The online store with each customer's state held by the process that scores it
+(``--customer-state local``): Redis keeps the identity claims, the terminals (as the Redis
+store does, in the same keys, so the label pipeline is unchanged) and each customer's log,
+the durable copy of its state (``fraudstream.features.customer_log``).
+
+A batch is one script call (``apply_local.lua``): the customer's half is computed here
+from the histories this process holds, and the script, atomically, claims the ids, checks
+that every log it appends to still has the length this process last saw, applies the
+terminal half and appends each applied transaction's entry with its whole row. A customer
+not held yet is read from its log first (one pipelined GET for all of a batch's). Nothing
+is written behind: when the call returns, Redis holds everything the batch's answers came
+from, so the offsets committed after it never run ahead of the store.
+
+Why it stays exact when several processes write one customer (a rebalance, a process
+that has not yet noticed it lost its partitions, a backfill on the same prefix): a log's
+length is its version. If another writer appended, the check fails, the script changes
+nothing but the claims, and this process drops the batch's customers, reads their logs
+again and recomputes. A claim that disagrees with what this process expected (the same id
+applied by another customer's process with other content) is retried the same way, with
+that row read-only. The semantics are ``fraudstream.features.store``'s, and the customer's
+half is the in-process store's own code.
+
+Single Redis server only for now: on a Redis Cluster this store refuses to start.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fraudstream.features.batch import TransactionBatch
+from fraudstream.features.customer_log import (
+    CustomerState,
+    LogError,
+    Rules,
+    Stored,
+    entry_head,
+    replay,
+)
+from fraudstream.features.definitions import FeatureConfig, FloatArray, IntArray
+from fraudstream.features.exceptions import ConfigError, FeatureStoreUnavailable
+from fraudstream.features.redis_batches import numbers_of, offsets_key, parse_rows
+from fraudstream.features.redis_calls import Call, Script, deadline_of, receive, send
+from fraudstream.features.redis_scripts import APPLY_LOCAL, LAYOUT, REPLACE_LOG
+from fraudstream.features.redis_store import RedisStore, check_ids
+from fraudstream.features.schema import Label
+from fraudstream.features.store import (
+    DEFAULT_TOPIC,
+    MAX_CUSTOMER_RECORDS,
+    MAX_TERMINAL_RECORDS,
+    features_from_raw,
+    fingerprints,
+    keeps,
+    raw_width,
+    watermark_flags,
+    watermarks,
+)
+
+logger = logging.getLogger(__name__)
+
+LOCAL_LAYOUT = f"{LAYOUT}L"
+"""The key layout of a prefix whose customers are kept as logs (``redis_scripts``)."""
+MAX_CUSTOMERS = 1_000_000
+"""Customers held in memory at most; the least recently used are dropped (and read again
+from their logs when they come back)."""
+MAX_TRIES = 5
+"""Script calls per batch before giving up on logs that keep changing under it."""
+COMPACT_SLACK = 32
+"""A log is rewritten as a snapshot once it has this many more entries than twice its
+history's records."""
+_APPLY, _CONFLICT = 0, 2
+
+
+@dataclass
+class _Plan:
+    """A batch as this process computed it, before the script call."""
+
+    answers: list[bytes | None]
+    """Row bytes per transaction, None where the script's answer is awaited."""
+    sent: list[int] = field(default_factory=list)
+    """Batch index of each transaction sent to the script, in order."""
+    expect: bytearray = field(default_factory=bytearray)
+    parts: list[bytes] = field(default_factory=list)
+    renew: bytearray = field(default_factory=bytearray)
+    heads: list[bytes] = field(default_factory=list)
+    checks: dict[str, int] = field(default_factory=dict)
+    """Customer -> the log length its half was computed from."""
+    copies: list[tuple[int, int]] = field(default_factory=list)
+    """(i, j): transaction i is a redelivery of j in this batch, answered with j's row."""
+
+
+class LocalStore:
+    """``FeatureStore`` and ``OffsetTrackingStore`` with customer state held here."""
+
+    def __init__(
+        self,
+        redis_store: RedisStore,
+        *,
+        max_customers: int = MAX_CUSTOMERS,
+    ) -> None:
+        if isinstance(max_customers, bool) or not isinstance(max_customers, int):
+            msg = f"max_customers must be a whole number >= 1, got {max_customers!r}"
+            raise ConfigError(msg)
+        if max_customers < 1:
+            msg = f"max_customers must be a whole number >= 1, got {max_customers!r}"
+            raise ConfigError(msg)
+        self._redis = redis_store
+        self._redis.layout = LOCAL_LAYOUT
+        self.config: FeatureConfig = redis_store.config
+        self.prefix = redis_store.prefix
+        c_keep, _ = keeps(self.config)
+        windows = tuple(self.config.customer_windows_s)
+        self._rules = Rules(
+            c_keep,
+            redis_store.max_customer_records,
+            windows,
+            max(windows),
+            8 * (raw_width(self.config) + 1),
+        )
+        self._customers: OrderedDict[str, CustomerState] = OrderedDict()
+        self._max_customers = max_customers
+        self._apply = Script(APPLY_LOCAL)
+        self._replace = Script(REPLACE_LOG)
+        self._ttl_ms = redis_store.customer_ttl_ms
+        self._renew_s = redis_store.renew_s
+        self._cvalues = 4 + 2 * len(windows)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        prefix: str = "fs",
+        config: FeatureConfig | None = None,
+        socket_timeout_s: float = 1.0,
+        connect_timeout_s: float = 1.0,
+        *,
+        max_customer_records: int = MAX_CUSTOMER_RECORDS,
+        max_terminal_records: int = MAX_TERMINAL_RECORDS,
+        max_customers: int = MAX_CUSTOMERS,
+    ) -> LocalStore:
+        """As ``RedisStore.from_url``, on a single Redis server."""
+        inner = RedisStore.from_url(
+            url,
+            prefix,
+            config,
+            socket_timeout_s,
+            connect_timeout_s,
+            max_customer_records=max_customer_records,
+            max_terminal_records=max_terminal_records,
+        )
+        return cls(inner, max_customers=max_customers)
+
+    @property
+    def held(self) -> int:
+        """Customers held in memory now."""
+        return len(self._customers)
+
+    def apply(
+        self,
+        batch: TransactionBatch,
+        timeout_s: float | None = None,
+        *,
+        offsets: Mapping[int, int] | None = None,
+        topic: str = DEFAULT_TOPIC,
+    ) -> FloatArray:
+        """See ``FeatureStore.apply`` and ``OffsetTrackingStore.apply``."""
+        return self.apply_flagged(batch, timeout_s, offsets=offsets, topic=topic)[0]
+
+    def apply_flagged(
+        self,
+        batch: TransactionBatch,
+        timeout_s: float | None = None,
+        *,
+        offsets: Mapping[int, int] | None = None,
+        topic: str = DEFAULT_TOPIC,
+        watermark_s: npt.ArrayLike | None = None,
+    ) -> tuple[FloatArray, IntArray]:
+        """See ``FeatureStore.apply_flagged``."""
+        check_ids(batch)
+        wm = watermarks(batch, watermark_s)
+        if len(batch) == 0 and not offsets:
+            empty = np.empty((0, self.config.n_features), dtype=np.float64)
+            return empty, np.zeros(0, dtype=np.int64)
+        numbers = numbers_of(batch, wm)
+        fps = fingerprints(batch)
+        deadline = deadline_of(timeout_s)
+        with self._redis.guard():
+            self._prepare()
+            rows = self._apply_rows(batch, numbers, fps, offsets or {}, topic, deadline)
+        raw = parse_rows(rows, raw_width(self.config) + 1)
+        flags = raw[:, -1].astype(np.int64) | watermark_flags(batch, wm, self.config)
+        return features_from_raw(raw[:, :-1], self.config), flags
+
+    def apply_labels(self, labels: Sequence[Label]) -> int:
+        """See ``FeatureStore.apply_labels`` (terminals are the Redis store's keys)."""
+        return self._redis.apply_labels(labels)
+
+    def applied_offsets(self, topic: str = DEFAULT_TOPIC) -> dict[int, int]:
+        return self._redis.applied_offsets(topic)
+
+    def epoch(self, topic: str = DEFAULT_TOPIC) -> str:
+        return self._redis.epoch(topic)
+
+    def drop(self) -> int:
+        """Delete every key under the prefix and forget the customers held."""
+        self._customers.clear()
+        return self._redis.drop()
+
+    def forget(self) -> None:
+        """Drop every customer held (they are read again from their logs when next seen)."""
+        self._customers.clear()
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def _prepare(self) -> None:
+        self._redis.detect()
+        if self._redis.is_cluster:
+            msg = (
+                "--customer-state local needs a single Redis server; on a Redis Cluster "
+                "use --customer-state redis"
+            )
+            raise ConfigError(msg)
+        self._redis.check_schema()
+
+    def _apply_rows(
+        self,
+        batch: TransactionBatch,
+        numbers: np.ndarray,
+        fps: bytes,
+        offsets: Mapping[int, int],
+        topic: str,
+        deadline: float | None,
+    ) -> list[bytes]:
+        conflicts: set[int] = set()
+        for _ in range(MAX_TRIES):
+            self._load(batch.customer_id, deadline)
+            plan = self._plan(batch, numbers, fps, conflicts)
+            reply = self._call(
+                self._script_call(plan, batch, numbers, fps, offsets, topic), deadline
+            )
+            if reply and reply[0] == b"retry":
+                conflicts |= {plan.sent[k] for k, s in enumerate(reply[1]) if s == _CONFLICT}
+                self._drop(set(batch.customer_id))
+                continue
+            return self._finish(plan, batch, numbers, fps, reply, deadline)
+        msg = (
+            f"feature store {self._redis.display_url}: customer logs changed under this "
+            f"process {MAX_TRIES} times in a row (another writer on prefix {self.prefix!r}?)"
+        )
+        raise FeatureStoreUnavailable(msg)
+
+    def _plan(
+        self, batch: TransactionBatch, numbers: np.ndarray, fps: bytes, conflicts: set[int]
+    ) -> _Plan:
+        """The customer's half of every transaction, from the histories held (changed as
+        applying them does), and what to send."""
+        plan = _Plan(answers=[None] * len(batch))
+        pending: dict[str, tuple[int, bytes]] = {}
+        secs, amounts, ms_, wms = (numbers[:, k].tolist() for k in range(4))
+        for i, (tx_id, customer) in enumerate(
+            zip(batch.transaction_id, batch.customer_id, strict=True)
+        ):
+            fp = fps[8 * i : 8 * i + 8]
+            sec = int(secs[i])
+            state = self._customers[customer]
+            known = state.known(tx_id, sec)
+            earlier = pending.get(tx_id)
+            first = known.fingerprint if known else (earlier[1] if earlier else fp)
+            apply = first == fp and i not in conflicts
+            if apply and known is not None:
+                plan.answers[i] = known.row
+                continue
+            if apply and earlier is not None:
+                plan.copies.append((i, earlier[0]))
+                continue
+            plan.checks.setdefault(customer, state.length)
+            values, flags = state.half(self._rules, sec, wms[i], amounts[i], apply)
+            plan.parts.append(struct.pack(f"<{self._cvalues}d", ms_[i], amounts[i], *values, flags))
+            plan.sent.append(i)
+            plan.expect.append(_APPLY if apply else _CONFLICT)
+            plan.renew.append(self._renews(state, sec) if apply else 0)
+            if apply:
+                pending[tx_id] = (i, fp)
+                plan.heads.append(entry_head(sec, wms[i], amounts[i], fp, tx_id, self._rules))
+            else:
+                plan.heads.append(b"")
+        return plan
+
+    def _renews(self, state: CustomerState, sec: int) -> int:
+        """1 when this append is to renew the log's TTL: the first by this process, or
+        event time moved a renewal period on (``TTL_REFRESH_S``)."""
+        last = state.renewed
+        if last is None or sec - last >= self._renew_s or last - sec > self._rules.keep:
+            state.renewed = sec
+            return 1
+        return 0
+
+    def _script_call(
+        self,
+        plan: _Plan,
+        batch: TransactionBatch,
+        numbers: np.ndarray,
+        fps: bytes,
+        offsets: Mapping[int, int],
+        topic: str,
+    ) -> Call:
+        p = self.prefix
+        sent = plan.sent
+        keys: list[str] = []
+        for i in sent:
+            customer = batch.customer_id[i]
+            keys += [
+                f"{p}:{{x:{batch.transaction_id[i]}}}",
+                f"{p}:{{t:{batch.terminal_id[i]}}}:w",
+                _log_key(p, customer),
+            ]
+        keys += [_log_key(p, c) for c in plan.checks]
+        if offsets:
+            keys.append(offsets_key(p, topic))
+        args = self._redis.head.argv(len(sent), offsets, 0)
+        args += [
+            numbers[sent].tobytes(),
+            b"".join(fps[8 * i : 8 * i + 8] for i in sent),
+            bytes(plan.expect),
+            b"".join(plan.parts),
+            bytes(plan.renew),
+            len(plan.checks),
+            *plan.checks.values(),
+            *plan.heads,
+            *(batch.transaction_id[i] for i in sent),
+        ]
+        return (self._apply, keys, args)
+
+    def _finish(
+        self,
+        plan: _Plan,
+        batch: TransactionBatch,
+        numbers: np.ndarray,
+        fps: bytes,
+        reply: list[bytes],
+        deadline: float | None,
+    ) -> list[bytes]:
+        """Every transaction's row; the applied ones stored in their customers' state."""
+        secs = numbers[:, 0].tolist()
+        for k, i in enumerate(plan.sent):
+            row = reply[k]
+            plan.answers[i] = row
+            if plan.expect[k] != _APPLY:
+                continue
+            state = self._customers[batch.customer_id[i]]
+            sec = int(secs[i])
+            state.store(batch.transaction_id[i], sec, Stored(row, fps[8 * i : 8 * i + 8]))
+            state.length += len(plan.heads[k]) + len(row)
+            state.entries += 1
+        for i, j in plan.copies:
+            plan.answers[i] = plan.answers[j]
+        self._compact({batch.customer_id[i] for i in plan.sent}, deadline)
+        return [row for row in plan.answers if row is not None]
+
+    def _compact(self, customers: set[str], deadline: float | None) -> None:
+        """Rewrite as snapshots the logs grown well past their state (one round trip)."""
+        due = []
+        for customer in customers:
+            state = self._customers.get(customer)
+            if state is not None and state.entries > 2 * len(state.hist.secs) + COMPACT_SLACK:
+                due.append((customer, state, state.snapshot()))
+        if not due:
+            return
+        calls: list[Call] = [
+            (self._replace, [_log_key(self.prefix, c)], [s.length, snap, self._ttl_ms])
+            for c, s, snap in due
+        ]
+        for (customer, state, snap), done in zip(
+            due, self._call_many(calls, deadline), strict=True
+        ):
+            if int(done) == 1:
+                state.length, state.entries, state.renewed = len(snap), 1, None
+            else:
+                self._drop({customer})
+
+    def _load(self, customers: Sequence[str], deadline: float | None) -> None:
+        """Read the logs of the customers not held (one round trip)."""
+        held = self._customers
+        missing = list(dict.fromkeys(c for c in customers if c not in held))
+        for c in customers:
+            if c in held:
+                held.move_to_end(c)
+        if missing:
+            for customer, data in zip(missing, self._get_logs(missing, deadline), strict=True):
+                try:
+                    held[customer] = replay(data or b"", self._rules)
+                except LogError as exc:
+                    key = _log_key(self.prefix, customer)
+                    msg = f"feature store {self._redis.display_url}: key {key!r}: {exc}"
+                    raise FeatureStoreUnavailable(msg) from exc
+        while len(held) > self._max_customers:
+            held.popitem(last=False)
+
+    def _drop(self, customers: set[str]) -> None:
+        for customer in customers:
+            self._customers.pop(customer, None)
+
+    def _get_logs(self, customers: list[str], deadline: float | None) -> list[bytes | None]:
+        conn: Any = self._redis.pool.get_connection()
+        try:
+            conn.send_packed_command(
+                [conn.pack_command("GET", _log_key(self.prefix, c))[0] for c in customers]
+            )
+            timeout = (
+                {} if deadline is None else {"timeout": max(deadline - time.monotonic(), 1e-4)}
+            )
+            return [conn.read_response(**timeout) for _ in customers]
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            self._redis.pool.release(conn)
+
+    def _call(self, call: Call, deadline: float | None) -> Any:
+        return self._call_many([call], deadline)[0]
+
+    def _call_many(self, calls: list[Call], deadline: float | None) -> list[Any]:
+        conn: Any = self._redis.pool.get_connection()
+        try:
+            send(conn, calls)
+            return receive(conn, calls, deadline)
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            self._redis.pool.release(conn)
+
+
+def _log_key(prefix: str, customer: str) -> str:
+    return f"{prefix}:{{c:{customer}}}:log"
