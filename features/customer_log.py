@@ -23,14 +23,25 @@ from __future__ import annotations
 
 import math
 import struct
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
-from fraudstream.features.memory_history import History, customer_windows, forget_rows
-from fraudstream.features.store import ROWS_PERIOD_S
+from fraudstream.features.memory_history import (
+    History,
+    amount_history,
+    customer_windows,
+    forget_rows,
+)
+from fraudstream.features.store import FLAG_CAPPED, FLAG_OUTLIER, ROWS_PERIOD_S, TRIM_STEP
 
+SCALE = 65536.0
+"""Amounts are summed as whole units of 1/SCALE plus remainders (as ``entity_histories.lua``)."""
+REBASE_AT = 2.0**52
+"""Running totals past this are no longer exact: such a customer takes the general path."""
 _LEN = struct.Struct("<I")
 _APPLIED = struct.Struct("<ddd")
 _ID_LEN = struct.Struct("<H")
+_HEAD = struct.Struct("<Ic3d8sH")
 _SNAP_HEAD = struct.Struct("<ddI")
 _RECORD = struct.Struct("<dd")
 _PERIOD = struct.Struct("<q")
@@ -57,14 +68,12 @@ class Rules:
     """Bytes of a stored row: raw doubles, then flags."""
 
 
-@dataclass
-class Stored:
-    """A transaction's answer, kept so that a redelivery gets it again."""
-
-    row: bytes
-    """Raw doubles, then flags, as the store script packed them."""
-    fingerprint: bytes
-    """The content it was applied with (``fraudstream.features.store.fingerprints``)."""
+Stored = bytes
+"""A transaction's answer, kept so that a redelivery gets it again: the 8-byte fingerprint
+of the content it was applied with (``fraudstream.features.store.fingerprints``), then its
+row as the store script packed it (raw doubles, then flags). One bytes object, not a
+record: the garbage collector never scans it (a few million records would otherwise
+cost every full collection)."""
 
 
 @dataclass
@@ -80,6 +89,13 @@ class CustomerState:
     """Entries in that log."""
     renewed: float | None = None
     """Event second at which this process last renewed the log's TTL (None: not yet)."""
+    whole: list[float] = field(default_factory=list)
+    """Running totals of amounts as whole units of ``1 / SCALE`` (exact integers in
+    doubles), as the Redis store keeps them: ``whole[i]`` before record i, for the first
+    ``len(whole) - 1`` records (brought up to date when needed). A window's sum is a
+    difference of two, with no cancellation error however long the history."""
+    rest: list[float] = field(default_factory=list)
+    """The same of what the whole units leave of each amount."""
 
     def known(self, tx_id: str, sec: int) -> Stored | None:
         return self.rows.get(sec // ROWS_PERIOD_S, {}).get(tx_id)
@@ -89,12 +105,84 @@ class CustomerState:
     ) -> tuple[list[float], int]:
         """The customer's windows and amount history of a transaction (applied to the
         history when ``apply``, else read-only) and the flags of its trimming."""
+        if apply:
+            fast = self._append(rules, sec, wm, amount)
+            if fast is not None:
+                return fast
         step = self.hist.plan(sec, wm, rules.keep, rules.cap, insert=apply)
         if apply:
             forget_rows(self.rows, self.hist, step, sec)
+            before = len(self.hist.secs)
             self.hist.commit(step, sec, amount)
+            self._moved(step.added and step.pos < before, step.pos, step.first)
         values = customer_windows(self.hist, step, sec, amount, rules.windows)
         return values, step.flags(sec - rules.reach)
+
+    def _append(
+        self, rules: Rules, sec: int, wm: float, amount: float
+    ) -> tuple[list[float], int] | None:
+        """``half`` in the common case, without a plan: a record at or after the newest
+        that trims and caps nothing (None otherwise). The same steps as ``History.plan``,
+        ``commit`` and ``customer_windows`` take then, in straight-line code."""
+        hist = self.hist
+        secs = hist.secs
+        n = len(secs)
+        if n == 0 or n >= rules.cap:
+            return None
+        newest = secs[-1]
+        tt, cc = hist.tt, hist.cc
+        through = tt if tt > cc else cc
+        if sec < newest or sec <= through:
+            return None
+        ref = wm if wm < newest else newest
+        if (
+            n >= TRIM_STEP - 1
+            and (secs[TRIM_STEP - 1] if n >= TRIM_STEP else sec) <= ref - rules.keep
+        ):
+            return None
+        amounts = hist.amounts
+        assert amounts is not None
+        whole, rest = self._totals(amounts)
+        if whole[-1] > REBASE_AT:
+            return None
+        secs.append(sec)
+        amounts.append(amount)
+        units = math.floor(amount * SCALE + 0.5)
+        tw, tr = whole[-1] + units, rest[-1] + (amount - units / SCALE)
+        whole.append(tw)
+        rest.append(tr)
+        out: list[float] = []
+        lo = 0
+        for w in rules.windows:
+            lower = sec - w
+            lo = bisect_right(secs, lower if lower > through else through, 0, n)
+            out += (n + 1 - lo, (tw - whole[lo]) / SCALE + (tr - rest[lo]))
+        out += amount_history(amounts[lo:n])
+        reach = sec - rules.reach
+        return out, (FLAG_OUTLIER if tt > reach else 0) | (FLAG_CAPPED if cc > reach else 0)
+
+    def _totals(self, amounts: list[float]) -> tuple[list[float], list[float]]:
+        """The running totals brought up to date (rebased to 0 when they grew large)."""
+        whole, rest = self.whole, self.rest
+        if not whole or whole[-1] > REBASE_AT:
+            whole[:], rest[:] = [0.0], [0.0]
+        for x in amounts[len(whole) - 1 :]:
+            units = math.floor(x * SCALE + 0.5)
+            whole.append(whole[-1] + units)
+            rest.append(rest[-1] + (x - units / SCALE))
+        return whole, rest
+
+    def _moved(self, inserted: bool, pos: int, first: int) -> None:
+        """Keep the running totals that a commit (an insertion at ``pos`` when
+        ``inserted``, then the first ``first`` records dropped) left valid."""
+        whole, rest = self.whole, self.rest
+        if inserted:
+            del whole[pos + 1 :], rest[pos + 1 :]
+        if first < len(whole):
+            del whole[:first], rest[:first]
+        else:
+            whole.clear()
+            rest.clear()
 
     def store(self, tx_id: str, sec: int, answer: Stored) -> None:
         self.rows.setdefault(sec // ROWS_PERIOD_S, {})[tx_id] = answer
@@ -109,8 +197,8 @@ class CustomerState:
         parts.append(_LEN.pack(len(stored)))
         for period, tx_id, answer in stored:
             raw = tx_id.encode()
-            parts += [_PERIOD.pack(period), answer.fingerprint, _ID_LEN.pack(len(raw)), raw]
-            parts.append(answer.row)
+            parts += [_PERIOD.pack(period), answer[:8], _ID_LEN.pack(len(raw)), raw]
+            parts.append(answer[8:])
         body = b"".join(parts)
         return _LEN.pack(len(body)) + body
 
@@ -120,17 +208,8 @@ def entry_head(
 ) -> bytes:
     """An ``A`` entry up to its row, which the script appends after it."""
     raw = tx_id.encode()
-    body = 1 + _APPLIED.size + 8 + _ID_LEN.size + len(raw) + rules.row_size
-    return b"".join(
-        (
-            _LEN.pack(body),
-            APPLIED,
-            _APPLIED.pack(sec, wm, amount),
-            fingerprint,
-            _ID_LEN.pack(len(raw)),
-            raw,
-        )
-    )
+    body = _HEAD.size - _LEN.size + len(raw) + rules.row_size
+    return _HEAD.pack(body, APPLIED, sec, wm, amount, fingerprint, len(raw)) + raw
 
 
 def replay(data: bytes, rules: Rules) -> CustomerState:
@@ -176,7 +255,7 @@ def _replay_applied(state: CustomerState, body: memoryview, rules: Rules) -> Non
         raise LogError(msg)
     sec = int(sec_f)
     state.half(rules, sec, wm, amount, apply=True)
-    state.store(tx_id, sec, Stored(row, fingerprint))
+    state.store(tx_id, sec, fingerprint + row)
 
 
 def _restore(body: memoryview, rules: Rules, length: int) -> CustomerState:
@@ -202,7 +281,7 @@ def _restore(body: memoryview, rules: Rules, length: int) -> CustomerState:
         if len(row) != rules.row_size:
             msg = f"the snapshot's row of {tx_id!r} is cut short"
             raise LogError(msg)
-        state.rows.setdefault(period, {})[tx_id] = Stored(row, fingerprint)
+        state.rows.setdefault(period, {})[tx_id] = fingerprint + row
         at += k + rules.row_size
     if at != len(body):
         msg = f"the snapshot has {len(body) - at} bytes after its rows"

@@ -41,11 +41,10 @@ from fraudstream.features.customer_log import (
     CustomerState,
     LogError,
     Rules,
-    Stored,
     entry_head,
     replay,
 )
-from fraudstream.features.definitions import FeatureConfig, FloatArray, IntArray
+from fraudstream.features.definitions import FeatureConfig, FloatArray, IntArray, seconds
 from fraudstream.features.exceptions import ConfigError, FeatureStoreUnavailable
 from fraudstream.features.redis_batches import numbers_of, offsets_key, parse_rows
 from fraudstream.features.redis_calls import Call, Script, deadline_of, receive, send
@@ -56,6 +55,7 @@ from fraudstream.features.store import (
     DEFAULT_TOPIC,
     MAX_CUSTOMER_RECORDS,
     MAX_TERMINAL_RECORDS,
+    ROWS_PERIOD_S,
     features_from_raw,
     fingerprints,
     keeps,
@@ -77,6 +77,7 @@ COMPACT_SLACK = 32
 """A log is rewritten as a snapshot once it has this many more entries than twice its
 history's records."""
 _APPLY, _CONFLICT = 0, 2
+_NONE: dict[str, bytes] = {}
 
 
 @dataclass
@@ -131,7 +132,9 @@ class LocalStore:
         self._replace = Script(REPLACE_LOG)
         self._ttl_ms = redis_store.customer_ttl_ms
         self._renew_s = redis_store.renew_s
-        self._cvalues = 4 + 2 * len(windows)
+        self._parts = struct.Struct(f"<{4 + 2 * len(windows)}d")
+        """A customer's half as the script takes it: ms, amount, windows, amount
+        history, flags."""
 
     @classmethod
     def from_url(
@@ -265,33 +268,42 @@ class LocalStore:
         applying them does), and what to send."""
         plan = _Plan(answers=[None] * len(batch))
         pending: dict[str, tuple[int, bytes]] = {}
-        secs, amounts, ms_, wms = (numbers[:, k].tolist() for k in range(4))
+        secs = seconds(batch.event_time_ms).tolist()
+        amounts, ms_, wms = (numbers[:, k].tolist() for k in (1, 2, 3))
+        held, rules, pack = self._customers, self._rules, self._parts.pack
+        checks, parts, sent, expect = plan.checks, plan.parts, plan.sent, plan.expect
         for i, (tx_id, customer) in enumerate(
             zip(batch.transaction_id, batch.customer_id, strict=True)
         ):
-            fp = fps[8 * i : 8 * i + 8]
-            sec = int(secs[i])
-            state = self._customers[customer]
-            known = state.known(tx_id, sec)
+            fp, sec = fps[8 * i : 8 * i + 8], secs[i]
+            state = held[customer]
+            known = state.rows.get(sec // ROWS_PERIOD_S, _NONE).get(tx_id)
             earlier = pending.get(tx_id)
-            first = known.fingerprint if known else (earlier[1] if earlier else fp)
-            apply = first == fp and i not in conflicts
-            if apply and known is not None:
-                plan.answers[i] = known.row
-                continue
-            if apply and earlier is not None:
-                plan.copies.append((i, earlier[0]))
-                continue
-            plan.checks.setdefault(customer, state.length)
-            values, flags = state.half(self._rules, sec, wms[i], amounts[i], apply)
-            plan.parts.append(struct.pack(f"<{self._cvalues}d", ms_[i], amounts[i], *values, flags))
-            plan.sent.append(i)
-            plan.expect.append(_APPLY if apply else _CONFLICT)
-            plan.renew.append(self._renews(state, sec) if apply else 0)
-            if apply:
-                pending[tx_id] = (i, fp)
-                plan.heads.append(entry_head(sec, wms[i], amounts[i], fp, tx_id, self._rules))
+            if known is not None:
+                apply = known[:8] == fp and i not in conflicts
+                if apply:
+                    plan.answers[i] = known[8:]
+                    continue
+            elif earlier is not None:
+                apply = earlier[1] == fp and i not in conflicts
+                if apply:
+                    plan.copies.append((i, earlier[0]))
+                    continue
             else:
+                apply = i not in conflicts
+            if customer not in checks:
+                checks[customer] = state.length
+            values, flags = state.half(rules, sec, wms[i], amounts[i], apply)
+            parts.append(pack(ms_[i], amounts[i], *values, flags))
+            sent.append(i)
+            if apply:
+                expect.append(_APPLY)
+                plan.renew.append(self._renews(state, sec))
+                pending[tx_id] = (i, fp)
+                plan.heads.append(entry_head(sec, wms[i], amounts[i], fp, tx_id, rules))
+            else:
+                expect.append(_CONFLICT)
+                plan.renew.append(0)
                 plan.heads.append(b"")
         return plan
 
@@ -358,7 +370,7 @@ class LocalStore:
                 continue
             state = self._customers[batch.customer_id[i]]
             sec = int(secs[i])
-            state.store(batch.transaction_id[i], sec, Stored(row, fps[8 * i : 8 * i + 8]))
+            state.store(batch.transaction_id[i], sec, fps[8 * i : 8 * i + 8] + row)
             state.length += len(plan.heads[k]) + len(row)
             state.entries += 1
         for i, j in plan.copies:
