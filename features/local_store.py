@@ -127,6 +127,8 @@ class LocalStore:
             8 * (raw_width(self.config) + 1),
         )
         self._customers: OrderedDict[str, CustomerState] = OrderedDict()
+        self.retries = 0
+        """Batches computed again because a log or a claim changed under this process."""
         self._max_customers = max_customers
         self._apply = Script(APPLY_LOCAL)
         self._replace = Script(REPLACE_LOG)
@@ -252,6 +254,7 @@ class LocalStore:
             )
             if reply and reply[0] == b"retry":
                 conflicts |= {plan.sent[k] for k, s in enumerate(reply[1]) if s == _CONFLICT}
+                self.retries += 1
                 self._drop(set(batch.customer_id))
                 continue
             return self._finish(plan, batch, numbers, fps, reply, deadline)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fraudstream.features.definitions import DAY_S, FEATURE_NAMES
 from fraudstream.features.customer_log import replay
+from fraudstream.features.definitions import DAY_S, FEATURE_NAMES
 from fraudstream.features.local_store import LocalStore
 from fraudstream.features.memory_store import MemoryStore
 from fraudstream.features.offline import compute_features
