@@ -28,8 +28,8 @@ from fraudstream.features.definitions import FeatureConfig
 from fraudstream.features.exceptions import DataFileError, FeatureStoreUnavailable, FraudstreamError
 from fraudstream.features.kafka import add_kafka_flags
 from fraudstream.features.labels.commands import add_commands
+from fraudstream.features.local_store import CUSTOMER_STATE_HELP, CustomerStateKind, open_store
 from fraudstream.features.memory_store import MemoryStore
-from fraudstream.features.redis_store import RedisStore
 from fraudstream.features.replay import replay
 from fraudstream.features.simulator import SimulatorConfig, simulate, summarize
 from fraudstream.features.store import FeatureStore
@@ -110,6 +110,12 @@ def _add_compute(commands: SubParsers) -> None:
         help="Redis key prefix (default: a fresh one, deleted after)",
     )
     a("--keep-keys", action="store_true", help="keep the Redis keys afterwards")
+    a(
+        "--customer-state",
+        choices=["redis", "local"],
+        default="redis",
+        help=f"with --store redis: {CUSTOMER_STATE_HELP}",
+    )
     a("--batch-size", type=_positive_int, default=512, help="transactions per store call")
     a(
         "--map",
@@ -142,6 +148,8 @@ class RebuildSettings(KafkaSettings):
     """The label worker's group: labels are re-read up to its committed offsets."""
     no_labels: bool = False
     """Re-apply transactions only."""
+    customer_state: CustomerStateKind = "redis"
+    """The kind of store serve runs (``--customer-state``): the prefix keeps its kind."""
 
 
 def _add_rebuild(commands: SubParsers) -> None:
@@ -162,6 +170,7 @@ def _add_rebuild(commands: SubParsers) -> None:
         help="feature store, redis://, rediss:// or unix:// (or FRAUDSTREAM_REDIS_URL)",
     )
     a("--redis-prefix", help="feature key prefix (default fs)")
+    a("--customer-state", choices=["redis", "local"], help=CUSTOMER_STATE_HELP)
     a("--input-topic", help="serve's input topic (default transactions)")
     a("--group-id", help="serve's consumer group (default fraudstream)")
     a("--labels-topic", help="topic of fraud labels (default fraud.labels)")
@@ -176,9 +185,10 @@ def run_rebuild(args: argparse.Namespace) -> int:
     from fraudstream.features.rebuild import rebuild
 
     settings = load_settings(RebuildSettings, given_flags(RebuildSettings, args), args.config)
-    store = RedisStore.from_url(
+    store = open_store(
         settings.redis_url.get_secret_value(),
-        prefix=settings.redis_prefix,
+        settings.redis_prefix,
+        customer_state=settings.customer_state,
         socket_timeout_s=60.0,
         connect_timeout_s=5.0,
     )
@@ -264,7 +274,7 @@ def _open_store(args: argparse.Namespace, config: FeatureConfig) -> Iterator[Fea
         yield MemoryStore(config)
         return
     prefix = args.redis_prefix or f"fscompute-{uuid.uuid4().hex[:8]}"
-    store = RedisStore.from_url(args.redis_url, prefix=prefix, config=config)
+    store = open_store(args.redis_url, prefix, config, customer_state=args.customer_state)
     try:
         yield store
     finally:

@@ -31,10 +31,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import redis
+from redis.exceptions import RedisError
 
 from fraudstream.features.batch import TransactionBatch
 from fraudstream.features.customer_log import (
@@ -66,6 +68,14 @@ from fraudstream.features.store import (
 
 logger = logging.getLogger(__name__)
 
+CustomerStateKind = Literal["redis", "local"]
+"""Where customers' windows are computed: in Redis (``RedisStore``) or in the process that
+scores them (``LocalStore``); the ``--customer-state`` flag of serve and ``features``."""
+CUSTOMER_STATE_HELP = (
+    "where customer windows are computed: redis (default; any Redis, Cluster included) or "
+    "local (in this process from per-customer logs in Redis: about half the Redis CPU per "
+    "transaction; a single Redis server; a prefix keeps the kind it was written with)"
+)
 LOCAL_LAYOUT = f"{LAYOUT}L"
 """The key layout of a prefix whose customers are kept as logs (``redis_scripts``)."""
 MAX_CUSTOMERS = 1_000_000
@@ -164,6 +174,11 @@ class LocalStore:
         return cls(inner, max_customers=max_customers)
 
     @property
+    def client(self) -> redis.Redis:
+        """The Redis connection (pool) this store uses."""
+        return self._redis.client
+
+    @property
     def held(self) -> int:
         """Customers held in memory now."""
         return len(self._customers)
@@ -248,10 +263,15 @@ class LocalStore:
         conflicts: set[int] = set()
         for _ in range(MAX_TRIES):
             self._load(batch.customer_id, deadline)
-            plan = self._plan(batch, numbers, fps, conflicts)
-            reply = self._call(
-                self._script_call(plan, batch, numbers, fps, offsets, topic), deadline
-            )
+            try:
+                plan = self._plan(batch, numbers, fps, conflicts)
+                call = self._script_call(plan, batch, numbers, fps, offsets, topic)
+                reply = self._call(call, deadline)
+            except BaseException:
+                # the histories moved ahead of a call that failed or may not have run:
+                # read them again from their logs next time
+                self._drop(set(batch.customer_id))
+                raise
             if reply and reply[0] == b"retry":
                 conflicts |= {plan.sent[k] for k, s in enumerate(reply[1]) if s == _CONFLICT}
                 self.retries += 1
@@ -394,9 +414,13 @@ class LocalStore:
             (self._replace, [_log_key(self.prefix, c)], [s.length, snap, self._ttl_ms])
             for c, s, snap in due
         ]
-        for (customer, state, snap), done in zip(
-            due, self._call_many(calls, deadline), strict=True
-        ):
+        try:
+            replies = self._call_many(calls, deadline)
+        except (RedisError, OSError) as exc:  # the batch stands; the logs are read again
+            logger.warning("customer logs not compacted: %s", exc)
+            self._drop({c for c, _, _ in due})
+            return
+        for (customer, state, snap), done in zip(due, replies, strict=True):
             if int(done) == 1:
                 state.length, state.entries, state.renewed = len(snap), 1, None
             else:
@@ -453,6 +477,28 @@ class LocalStore:
             raise
         finally:
             self._redis.pool.release(conn)
+
+
+OnlineStore = RedisStore | LocalStore
+"""Either online store: what serve, its store guard and ``features rebuild`` work with."""
+
+
+def open_store(
+    url: str,
+    prefix: str,
+    config: FeatureConfig | None = None,
+    *,
+    customer_state: CustomerStateKind = "redis",
+    socket_timeout_s: float = 1.0,
+    connect_timeout_s: float = 1.0,
+) -> RedisStore | LocalStore:
+    """The online store of the kind ``customer_state`` names (see ``CustomerStateKind``)."""
+    if customer_state == "local":
+        return LocalStore.from_url(url, prefix, config, socket_timeout_s, connect_timeout_s)
+    if customer_state != "redis":
+        msg = f"customer_state must be 'redis' or 'local', got {customer_state!r}"
+        raise ConfigError(msg)
+    return RedisStore.from_url(url, prefix, config, socket_timeout_s, connect_timeout_s)
 
 
 def _log_key(prefix: str, customer: str) -> str:

@@ -24,8 +24,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from fraudstream.features.definitions import MS_PER_S, FeatureConfig
 from fraudstream.features.exceptions import FraudstreamError, InvalidLabel
+from fraudstream.features.local_store import OnlineStore
 from fraudstream.features.redis_lua_files import read_lua
-from fraudstream.features.redis_store import RedisStore
 from fraudstream.features.schema import Label, decode_label, decode_transactions
 from fraudstream.features.store import DEFAULT_TOPIC, SLACK_S, OffsetTrackingStore
 
@@ -167,8 +167,8 @@ class Ledger:
         self._token_key = f"{prefix}:{{o:{topic}}}:rebuilding"
 
     @classmethod
-    def of(cls, store: RedisStore, topic: str) -> Ledger:
-        return cls(store._client, store.prefix, topic)  # the store's own connection pool
+    def of(cls, store: OnlineStore, topic: str) -> Ledger:
+        return cls(store.client, store.prefix, topic)  # the store's own connection pool
 
     def recorded(self) -> dict[int, int]:
         """Partition -> offset the store holds complete history from."""
@@ -190,7 +190,7 @@ class Ledger:
 
 
 def rebuild(
-    store: RedisStore,
+    store: OnlineStore,
     kafka_conf: Mapping[str, Any],
     input_topic: str,
     group_id: str,
@@ -264,7 +264,7 @@ def _retention_notes(
 
 
 def _apply_partition(
-    store: RedisStore, log: _Log, topic: str, plan: PartitionPlan
+    store: OnlineStore, log: _Log, topic: str, plan: PartitionPlan
 ) -> PartitionResult:
     started = time.perf_counter()
     applied = skipped = 0
@@ -279,7 +279,7 @@ def _apply_partition(
 
 
 def _apply_labels(
-    store: RedisStore,
+    store: OnlineStore,
     log: _Log,
     topic: str,
     group_id: str | None,

@@ -128,6 +128,11 @@ class RedisStore:
     # What fraudstream.features.local_store shares with this store: the connection, the
     # server's mode and schema check, the terminals' script arguments.
     @property
+    def client(self) -> redis.Redis:
+        """The seed connection (pool) of this store."""
+        return self._client
+
+    @property
     def head(self) -> Head:
         return self._head
 

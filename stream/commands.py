@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fraudstream.features.config import add_config_flag, load_settings
 from fraudstream.features.kafka import add_kafka_flags
+from fraudstream.features.local_store import CUSTOMER_STATE_HELP
 
 SETTINGS_SOURCES = (
     "Every flag also comes from FRAUDSTREAM_<FLAG> or a TOML file (--config or "
@@ -42,6 +43,7 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     s = serve.add_argument
     s("--redis-url", help="feature store, redis:// or rediss:// (env FRAUDSTREAM_REDIS_URL)")
     s("--redis-prefix", help="feature key prefix (default fs)")
+    s("--customer-state", choices=["redis", "local"], help=CUSTOMER_STATE_HELP)
     s("--registry", type=Path, help="model registry folder")
     s("--group-id", help="consumer group (default fraudstream)")
     s("--input-topic", help="default transactions")

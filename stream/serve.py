@@ -359,6 +359,11 @@ class Server:
         for _, partition in gone:
             self.skew.forget(partition)
             self.watermarks.forget(partition)
+        # customers held in this process (--customer-state local): another owner may now
+        # write them; they are read again from their logs when seen next
+        forget = getattr(self.pipeline.store, "forget", None)
+        if callable(forget):
+            forget()
         self.metrics.lag.clear()  # refilled for the partitions still owned within 5 s
         logger.info("partitions revoked", extra={"partitions": sorted(p for _, p in gone)})
 

@@ -12,7 +12,8 @@ from confluent_kafka import Consumer, Producer
 
 from fraudstream.features.config import redact_url
 from fraudstream.features.definitions import FeatureConfig
-from fraudstream.features.redis_store import RedisStore
+from fraudstream.features.local_store import OnlineStore
+from fraudstream.features.local_store import open_store as open_feature_store
 from fraudstream.models.registry import Registry
 from fraudstream.models.scorer import Scorer
 from fraudstream.stream.clock import SkewTracker
@@ -120,9 +121,12 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
     )
     holder.start()
 
-    def open_store() -> RedisStore:
-        return RedisStore.from_url(
-            settings.redis_url.get_secret_value(), prefix=settings.redis_prefix, config=config
+    def open_store() -> OnlineStore:
+        return open_feature_store(
+            settings.redis_url.get_secret_value(),
+            settings.redis_prefix,
+            config,
+            customer_state=settings.customer_state,
         )
 
     store = open_store()

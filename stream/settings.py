@@ -11,6 +11,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, SecretStr
 
 from fraudstream.features.config import KafkaSettings
+from fraudstream.features.local_store import CustomerStateKind
 
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
 """What ``--device`` accepts."""
@@ -34,6 +35,8 @@ class ServeSettings(KafkaSettings):
     """Feature store URL (redis:// or rediss://, user and password allowed; never logged)."""
     redis_prefix: str = Field(default="fs", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     """Key prefix of the feature store."""
+    customer_state: CustomerStateKind = "redis"
+    """Where customer windows are computed (``fraudstream.features.local_store``)."""
     registry: Path
     """Model registry folder (holds CURRENT and one folder per version)."""
     group_id: str = "fraudstream"

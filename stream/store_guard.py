@@ -22,8 +22,8 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from prometheus_client import Counter, Gauge
 
 from fraudstream.features.exceptions import FeatureStoreUnavailable, FraudstreamError
+from fraudstream.features.local_store import OnlineStore
 from fraudstream.features.rebuild import RebuildReport, behind, rebuild
-from fraudstream.features.redis_store import RedisStore
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class StoreGuard:
 
     def __init__(
         self,
-        open_store: Callable[[], RedisStore],
+        open_store: Callable[[], OnlineStore],
         kafka_conf: Mapping[str, Any],
         input_topic: str,
         group_id: str,
@@ -63,14 +63,14 @@ class StoreGuard:
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def claim_epoch(self, store: RedisStore) -> None:
+    def claim_epoch(self, store: OnlineStore) -> None:
         """Remember (creating it if absent) the store's epoch key; called at start."""
         try:
             self._epoch = self._read_epoch(store)
         except FeatureStoreUnavailable as exc:
             logger.warning("store epoch not claimed yet (%s); claimed when the store answers", exc)
 
-    def on_store_back(self, store: RedisStore) -> None:
+    def on_store_back(self, store: OnlineStore) -> None:
         """The store answers again after an outage: did it lose its data?"""
         try:
             epoch = self._read_epoch(store)
@@ -82,7 +82,7 @@ class StoreGuard:
         self._epoch = epoch
 
     def on_assigned(
-        self, consumer: Consumer, store: RedisStore, parts: list[TopicPartition]
+        self, consumer: Consumer, store: OnlineStore, parts: list[TopicPartition]
     ) -> None:
         """Compare the store's marks with the committed offsets of newly owned partitions."""
         try:
@@ -137,5 +137,5 @@ class StoreGuard:
             store.close()
             self.running.set(0)
 
-    def _read_epoch(self, store: RedisStore) -> str:
+    def _read_epoch(self, store: OnlineStore) -> str:
         return store.epoch(self._topic)

@@ -333,7 +333,9 @@ def batch_of(df: pd.DataFrame) -> Any:
     )
 
 
-def assert_store_equals_one_application(redis_url: str, prefix: str, df: pd.DataFrame) -> None:
+def assert_store_equals_one_application(
+    redis_url: str, prefix: str, df: pd.DataFrame, customer_state: str = "redis"
+) -> None:
     """The store's counters equal one application of every input transaction.
 
     Memoised feature vectors depend on the order partitions were drained in, so the check
@@ -341,8 +343,8 @@ def assert_store_equals_one_application(redis_url: str, prefix: str, df: pd.Data
     1/7/30-day windows) and one per terminal a label delay later (its delayed windows),
     applied identically to the Redis store and to a fresh in-memory store fed the input once.
     """
+    from fraudstream.features.local_store import open_store
     from fraudstream.features.memory_store import MemoryStore
-    from fraudstream.features.redis_store import RedisStore
 
     end = int(df["event_time_ms"].max()) + 1000
     later = end + FeatureConfig().delay_days * 86_400_000
@@ -358,7 +360,7 @@ def assert_store_equals_one_application(redis_url: str, prefix: str, df: pd.Data
             "amount": 0.0,
         }
     )
-    online_store = RedisStore.from_url(redis_url, prefix=prefix)
+    online_store = open_store(redis_url, prefix, customer_state=customer_state)  # type: ignore[arg-type]
     online = online_store.apply(batch_of(probes))
     reference = MemoryStore(FeatureConfig())
     reference.apply(batch_of(df))

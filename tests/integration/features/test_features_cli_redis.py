@@ -19,8 +19,9 @@ from fraudstream.features.simulator import SimulatorConfig, simulate
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.parametrize("customer_state", ["redis", "local"])
 def test_compute_through_redis_equals_offline_and_cleans_up(
-    tmp_path: Path, redis_url: str, store_prefix: str, raw_redis: redis.Redis
+    tmp_path: Path, redis_url: str, store_prefix: str, raw_redis: redis.Redis, customer_state: str
 ) -> None:
     df = simulate(SimulatorConfig(n_customers=60, n_terminals=120, n_days=25, seed=8))
     data = write_transactions(df, tmp_path / "data.jsonl")
@@ -43,6 +44,8 @@ def test_compute_through_redis_equals_offline_and_cleans_up(
             store_prefix,
             "--batch-size",
             "64",
+            "--customer-state",
+            customer_state,
         ]
     )
     assert args.func(args) == 0

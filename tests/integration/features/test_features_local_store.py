@@ -6,6 +6,7 @@ other layout on the same prefix, and a Redis Cluster (refused)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -194,4 +195,30 @@ def test_a_redis_cluster_is_refused_with_the_way_out(redis_cluster: LocalCluster
         with pytest.raises(ConfigError, match="single Redis server.*--customer-state redis"):
             store.apply(batch([("a", "c", "t", T0, 1.0)]))
     finally:
+        store.close()
+
+
+@pytest.mark.parametrize("pause_ms", [300, 0], ids=["reply-lost", "no-pause"])
+def test_a_call_whose_reply_was_lost_is_retried_without_counting_twice(
+    redis_server_factory,
+    pause_ms: int,  # noqa: ANN001
+) -> None:
+    server = redis_server_factory()
+    rows = _stream(400, days=20, seed=5)
+    reference = MemoryStore()
+    store = LocalStore.from_url(server.url, prefix="lost", socket_timeout_s=0.1)
+    admin = redis.Redis.from_url(server.url)
+    try:
+        _both([store], reference, rows[:200], size=50)
+        part = batch(rows[200:250])
+        if pause_ms:
+            admin.execute_command("CLIENT", "PAUSE", pause_ms, "ALL")
+            with pytest.raises(FeatureStoreUnavailable):
+                store.apply(part)
+            time.sleep(pause_ms / 1000 + 0.2)  # the call may run once the pause ends
+        # the caller retries the batch: the same answers as one application, and after
+        _both([store], reference, rows[200:250], size=50)
+        _both([store], reference, rows[250:], size=50)
+    finally:
+        admin.close()
         store.close()

@@ -101,16 +101,20 @@ def test_every_valid_transaction_decided_once_and_every_bad_one_dead_lettered(
     store.close()
 
 
-@pytest.mark.parametrize("max_batch", ["1", "512"])
+@pytest.mark.parametrize(
+    ("max_batch", "customer_state"), [("1", "redis"), ("512", "redis"), ("512", "local")]
+)
 def test_scores_equal_offline_features_scored_by_the_same_model(
     serve_factory: ServeFactory,
     registry: Registry,
     history: pd.DataFrame,
     kafka_bootstrap: str,
     max_batch: str,
+    customer_state: str,
 ) -> None:
     df = history.iloc[:800] if max_batch == "1" else history
-    serve = serve_factory(registry.root, extra=["--max-batch", max_batch, "--budget-ms", "60000"])
+    flags = ["--max-batch", max_batch, "--budget-ms", "60000", "--customer-state", customer_state]
+    serve = serve_factory(registry.root, extra=flags)
     produce(kafka_bootstrap, serve.input, _items(df))
     out = decisions_of(consume_all(kafka_bootstrap, serve.decisions, len(df), timeout_s=180))
     assert len(out) == len(df)
@@ -187,18 +191,24 @@ def test_exactly_once_reader_sees_each_decision_once(
 
 
 @pytest.mark.reliability  # issue 9, item 3: redis-server killed mid-stream
+@pytest.mark.parametrize("customer_state", ["redis", "local"])
 def test_redis_down_mid_run_degrades_then_recovers_and_store_catches_up(
     serve_factory: ServeFactory,
     registry: Registry,
     history: pd.DataFrame,
     kafka_bootstrap: str,
     tmp_path_factory: pytest.TempPathFactory,
+    customer_state: str,
 ) -> None:
     own = LocalRedis(var=tmp_path_factory.mktemp("redis-down"), persist=True)
     own.start()
     df = history.iloc[:1500]
     items = _items(df)
-    serve = serve_factory(registry.root, redis=own.url, extra=["--budget-ms", "200"])
+    serve = serve_factory(
+        registry.root,
+        redis=own.url,
+        extra=["--budget-ms", "200", "--customer-state", customer_state],
+    )
     try:
         produce(kafka_bootstrap, serve.input, items[:500], rate=1000)
         assert len(consume_all(kafka_bootstrap, serve.decisions, 500)) == 500
@@ -220,7 +230,7 @@ def test_redis_down_mid_run_degrades_then_recovers_and_store_catches_up(
         assert "partial_features" not in rung[:500]
         assert set(rung[500:1000]) == {"partial_features"}
         assert "partial_features" not in rung[1100:]
-        assert_store_equals_one_application(own.url, serve.prefix, df)
+        assert_store_equals_one_application(own.url, serve.prefix, df, customer_state)
     finally:
         serve.stop()
         own.stop()
