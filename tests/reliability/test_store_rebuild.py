@@ -16,6 +16,8 @@ import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
+from fraudstream.features.customer_log import replay
+from fraudstream.features.local_store import LocalStore
 from fraudstream.features.redis_store import RedisStore
 from fraudstream.models.registry import Registry
 from tests.infra import FRAUDSTREAM, ROOT, LocalRedis
@@ -51,12 +53,17 @@ def _wait(check: object, what: str, timeout_s: float = 90) -> None:
         time.sleep(0.3)
 
 
-def _stored_transactions(url: str, prefix: str) -> int:
-    """Transactions the store knows (one field per transaction id in each customer's rows
-    hashes, one per week, see ``fraudstream.features.redis_scripts``)."""
+def _stored_transactions(url: str, prefix: str, customer_state: str = "redis") -> int:
+    """Transactions the store knows: one field per transaction id in each customer's rows
+    hashes, one per week (see ``fraudstream.features.redis_scripts``), or, with customer
+    state held locally, the answers each customer's log holds."""
     client = redis.Redis.from_url(url)
     try:
-        keys = list(client.scan_iter(match=f"{prefix}:{{c:*}}:r*", count=1000))
+        if customer_state == "local":
+            rules = LocalStore(RedisStore.from_url(url, prefix=prefix))._rules
+            logs = [client.get(k) for k in client.scan_iter(match=f"{prefix}:{{c:*}}:log")]
+            return sum(len(ids) for raw in logs for ids in replay(raw, rules).rows.values())
+        keys = list(client.scan_iter(match=f"{prefix}:{{c:*}}:r*"))
         return sum(int(client.hlen(k)) for k in keys)
     finally:
         client.close()
@@ -74,7 +81,10 @@ def _rebuilds_done(serve: ServeHandle) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-@pytest.mark.parametrize("rebuilder", ["serve", "command"])
+@pytest.mark.parametrize(
+    ("rebuilder", "customer_state"),
+    [("serve", "redis"), ("command", "redis"), ("serve", "local"), ("command", "local")],
+)
 def test_a_store_emptied_under_a_running_serve_is_rebuilt(
     serve_factory: ServeFactory,
     registry: Registry,
@@ -83,6 +93,7 @@ def test_a_store_emptied_under_a_running_serve_is_rebuilt(
     topic_factory: Callable[..., str],
     tmp_path: Path,
     rebuilder: str,
+    customer_state: str,
 ) -> None:
     df = history.iloc[:3000]
     items = [(str(r.customer_id).encode(), tx_payload(r)) for r in df.itertuples()]
@@ -90,7 +101,7 @@ def test_a_store_emptied_under_a_running_serve_is_rebuilt(
     private.start()
     try:
         extra = ["--budget-ms", "60000", "--max-batch", "64"]
-        extra += ["--labels-topic", topic_factory("labels")]
+        extra += ["--labels-topic", topic_factory("labels"), "--customer-state", customer_state]
         if rebuilder == "command":  # only the operator's command rebuilds
             extra.append("--no-store-rebuild")
         serve = serve_factory(registry.root, PARTITIONS, extra=extra, redis=private.url)
@@ -115,17 +126,18 @@ def test_a_store_emptied_under_a_running_serve_is_rebuilt(
         if rebuilder == "serve":
             _wait(lambda: _rebuilds_done(serve) >= 1, "serve's own rebuild")
             assert "the feature store lost its data" in serve.log_text()
-            assert _stored_transactions(private.url, serve.prefix) == len(df)
-            assert_store_equals_one_application(private.url, serve.prefix, df)
+            stored = _stored_transactions(private.url, serve.prefix, customer_state)
+            assert stored == len(df)
+            assert_store_equals_one_application(private.url, serve.prefix, df, customer_state)
             return
-        lost = len(df) - _stored_transactions(private.url, serve.prefix)
+        lost = len(df) - _stored_transactions(private.url, serve.prefix, customer_state)
         assert lost >= 1500, f"the restart should have lost the first 1500, lost {lost}"
         assert _rebuilds_done(serve) == 0
 
         cmd = [*FRAUDSTREAM, "features", "rebuild"]
         cmd += ["--bootstrap-servers", kafka_bootstrap, "--redis-url", private.url]
         cmd += ["--redis-prefix", serve.prefix, "--input-topic", serve.input]
-        cmd += ["--group-id", group, "--no-labels"]
+        cmd += ["--group-id", group, "--no-labels", "--customer-state", customer_state]
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr
         for p in range(PARTITIONS):
@@ -133,8 +145,8 @@ def test_a_store_emptied_under_a_running_serve_is_rebuilt(
             assert line in done.stdout, done.stdout
         assert serve.proc.poll() is None, "serve must run through the rebuild"
 
-        assert _stored_transactions(private.url, serve.prefix) == len(df)
-        assert_store_equals_one_application(private.url, serve.prefix, df)
+        assert _stored_transactions(private.url, serve.prefix, customer_state) == len(df)
+        assert_store_equals_one_application(private.url, serve.prefix, df, customer_state)
     finally:
         serve_factory.stop_all()
         private.stop()
