@@ -46,7 +46,26 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     )
     scale = results.get("scale") or {}
     rows.append(_target("two processes / one", ">= 1.6", scale.get("ratio"), lambda v: v >= 1.6))
-    return rows + _quality_targets(results)
+    return rows + _local_targets(results) + _quality_targets(results)
+
+
+def _local_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 23's targets for customer state held in serve, where its arm ran."""
+    local = results["arms"].get("fraudstream_local")
+    ceiling = (results["arms"].get("ceiling") or {}).get("tx_per_s")
+    if not local:
+        return []
+    drain = local.get("tx_per_s")
+    share = round(drain / ceiling, 3) if drain and ceiling else None
+    return [
+        _target("fraudstream_local/ceiling", ">= 0.5", share, lambda v: v >= 0.5),
+        _target(
+            "Redis CPU per tx on serve's path, local (µs)",
+            "<= 15",
+            local.get("redis_cpu_us_per_tx"),
+            lambda v: v <= 15,
+        ),
+    ]
 
 
 def _quality_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -192,10 +211,11 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "## Throughput (same backlog, one run)",
         "",
-        "| arm | inputs | tx/s | fraudstream ÷ arm | status |",
-        "|---|---:|---:|---:|---|",
+        "| arm | inputs | tx/s | fraudstream ÷ arm | Redis CPU µs/tx | serve CPU µs/tx | status |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
-    for name in ("ceiling", "fraudstream", "naive", "faust", "fraudstream_50ms"):
+    arms = ("ceiling", "fraudstream", "fraudstream_local", "naive", "faust", "fraudstream_50ms")
+    for name in arms:
         a = r["arms"].get(name)
         if a is None:
             continue
@@ -203,9 +223,19 @@ def markdown(r: dict[str, Any]) -> str:
         status = "ok" if a["ok"] else f"FAILED: {a['failed']}"
         if a.get("degraded"):
             status += f"; rungs {a['degraded']}"
+        cpu = f"{_num(a.get('redis_cpu_us_per_tx'))} | {_num(a.get('serve_cpu_us_per_tx'))}"
         lines.append(
-            f"| {name} | {a['inputs']:,} | {_num(a['tx_per_s'])} | {_ratio(ratio)} | {status} |"
+            f"| {name} | {a['inputs']:,} | {_num(a['tx_per_s'])} | {_ratio(ratio)} | {cpu} "
+            f"| {status} |"
         )
+    if "fraudstream_local" in r["arms"]:
+        lines += [
+            "",
+            "fraudstream_local: the same drain with `--customer-state local` (customer windows"
+            " computed in serve from per-customer logs in Redis, issue 23). CPU per"
+            " transaction over the whole drain, start-up included: Redis's from `INFO cpu`"
+            " (the arm alone on it), serve's from its process (every thread).",
+        ]
     lines += _latency(r) + _exactly_once(r) + _scale(r) + _scoring(r) + _targets(r) + _notes(r)
     return "\n".join(lines) + "\n"
 

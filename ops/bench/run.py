@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ALL_ARMS = (
     "ceiling",
     "fraudstream",
+    "fraudstream_local",
     "fraudstream_50ms",
     "naive",
     "faust",
@@ -161,6 +162,16 @@ def _run_arms(args: argparse.Namespace, env: arms.Env, feed: Feed, results: dict
         "ceiling": lambda: _record(results, arms.ceiling(env)),
         "fraudstream": lambda: _record(
             results, serve_arms.fraudstream(env, "fraudstream", FULL_PATH_BUDGET_MS, feed.backlog())
+        ),
+        "fraudstream_local": lambda: _record(
+            results,
+            serve_arms.fraudstream(
+                env,
+                "fraudstream_local",
+                FULL_PATH_BUDGET_MS,
+                feed.backlog(),
+                extra=("--customer-state", "local"),
+            ),
         ),
         "fraudstream_50ms": lambda: _record(
             results,

@@ -4,6 +4,7 @@ rates, and one versus two processes in one group (throughput and rebalance pause
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+import redis
 import xgboost as xgb
 from arms import HERE, PARTITIONS, ArmResult, Env, judge, rate, stop
 from broker import (
@@ -92,13 +94,17 @@ def fraudstream(
     produce_backlog(env.bootstrap, input_topic, backlog)
     spec = _spec(env, name, input_topic, budget_ms, append_time=True, extra=extra)
     log = env.workdir / f"{name}.log"
+    redis_cpu = _redis_cpu_s(env.redis_url)
     proc = start(spec, log, profile)
     transactional = "exactly-once" in extra
     wait = wait_committed if transactional else wait_count
+    serve_cpu = None
     try:
         _count, why = wait(env.bootstrap, spec.decisions, env.n, timeout_s, alive=_alive(proc))
+        serve_cpu = _process_cpu_s(proc.pid)
     finally:
         stop(proc)
+    redis_cpu = _redis_cpu_s(env.redis_url) - redis_cpu
     out = read_all(env.bootstrap, spec.decisions, committed=env.n if transactional else None)
     if why is not None:
         why += f"; serve log tail: {tail(log, 600)!r}"
@@ -108,7 +114,31 @@ def fraudstream(
         why = f"{unique} distinct transactions decided of {env.n}"
     result = judge(name, env.n, out, why)
     result.detail |= {"budget_ms": budget_ms, **_ladder(decisions)}
+    # CPU per transaction of the whole drain, start-up included: Redis's (INFO, this arm
+    # alone on it) and serve's own (every thread of the process)
+    result.detail["redis_cpu_us_per_tx"] = round(redis_cpu / env.n * 1e6, 2)
+    if serve_cpu is not None:
+        result.detail["serve_cpu_us_per_tx"] = round(serve_cpu / env.n * 1e6, 2)
     return result
+
+
+def _redis_cpu_s(url: str) -> float:
+    """Redis's CPU seconds so far (user + system, every thread: ``INFO cpu``)."""
+    client = redis.Redis.from_url(url)
+    try:
+        cpu = client.info("cpu")
+    finally:
+        client.close()
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
+def _process_cpu_s(pid: int) -> float | None:
+    """A live process's CPU seconds so far (user + system), None when gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _ladder(decisions: list[dict[str, Any]]) -> dict[str, Any]:
