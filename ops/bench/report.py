@@ -211,8 +211,9 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "## Throughput (same backlog, one run)",
         "",
-        "| arm | inputs | tx/s | fraudstream ÷ arm | Redis CPU µs/tx | serve CPU µs/tx | status |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| arm | inputs | tx/s | fraudstream ÷ arm | CPU µs/tx: Redis, serve, machine"
+        " (busy) | status |",
+        "|---|---:|---:|---:|---|---|",
     ]
     arms = ("ceiling", "fraudstream", "fraudstream_local", "naive", "faust", "fraudstream_50ms")
     for name in arms:
@@ -223,7 +224,12 @@ def markdown(r: dict[str, Any]) -> str:
         status = "ok" if a["ok"] else f"FAILED: {a['failed']}"
         if a.get("degraded"):
             status += f"; rungs {a['degraded']}"
-        cpu = f"{_num(a.get('redis_cpu_us_per_tx'))} | {_num(a.get('serve_cpu_us_per_tx'))}"
+        cpu = "—"
+        if a.get("machine_cpu_us_per_tx") is not None:
+            cpu = (
+                f"{_num(a.get('redis_cpu_us_per_tx'))}, {_num(a.get('serve_cpu_us_per_tx'))},"
+                f" {_num(a['machine_cpu_us_per_tx'])} ({a['machine_busy_share']:.0%})"
+            )
         lines.append(
             f"| {name} | {a['inputs']:,} | {_num(a['tx_per_s'])} | {_ratio(ratio)} | {cpu} "
             f"| {status} |"
@@ -234,7 +240,9 @@ def markdown(r: dict[str, Any]) -> str:
             "fraudstream_local: the same drain with `--customer-state local` (customer windows"
             " computed in serve from per-customer logs in Redis, issue 23). CPU per"
             " transaction over the whole drain, start-up included: Redis's from `INFO cpu`"
-            " (the arm alone on it), serve's from its process (every thread).",
+            " (the arm alone on it), serve's from its process (every thread), the machine's"
+            " from /proc/stat (every core: serve, Redis, the broker and the arm's reader),"
+            " with the share of the cores busy.",
         ]
     lines += _latency(r) + _exactly_once(r) + _scale(r) + _scoring(r) + _targets(r) + _notes(r)
     return "\n".join(lines) + "\n"

@@ -94,7 +94,7 @@ def fraudstream(
     produce_backlog(env.bootstrap, input_topic, backlog)
     spec = _spec(env, name, input_topic, budget_ms, append_time=True, extra=extra)
     log = env.workdir / f"{name}.log"
-    redis_cpu = _redis_cpu_s(env.redis_url)
+    redis_cpu, machine = _redis_cpu_s(env.redis_url), _machine_cpu_s()
     proc = start(spec, log, profile)
     transactional = "exactly-once" in extra
     wait = wait_committed if transactional else wait_count
@@ -102,6 +102,7 @@ def fraudstream(
     try:
         _count, why = wait(env.bootstrap, spec.decisions, env.n, timeout_s, alive=_alive(proc))
         serve_cpu = _process_cpu_s(proc.pid)
+        busy, idle = (b - a for a, b in zip(machine, _machine_cpu_s(), strict=True))
     finally:
         stop(proc)
     redis_cpu = _redis_cpu_s(env.redis_url) - redis_cpu
@@ -119,7 +120,18 @@ def fraudstream(
     result.detail["redis_cpu_us_per_tx"] = round(redis_cpu / env.n * 1e6, 2)
     if serve_cpu is not None:
         result.detail["serve_cpu_us_per_tx"] = round(serve_cpu / env.n * 1e6, 2)
+        # every core of the machine: serve, Redis, the broker and the arm's own reader
+        result.detail["machine_cpu_us_per_tx"] = round(busy / env.n * 1e6, 2)
+        result.detail["machine_busy_share"] = round(busy / max(busy + idle, 1e-9), 3)
     return result
+
+
+def _machine_cpu_s() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of every core since boot (``/proc/stat``)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks[:8]) - idle) / hz, idle / hz
 
 
 def _redis_cpu_s(url: str) -> float:
