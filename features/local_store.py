@@ -272,7 +272,7 @@ class LocalStore:
                 # read them again from their logs next time
                 self._drop(set(batch.customer_id))
                 raise
-            if reply and reply[0] == b"retry":
+            if isinstance(reply, list):  # ['retry', claims, bad checks...]
                 conflicts |= {plan.sent[k] for k, s in enumerate(reply[1]) if s == _CONFLICT}
                 self.retries += 1
                 self._drop(set(batch.customer_id))
@@ -352,13 +352,10 @@ class LocalStore:
         sent = plan.sent
         keys: list[str] = []
         for i in sent:
-            customer = batch.customer_id[i]
-            keys += [
-                f"{p}:{{x:{batch.transaction_id[i]}}}",
-                f"{p}:{{t:{batch.terminal_id[i]}}}:w",
-                _log_key(p, customer),
-            ]
+            keys += [f"{p}:{{x:{batch.transaction_id[i]}}}", f"{p}:{{t:{batch.terminal_id[i]}}}:w"]
+        check = {customer: k for k, customer in enumerate(plan.checks, start=1)}
         keys += [_log_key(p, c) for c in plan.checks]
+        owners = [check[batch.customer_id[i]] for i in sent]
         if offsets:
             keys.append(offsets_key(p, topic))
         args = self._redis.head.argv(len(sent), offsets, 0)
@@ -368,10 +365,10 @@ class LocalStore:
             bytes(plan.expect),
             b"".join(plan.parts),
             bytes(plan.renew),
+            struct.pack(f"<{len(owners)}I", *owners),
             len(plan.checks),
             *plan.checks.values(),
             *plan.heads,
-            *(batch.transaction_id[i] for i in sent),
         ]
         return (self._apply, keys, args)
 
@@ -381,13 +378,15 @@ class LocalStore:
         batch: TransactionBatch,
         numbers: np.ndarray,
         fps: bytes,
-        reply: list[bytes],
+        reply: bytes,
         deadline: float | None,
     ) -> list[bytes]:
-        """Every transaction's row; the applied ones stored in their customers' state."""
+        """Every transaction's row (``reply``: the sent ones' rows, one after the other);
+        the applied ones stored in their customers' state."""
+        size = self._rules.row_size
         secs = numbers[:, 0].tolist()
         for k, i in enumerate(plan.sent):
-            row = reply[k]
+            row = reply[k * size : (k + 1) * size]
             plan.answers[i] = row
             if plan.expect[k] != _APPLY:
                 continue
