@@ -57,7 +57,20 @@ def _local_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         return []
     drain = local.get("tx_per_s")
     share = round(drain / ceiling, 3) if drain and ceiling else None
+    paced = next(iter(results.get("latency_local") or []), None)
     return [
+        _target(
+            "local: p99 at 50% of its drain (ms)",
+            "<= 25",
+            paced and paced["p99_ms"],
+            lambda v: v <= 25,
+        ),
+        _target(
+            "local: full rung at 50% of its drain",
+            ">= 0.999",
+            paced and paced.get("full_rung_share"),
+            lambda v: v >= 0.999,
+        ),
         _target("fraudstream_local/ceiling", ">= 0.5", share, lambda v: v >= 0.5),
         _target(
             "Redis CPU per tx on serve's path, local (µs)",
@@ -244,18 +257,20 @@ def markdown(r: dict[str, Any]) -> str:
             " from /proc/stat (every core: serve, Redis, the broker and the arm's reader),"
             " with the share of the cores busy.",
         ]
-    lines += _latency(r) + _exactly_once(r) + _scale(r) + _scoring(r) + _targets(r) + _notes(r)
+    lines += (
+        _latency(r)
+        + _latency_local(r)
+        + _exactly_once(r)
+        + _scale(r)
+        + _scoring(r)
+        + _targets(r)
+        + _notes(r)
+    )
     return "\n".join(lines) + "\n"
 
 
-def _latency(r: dict[str, Any]) -> list[str]:
-    rows = r.get("latency") or []
-    out = ["", "## Latency (serve, 50 ms budget, paced producer)", ""]
-    if r.get("latency_failed"):
-        out.append(f"FAILED: {r['latency_failed']}")
-    if not rows:
-        return out
-    out += [
+def _latency_table(rows: list[dict[str, Any]]) -> list[str]:
+    out = [
         "| offered | tx/s | count | p50 ms | p95 ms | p99 ms | p99.9 ms | deadline met | rungs"
         " | full rung | AP live / offline | AUC live / offline | median stage ms | mean batch |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|---|---:|",
@@ -272,6 +287,31 @@ def _latency(r: dict[str, Any]) -> list[str]:
             f"| {_pair(x.get('live_auc'), x.get('offline_auc'))} | {stages} "
             f"| {x.get('mean_batch_approx', '—')} |"
         )
+    return out
+
+
+def _latency_local(r: dict[str, Any]) -> list[str]:
+    local = r.get("latency_local") or []
+    if not local:
+        return []
+    drain = (r["arms"].get("fraudstream_local") or {}).get("tx_per_s")
+    return [
+        "",
+        "With `--customer-state local` (issue 23), max = the fraudstream_local arm's drain"
+        f" rate, {_num(drain)} tx/s:",
+        "",
+        *_latency_table(local),
+    ]
+
+
+def _latency(r: dict[str, Any]) -> list[str]:
+    rows = r.get("latency") or []
+    out = ["", "## Latency (serve, 50 ms budget, paced producer)", ""]
+    if r.get("latency_failed"):
+        out.append(f"FAILED: {r['latency_failed']}")
+    if not rows:
+        return out
+    out += _latency_table(rows)
     out.append(
         "\nAP and AUC: the live decisions' scores on the simulator's labels, beside the same"
         " transactions scored offline (the arm's input through the offline features, the same"

@@ -47,6 +47,7 @@ ALL_ARMS = (
     "naive",
     "faust",
     "latency",
+    "latency_local",
     "exactly_once",
     "scale",
     "scoring",
@@ -180,6 +181,7 @@ def _run_arms(args: argparse.Namespace, env: arms.Env, feed: Feed, results: dict
         "naive": lambda: _record(results, arms.naive(slow_env())),
         "faust": lambda: _record(results, arms.faust(slow_env())),
         "latency": lambda: _latency(args, env, feed, results),
+        "latency_local": lambda: _latency_local(args, env, feed, results),
         "exactly_once": lambda: _exactly_once(args, env, feed, results),
         "scale": lambda: _scale(args, env, feed, results),
         "scoring": lambda: _scoring(args, env, results),
@@ -348,6 +350,33 @@ def _finish(results: dict[str, Any], out: Path) -> None:
 
 PER_RECORD = ("queue", "kafka")
 """Per-record parts of a decision's latency_ms (the other stages are per batch)."""
+
+
+def _latency_local(
+    args: argparse.Namespace, env: arms.Env, feed: Feed, results: dict[str, Any]
+) -> None:
+    """Serve with ``--customer-state local`` paced at half its own drain rate (issue 23)."""
+    max_rate = (results["arms"].get("fraudstream_local") or {}).get("tx_per_s")
+    if not max_rate:
+        results["failures"].append("latency_local: no drain rate (run fraudstream_local)")
+        return
+    run = serve_arms.latency(
+        env,
+        feed,
+        max_rate,
+        (0.5,),
+        args.latency_s,
+        "latency_local",
+        extra=("--customer-state", "local"),
+    )
+    results["latency_local"] = run.rows
+    if run.failed:
+        results["failures"].append(f"latency_local: {run.failed}")
+    for row in run.rows:
+        _say(
+            f"local state at {row['share_of_max']} ({row['offered_rate']:,.0f}/s): p99"
+            f" {row['p99_ms']} ms, full rung {row.get('full_rung_share')}"
+        )
 
 
 def _latency_notes(results: dict[str, Any]) -> list[str]:

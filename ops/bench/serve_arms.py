@@ -183,10 +183,12 @@ def latency(
     seconds: float,
     name: str = "latency",
     profile: Path | None = None,
+    extra: tuple[str, ...] = (),
 ) -> LatencyRun:
-    """Serve (50 ms budget) under a paced producer at each fraction of ``max_rate``."""
+    """Serve (50 ms budget, ``extra`` flags) under a paced producer at each fraction of
+    ``max_rate``."""
     input_topic = env.topics.create(f"{name}-in", PARTITIONS)
-    spec = _spec(env, name, input_topic, BUDGET_MS)
+    spec = _spec(env, name, input_topic, BUDGET_MS, extra=extra)
     log = env.workdir / f"{name}.log"
     run = LatencyRun()
     proc = start(spec, log, profile)
