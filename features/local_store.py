@@ -20,7 +20,8 @@ applied by another customer's process with other content) is retried the same wa
 that row read-only. The semantics are ``fraudstream.features.store``'s, and the customer's
 half is the in-process store's own code.
 
-Single Redis server only for now: on a Redis Cluster this store refuses to start.
+On a Redis Cluster the batch takes three rounds instead of one call
+(``fraudstream.features.local_cluster``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from fraudstream.features.customer_log import (
 )
 from fraudstream.features.definitions import FeatureConfig, FloatArray, IntArray, seconds
 from fraudstream.features.exceptions import ConfigError, FeatureStoreUnavailable
+from fraudstream.features.local_cluster import ClusterLogs
 from fraudstream.features.redis_batches import numbers_of, offsets_key, parse_rows
 from fraudstream.features.redis_calls import Call, Script, deadline_of, receive, send
 from fraudstream.features.redis_scripts import APPLY_LOCAL, LAYOUT, REPLACE_LOG
@@ -72,9 +74,9 @@ CustomerStateKind = Literal["redis", "local"]
 """Where customers' windows are computed: in Redis (``RedisStore``) or in the process that
 scores them (``LocalStore``); the ``--customer-state`` flag of serve and ``features``."""
 CUSTOMER_STATE_HELP = (
-    "where customer windows are computed: redis (default; any Redis, Cluster included) or "
-    "local (in this process from per-customer logs in Redis: about half the Redis CPU per "
-    "transaction; a single Redis server; a prefix keeps the kind it was written with)"
+    "where customer windows are computed: redis (default) or local (in this process from "
+    "per-customer logs in Redis: about half the Redis CPU per transaction); a prefix "
+    "keeps the kind it was written with"
 )
 LOCAL_LAYOUT = f"{LAYOUT}L"
 """The key layout of a prefix whose customers are kept as logs (``redis_scripts``)."""
@@ -137,6 +139,8 @@ class LocalStore:
             8 * (raw_width(self.config) + 1),
         )
         self._customers: OrderedDict[str, CustomerState] = OrderedDict()
+        self._cluster: ClusterLogs | None = None
+        """The rounds of a batch on a Redis Cluster (``fraudstream.features.local_cluster``)."""
         self.retries = 0
         """Batches computed again because a log or a claim changed under this process."""
         self._max_customers = max_customers
@@ -161,7 +165,7 @@ class LocalStore:
         max_terminal_records: int = MAX_TERMINAL_RECORDS,
         max_customers: int = MAX_CUSTOMERS,
     ) -> LocalStore:
-        """As ``RedisStore.from_url``, on a single Redis server."""
+        """As ``RedisStore.from_url`` (a single server or any node of a Redis Cluster)."""
         inner = RedisStore.from_url(
             url,
             prefix,
@@ -243,12 +247,11 @@ class LocalStore:
 
     def _prepare(self) -> None:
         self._redis.detect()
-        if self._redis.is_cluster:
-            msg = (
-                "--customer-state local needs a single Redis server; on a Redis Cluster "
-                "use --customer-state redis"
-            )
-            raise ConfigError(msg)
+        cluster = self._redis.cluster_batches
+        if cluster is not None and self._cluster is None:
+            head = self._redis.head.argv(0, {}, 0)[1:]
+            ntw = len(self.config.terminal_windows_s)
+            self._cluster = ClusterLogs(cluster, head, ntw, self._ttl_ms)
         self._redis.check_schema()
 
     def _apply_rows(
@@ -260,6 +263,8 @@ class LocalStore:
         topic: str,
         deadline: float | None,
     ) -> list[bytes]:
+        if self._cluster is not None:
+            return self._apply_cluster(self._cluster, batch, numbers, fps, offsets, topic, deadline)
         conflicts: set[int] = set()
         for _ in range(MAX_TRIES):
             self._load(batch.customer_id, deadline)
@@ -278,11 +283,73 @@ class LocalStore:
                 self._drop(set(batch.customer_id))
                 continue
             return self._finish(plan, batch, numbers, fps, reply, deadline)
-        msg = (
+        raise FeatureStoreUnavailable(self._too_many_tries())
+
+    def _too_many_tries(self) -> str:
+        return (
             f"feature store {self._redis.display_url}: customer logs changed under this "
             f"process {MAX_TRIES} times in a row (another writer on prefix {self.prefix!r}?)"
         )
-        raise FeatureStoreUnavailable(msg)
+
+    def _apply_cluster(
+        self,
+        cluster: ClusterLogs,
+        batch: TransactionBatch,
+        numbers: np.ndarray,
+        fps: bytes,
+        offsets: Mapping[int, int],
+        topic: str,
+        deadline: float | None,
+    ) -> list[bytes]:
+        """A batch on a Redis Cluster (``fraudstream.features.local_cluster``)."""
+        rows: list[bytes] = []
+        if len(batch):
+            rows = self._cluster_rows(cluster, batch, numbers, fps, deadline)
+        if offsets:
+            self._redis.mark_cluster_offsets(offsets, topic)
+        return rows
+
+    def _cluster_rows(
+        self,
+        cluster: ClusterLogs,
+        batch: TransactionBatch,
+        numbers: np.ndarray,
+        fps: bytes,
+        deadline: float | None,
+    ) -> list[bytes]:
+        statuses = cluster.claim(batch, numbers, fps, _left(deadline))
+        conflicts = {i for i, status in enumerate(statuses) if status == _CONFLICT}
+        terminals: dict[int, np.ndarray] = {}
+        for _ in range(MAX_TRIES):
+            self._load(batch.customer_id, deadline)
+            try:
+                plan = self._plan(batch, numbers, fps, conflicts)
+                sent = plan.sent
+                logs = [
+                    (_log_key(self.prefix, batch.customer_id[i]), bool(renew), head)
+                    for i, renew, head in zip(sent, plan.renew, plan.heads, strict=True)
+                ]
+                checks = {_log_key(self.prefix, c): n for c, n in plan.checks.items()}
+                reply = cluster.apply(
+                    batch.take(sent),
+                    numbers[sent],
+                    bytes(statuses[i] for i in sent),
+                    plan.parts,
+                    logs,
+                    checks,
+                    sent,
+                    terminals,
+                    _left(deadline),
+                )
+            except BaseException:
+                self._drop(set(batch.customer_id))
+                raise
+            if reply is None:
+                self.retries += 1
+                self._drop(set(batch.customer_id))
+                continue
+            return self._finish(plan, batch, numbers, fps, reply, deadline)
+        raise FeatureStoreUnavailable(self._too_many_tries())
 
     def _plan(
         self, batch: TransactionBatch, numbers: np.ndarray, fps: bytes, conflicts: set[int]
@@ -409,6 +476,9 @@ class LocalStore:
                 due.append((customer, state, state.snapshot()))
         if not due:
             return
+        if self._cluster is not None:
+            self._compact_cluster(self._cluster, due)
+            return
         calls: list[Call] = [
             (self._replace, [_log_key(self.prefix, c)], [s.length, snap, self._ttl_ms])
             for c, s, snap in due
@@ -421,6 +491,20 @@ class LocalStore:
             return
         for (customer, state, snap), done in zip(due, replies, strict=True):
             if int(done) == 1:
+                state.length, state.entries, state.renewed = len(snap), 1, None
+            else:
+                self._drop({customer})
+
+    def _compact_cluster(
+        self, cluster: ClusterLogs, due: list[tuple[str, CustomerState, bytes]]
+    ) -> None:
+        for customer, state, snap in due:
+            try:
+                done = cluster.replace(_log_key(self.prefix, customer), state.length, snap)
+            except (RedisError, OSError) as exc:
+                logger.warning("customer log not compacted: %s", exc)
+                done = False
+            if done:
                 state.length, state.entries, state.renewed = len(snap), 1, None
             else:
                 self._drop({customer})
@@ -448,6 +532,8 @@ class LocalStore:
             self._customers.pop(customer, None)
 
     def _get_logs(self, customers: list[str], deadline: float | None) -> list[bytes | None]:
+        if self._cluster is not None:
+            return self._cluster.get([_log_key(self.prefix, c) for c in customers])
         conn: Any = self._redis.pool.get_connection()
         try:
             conn.send_packed_command(
@@ -498,6 +584,11 @@ def open_store(
         msg = f"customer_state must be 'redis' or 'local', got {customer_state!r}"
         raise ConfigError(msg)
     return RedisStore.from_url(url, prefix, config, socket_timeout_s, connect_timeout_s)
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds left until ``deadline`` (None: no bound)."""
+    return None if deadline is None else max(deadline - time.monotonic(), 1e-4)
 
 
 def _log_key(prefix: str, customer: str) -> str:

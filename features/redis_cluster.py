@@ -39,6 +39,7 @@ from fraudstream.features.batch import TransactionBatch
 from fraudstream.features.definitions import FRAUD_AGES_WIDTH
 from fraudstream.features.redis_calls import Call, Script, deadline_of, receive, send
 from fraudstream.features.redis_scripts import (
+    APPEND_LOGS,
     APPLY_CUSTOMERS,
     APPLY_IDS,
     APPLY_LABELS_CROSS_SLOT,
@@ -62,6 +63,7 @@ class ClusterBatches:
         self._terminals = Script(APPLY_TERMINALS)
         self._customers = Script(APPLY_CUSTOMERS)
         self._labels = Script(APPLY_LABELS_CROSS_SLOT)
+        self._logs = Script(APPEND_LOGS)
         self._nodes: dict[int, ClusterNode] = {}
         """Slot -> primary, as the client's slot map said; emptied when it is reloaded
         (redis-py's lookup costs about 10 us a key in Python, three keys a transaction)."""
@@ -163,6 +165,38 @@ class ClusterBatches:
             for i, row in zip(idx, reply, strict=True):
                 rows[i] = row
         return rows
+
+    def append_logs(
+        self,
+        checks: dict[str, int],
+        entries: list[tuple[str, bool, bytes]],
+        ttl_ms: int,
+        timeout_s: float | None,
+    ) -> list[str]:
+        """Customer logs held locally (``fraudstream.features.local_store``): append
+        ``entries`` (log key, renew its TTL, entry), node by node, each node's only when
+        every log of ``checks`` (key -> expected length) on it has that length; returns
+        the keys whose length differed."""
+        by_node: dict[str, tuple[ClusterNode, list[str]]] = {}
+        for key in checks:
+            node = self.node_of(key)
+            by_node.setdefault(node.name, (node, []))[1].append(key)
+        rounds: list[NodeCalls] = []
+        for node, keys in by_node.values():
+            number = {key: k for k, key in enumerate(keys, start=1)}
+            args: list[Any] = [len(keys)]
+            for key in keys:
+                args += [key, checks[key]]
+            args.append(ttl_ms)
+            for key, renew, entry in entries:
+                if key in number:
+                    args += [number[key], int(renew), entry]
+            rounds.append((node, [(self._logs, [], args)]))
+        replies = self._round(rounds, timeout_s)
+        bad: list[str] = []
+        for (_, keys), node_replies in zip(by_node.values(), replies, strict=True):
+            bad += [keys[int(c) - 1] for c in node_replies[0]]
+        return bad
 
     def apply_labels(self, labels: Sequence[Label], ttl_ms: int) -> int:
         p = self._prefix

@@ -86,5 +86,7 @@ APPLY_CUSTOMERS = assemble(*_TRANSACTION_PARTS, "apply_customers.lua", flags=_CR
 APPLY_LOCAL = assemble(*_TRANSACTION_PARTS, "apply_local.lua")
 """Customer state held locally (``fraudstream.features.local_store``): claims, terminals, logs."""
 REPLACE_LOG = assemble("replace_log.lua")
+APPEND_LOGS = assemble("append_logs.lua", flags=_CROSS_SLOT)
+"""The same on a Redis Cluster, after ``APPLY_IDS`` and ``APPLY_TERMINALS``."""
 APPLY_LABELS = assemble("label_args.lua", *_LABEL_PARTS)
 APPLY_LABELS_CROSS_SLOT = assemble("label_args_cross_slot.lua", *_LABEL_PARTS, flags=_CROSS_SLOT)

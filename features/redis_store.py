@@ -145,6 +145,11 @@ class RedisStore:
         return self._display_url
 
     @property
+    def cluster_batches(self) -> ClusterBatches | None:
+        """The cluster's calls (after ``detect``; None on a single server)."""
+        return self._cluster
+
+    @property
     def is_cluster(self) -> bool:
         """Whether the server is a Redis Cluster (after ``detect``)."""
         return self._cluster is not None
@@ -338,10 +343,15 @@ class RedisStore:
             ntw = len(self.config.terminal_windows_s)
             rows = cluster.apply(batch, numbers, fps, head, ntw, timeout_s)
         if offsets:
-            key = offsets_key(self.prefix, topic)
-            args = [*self._head.argv(0, offsets, 0), b"", b""]
-            cluster.run_one(key, self._tx_script, [key], args)
+            self.mark_cluster_offsets(offsets, topic)
         return rows
+
+    def mark_cluster_offsets(self, offsets: Mapping[int, int], topic: str) -> None:
+        """Raise ``topic``'s marks on a Redis Cluster, once a batch is applied."""
+        assert self._cluster is not None
+        key = offsets_key(self.prefix, topic)
+        args = [*self._head.argv(0, offsets, 0), b"", b""]
+        self._cluster.run_one(key, self._tx_script, [key], args)
 
     def _detect(self) -> None:
         """Single server or cluster, asked once per store."""

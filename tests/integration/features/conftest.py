@@ -117,20 +117,24 @@ def raw_redis(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture(params=["memory", "redis", "cluster", "local"])
+@pytest.fixture(params=["memory", "redis", "cluster", "local", "local-cluster"])
 def make_store(request: pytest.FixtureRequest, redis_url: str) -> Iterator[Callable[..., Any]]:
     """``make(**limits)``: a fresh store of each kind (limits: max_customer_records,
     max_terminal_records, and chunk_size for Redis, 7 unless given: several calls a batch;
-    "local" is ``LocalStore``, customers held in the test's process, one call a batch)."""
+    "local" is ``LocalStore``, customers held in the test's process, on a single Redis
+    and on a Redis Cluster)."""
     made: list[RedisStore | LocalStore] = []
 
     def make(**limits: int) -> FeatureStore:
         if request.param == "memory":
             limits.pop("chunk_size", None)
             return MemoryStore(**limits)
-        if request.param == "local":
+        if request.param.startswith("local"):
             limits.pop("chunk_size", None)
-            local = LocalStore.from_url(redis_url, prefix=f"t{uuid.uuid4().hex[:12]}", **limits)
+            url = redis_url
+            if request.param == "local-cluster":
+                url = request.getfixturevalue("redis_cluster").url
+            local = LocalStore.from_url(url, prefix=f"t{uuid.uuid4().hex[:12]}", **limits)
             made.append(local)
             return local
         limits.setdefault("chunk_size", 7)

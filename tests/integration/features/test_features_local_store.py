@@ -1,8 +1,9 @@
 """Customer state held by the scoring process (``LocalStore``, issue 23): what the design
 adds as failure modes, each against the in-process store fed the same transactions in one
-process. Two processes writing one customer, a restart that reads the logs back, a log
-rewritten as a snapshot, an id claimed by another process's customer, a corrupt log, the
-other layout on the same prefix, and a Redis Cluster (refused)."""
+process. Two processes writing one customer (on one Redis server and on a Redis Cluster), a
+restart that reads the logs back, a log rewritten as a snapshot, an id claimed by another
+process's customer, a corrupt log, the other layout on the same prefix, and a store call
+whose reply was lost."""
 
 from __future__ import annotations
 
@@ -189,13 +190,30 @@ def test_a_prefix_of_the_other_layout_is_refused(redis_url: str, prefix: str) ->
         local.close()
 
 
-def test_a_redis_cluster_is_refused_with_the_way_out(redis_cluster: LocalCluster) -> None:  # noqa: F811
-    store = LocalStore.from_url(redis_cluster.url, prefix=f"t{uuid.uuid4().hex[:12]}")
+def test_two_processes_on_a_redis_cluster_stay_exact(
+    redis_cluster: LocalCluster,  # noqa: F811
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    first = LocalStore.from_url(redis_cluster.url, prefix=prefix)
+    second = LocalStore.from_url(redis_cluster.url, prefix=prefix)
     try:
-        with pytest.raises(ConfigError, match="single Redis server.*--customer-state redis"):
-            store.apply(batch([("a", "c", "t", T0, 1.0)]))
+        reference = MemoryStore()
+        rows = _stream(1_200, days=45, seed=6)
+        labels = _labels(rows, every=11)
+        assert first.apply_labels(labels[:30]) == reference.apply_labels(labels[:30])
+        _both([first, second], reference, rows, size=41)
+        assert first.retries > 0 and second.retries > 0
+        # a third process reads every customer's log from the nodes holding them
+        _both(
+            [LocalStore.from_url(redis_cluster.url, prefix=prefix)],
+            reference,
+            _stream(200, days=2, seed=7),
+            size=50,
+        )
     finally:
-        store.close()
+        first.drop()
+        first.close()
+        second.close()
 
 
 @pytest.mark.parametrize("pause_ms", [300, 0], ids=["reply-lost", "no-pause"])

@@ -29,6 +29,7 @@ SCRIPTS: dict[str, LuaScript] = {
         "APPLY_CUSTOMERS",
         "APPLY_LOCAL",
         "REPLACE_LOG",
+        "APPEND_LOGS",
         "APPLY_LABELS",
         "APPLY_LABELS_CROSS_SLOT",
     )
@@ -57,7 +58,7 @@ def _as_redis_loads(source: str) -> str:
 
 
 def test_the_folder_holds_the_scripts() -> None:
-    assert len(FILES) == 16
+    assert len(FILES) == 17
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
