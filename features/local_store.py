@@ -524,7 +524,8 @@ class LocalStore:
                     key = _log_key(self.prefix, customer)
                     msg = f"feature store {self._redis.display_url}: key {key!r}: {exc}"
                     raise FeatureStoreUnavailable(msg) from exc
-        while len(held) > self._max_customers:
+        # the least recently used go, never one of this batch's (they were moved last)
+        while len(held) > max(self._max_customers, len(set(customers))):
             held.popitem(last=False)
 
     def _drop(self, customers: set[str]) -> None:

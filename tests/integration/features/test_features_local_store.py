@@ -112,6 +112,14 @@ def test_a_restarted_process_continues_from_the_logs(local_factory) -> None:  # 
     np.testing.assert_array_equal(after.apply(batch(rows[600:700])), first[600:700])
 
 
+def test_a_bounded_process_reads_back_what_it_dropped(local_factory) -> None:  # noqa: ANN001
+    rows = _stream(800, days=30, customers=9, seed=8)
+    reference = MemoryStore()
+    store = local_factory(max_customers=2)  # fewer than a batch holds: those stay
+    _both([store], reference, rows, size=40)
+    assert 2 <= store.held <= 9
+
+
 def test_labels_reach_the_terminals_the_logs_stand_beside(local_factory) -> None:  # noqa: ANN001
     rows = _stream(900, days=30, seed=2)
     reference = MemoryStore()
