@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import numpy as np
 from prometheus_client import (
@@ -171,6 +172,23 @@ class ServeMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+
+    def watch_customers(self, store: Any) -> None:
+        """Customers held by ``--customer-state local`` (``LocalStore``): how many, and
+        how many batches were computed again because a log or a claim changed under it."""
+        if not hasattr(store, "held"):
+            return
+        r = self.registry
+        held = Gauge(
+            "fraudstream_store_customers_held", "Customers whose state serve holds", registry=r
+        )
+        held.set_function(lambda: store.held)
+        retries = Gauge(
+            "fraudstream_store_log_retries",
+            "Batches computed again since start: a customer log or a claim changed under serve",
+            registry=r,
+        )
+        retries.set_function(lambda: store.retries)
 
     def set_model(self, version: str | None, device: str) -> None:
         self.model_info.clear()

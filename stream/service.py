@@ -130,6 +130,7 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
         )
 
     store = open_store()
+    metrics.watch_customers(store)
     guard = None
     if settings.store_rebuild:
         guard = StoreGuard(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -123,6 +124,12 @@ def test_scores_equal_offline_features_scored_by_the_same_model(
     got = {d["transaction_id"]: d["score"] for d in out}
     diffs = np.array([abs(got[t] - want[t]) for t in got])
     assert diffs.max() < 1e-6
+    held = re.search(r"^fraudstream_store_customers_held (\S+)$", serve.metrics(), re.M)
+    if customer_state == "local":  # every customer of the input, held by this process
+        assert held is not None
+        assert float(held.group(1)) == df["customer_id"].nunique()
+    else:
+        assert held is None
 
 
 def test_at_a_modest_rate_every_decision_keeps_its_features_and_reports_its_latency(
