@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import math
 import struct
+from array import array
 from bisect import bisect_right
+from collections.abc import MutableSequence
 from dataclasses import dataclass, field
 
 from fraudstream.features.memory_history import (
@@ -80,7 +82,9 @@ cost every full collection)."""
 class CustomerState:
     """A customer's history, its stored answers, and what this process knows of its log."""
 
-    hist: History = field(default_factory=lambda: History(amounts=[]))
+    hist: History = field(default_factory=lambda: History(array("q"), array("d")))
+    """Its records; flat arrays, not lists of number objects: a search touches no scattered
+    memory (about 7 µs less per transaction in serve, measured)."""
     rows: dict[int, dict[str, Stored]] = field(default_factory=dict)
     """Period of event time -> tx id -> its answer."""
     length: int = 0
@@ -89,12 +93,12 @@ class CustomerState:
     """Entries in that log."""
     renewed: float | None = None
     """Event second at which this process last renewed the log's TTL (None: not yet)."""
-    whole: list[float] = field(default_factory=list)
+    whole: MutableSequence[float] = field(default_factory=lambda: array("d"))
     """Running totals of amounts as whole units of ``1 / SCALE`` (exact integers in
     doubles), as the Redis store keeps them: ``whole[i]`` before record i, for the first
     ``len(whole) - 1`` records (brought up to date when needed). A window's sum is a
     difference of two, with no cancellation error however long the history."""
-    rest: list[float] = field(default_factory=list)
+    rest: MutableSequence[float] = field(default_factory=lambda: array("d"))
     """The same of what the whole units leave of each amount."""
 
     def known(self, tx_id: str, sec: int) -> Stored | None:
@@ -161,11 +165,13 @@ class CustomerState:
         reach = sec - rules.reach
         return out, (FLAG_OUTLIER if tt > reach else 0) | (FLAG_CAPPED if cc > reach else 0)
 
-    def _totals(self, amounts: list[float]) -> tuple[list[float], list[float]]:
+    def _totals(
+        self, amounts: MutableSequence[float]
+    ) -> tuple[MutableSequence[float], MutableSequence[float]]:
         """The running totals brought up to date (rebased to 0 when they grew large)."""
         whole, rest = self.whole, self.rest
         if not whole or whole[-1] > REBASE_AT:
-            whole[:], rest[:] = [0.0], [0.0]
+            whole[:], rest[:] = array("d", [0.0]), array("d", [0.0])
         for x in amounts[len(whole) - 1 :]:
             units = math.floor(x * SCALE + 0.5)
             whole.append(whole[-1] + units)
@@ -181,8 +187,7 @@ class CustomerState:
         if first < len(whole):
             del whole[:first], rest[:first]
         else:
-            whole.clear()
-            rest.clear()
+            del whole[:], rest[:]
 
     def store(self, tx_id: str, sec: int, answer: Stored) -> None:
         self.rows.setdefault(sec // ROWS_PERIOD_S, {})[tx_id] = answer
@@ -267,7 +272,7 @@ def _restore(body: memoryview, rules: Rules, length: int) -> CustomerState:
         secs.append(int(s))
         amounts.append(a)
         at += _RECORD.size
-    hist = History(secs=secs, amounts=amounts, tt=tt, cc=cc)
+    hist = History(array("q", secs), array("d", amounts), tt=tt, cc=cc)
     state = CustomerState(hist=hist, length=length)
     (m,) = _LEN.unpack_from(body, at)
     at += _LEN.size

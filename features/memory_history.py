@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections.abc import MutableSequence, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,8 +49,8 @@ class Step:
 class History:
     """Sorted seconds (ties in arrival order), amounts alongside for customers."""
 
-    secs: list[int] = field(default_factory=list)
-    amounts: list[float] | None = None
+    secs: MutableSequence[int] = field(default_factory=list)
+    amounts: MutableSequence[float] | None = None
     """Amounts of the records (customers), None for terminals."""
     tt: float = NEG
     """Trimmed-through second: records at or before it are gone."""
@@ -134,7 +135,7 @@ def customer_windows(
     return out + amount_history(amounts[lo : step.pos])
 
 
-def amount_history(amounts: list[float]) -> list[float]:
+def amount_history(amounts: Sequence[float]) -> list[float]:
     """``fraudstream.features.definitions.AMOUNT_HISTORY_WIDTH`` values of earlier amounts:
     their largest whole cents (-1: none), the cents of the largest amount (whole cents,
     half up and capped, never decrease as the amount grows)."""
