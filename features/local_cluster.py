@@ -101,14 +101,23 @@ class ClusterLogs:
             return None
         return b"".join(rows)
 
-    def get(self, keys: list[str]) -> list[bytes | None]:
-        """The logs at ``keys`` (None: absent), read node by node."""
+    def get(self, keys: list[str], timeout_s: float | None = None) -> list[bytes | None]:
+        """The logs at ``keys`` (None: absent), read node by node (``timeout_s``: the
+        cluster client's own socket timeout bounds each read)."""
+        del timeout_s
         pipe: Any = self.cluster.cluster.pipeline()  # type: ignore[no-untyped-call]
         for key in keys:
             pipe.get(key)
         return list(pipe.execute())
 
-    def replace(self, key: str, expected: int, snapshot: bytes) -> bool:
-        """``replace_log.lua`` on the node holding ``key``."""
-        args = [expected, snapshot, self._ttl_ms]
-        return int(self.cluster.run_one(key, self._replace, [key], args)) == 1
+    def replace(
+        self, items: list[tuple[str, int, bytes]], timeout_s: float | None = None
+    ) -> list[bool]:
+        """Each (log key, expected length, snapshot) replaced by ``replace_log.lua`` on its
+        node if the log has that length."""
+        del timeout_s
+        out = []
+        for key, expected, snapshot in items:
+            args = [expected, snapshot, self._ttl_ms]
+            out.append(int(self.cluster.run_one(key, self._replace, [key], args)) == 1)
+        return out

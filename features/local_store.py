@@ -31,8 +31,7 @@ import struct
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -44,22 +43,22 @@ from fraudstream.features.customer_log import (
     CustomerState,
     LogError,
     Rules,
-    entry_head,
     replay,
 )
-from fraudstream.features.definitions import FeatureConfig, FloatArray, IntArray, seconds
+from fraudstream.features.definitions import FeatureConfig, FloatArray, IntArray
 from fraudstream.features.exceptions import ConfigError, FeatureStoreUnavailable
 from fraudstream.features.local_cluster import ClusterLogs
-from fraudstream.features.redis_batches import numbers_of, offsets_key, parse_rows
-from fraudstream.features.redis_calls import Call, Script, deadline_of, receive, send
-from fraudstream.features.redis_scripts import APPLY_LOCAL, LAYOUT, REPLACE_LOG
+from fraudstream.features.local_plan import APPLY, CONFLICT, BatchPlan, Planner
+from fraudstream.features.local_server import ServerLogs, log_key
+from fraudstream.features.redis_batches import numbers_of, parse_rows
+from fraudstream.features.redis_calls import deadline_of
+from fraudstream.features.redis_scripts import LAYOUT
 from fraudstream.features.redis_store import RedisStore, check_ids
 from fraudstream.features.schema import Label
 from fraudstream.features.store import (
     DEFAULT_TOPIC,
     MAX_CUSTOMER_RECORDS,
     MAX_TERMINAL_RECORDS,
-    ROWS_PERIOD_S,
     features_from_raw,
     fingerprints,
     keeps,
@@ -88,26 +87,6 @@ MAX_TRIES = 5
 COMPACT_SLACK = 32
 """A log is rewritten as a snapshot once it has this many more entries than twice its
 history's records."""
-_APPLY, _CONFLICT = 0, 2
-_NONE: dict[str, bytes] = {}
-
-
-@dataclass
-class _Plan:
-    """A batch as this process computed it, before the script call."""
-
-    answers: list[bytes | None]
-    """Row bytes per transaction, None where the script's answer is awaited."""
-    sent: list[int] = field(default_factory=list)
-    """Batch index of each transaction sent to the script, in order."""
-    expect: bytearray = field(default_factory=bytearray)
-    parts: list[bytes] = field(default_factory=list)
-    renew: bytearray = field(default_factory=bytearray)
-    heads: list[bytes] = field(default_factory=list)
-    checks: dict[str, int] = field(default_factory=dict)
-    """Customer -> the log length its half was computed from."""
-    copies: list[tuple[int, int]] = field(default_factory=list)
-    """(i, j): transaction i is a redelivery of j in this batch, answered with j's row."""
 
 
 class LocalStore:
@@ -119,10 +98,11 @@ class LocalStore:
         *,
         max_customers: int = MAX_CUSTOMERS,
     ) -> None:
-        if isinstance(max_customers, bool) or not isinstance(max_customers, int):
-            msg = f"max_customers must be a whole number >= 1, got {max_customers!r}"
-            raise ConfigError(msg)
-        if max_customers < 1:
+        if (
+            isinstance(max_customers, bool)
+            or not isinstance(max_customers, int)
+            or (max_customers < 1)
+        ):
             msg = f"max_customers must be a whole number >= 1, got {max_customers!r}"
             raise ConfigError(msg)
         self._redis = redis_store
@@ -144,13 +124,10 @@ class LocalStore:
         self.retries = 0
         """Batches computed again because a log or a claim changed under this process."""
         self._max_customers = max_customers
-        self._apply = Script(APPLY_LOCAL)
-        self._replace = Script(REPLACE_LOG)
         self._ttl_ms = redis_store.customer_ttl_ms
-        self._renew_s = redis_store.renew_s
-        self._parts = struct.Struct(f"<{4 + 2 * len(windows)}d")
-        """A customer's half as the script takes it: ms, amount, windows, amount
-        history, flags."""
+        parts = struct.Struct(f"<{4 + 2 * len(windows)}d")
+        self._planner = Planner(self._rules, redis_store.renew_s, parts)
+        self._server = ServerLogs(redis_store, self._ttl_ms)
 
     @classmethod
     def from_url(
@@ -269,16 +246,17 @@ class LocalStore:
         for _ in range(MAX_TRIES):
             self._load(batch.customer_id, deadline)
             try:
-                plan = self._plan(batch, numbers, fps, conflicts)
-                call = self._script_call(plan, batch, numbers, fps, offsets, topic)
-                reply = self._call(call, deadline)
+                plan = self._planner.plan(self._customers, batch, numbers, fps, conflicts)
+                reply = self._server.apply(
+                    plan, batch, numbers, fps, offsets, topic, _left(deadline)
+                )
             except BaseException:
                 # the histories moved ahead of a call that failed or may not have run:
                 # read them again from their logs next time
                 self._drop(set(batch.customer_id))
                 raise
             if isinstance(reply, list):  # ['retry', claims, bad checks...]
-                conflicts |= {plan.sent[k] for k, s in enumerate(reply[1]) if s == _CONFLICT}
+                conflicts |= {plan.sent[k] for k, s in enumerate(reply[1]) if s == CONFLICT}
                 self.retries += 1
                 self._drop(set(batch.customer_id))
                 continue
@@ -318,18 +296,18 @@ class LocalStore:
         deadline: float | None,
     ) -> list[bytes]:
         statuses = cluster.claim(batch, numbers, fps, _left(deadline))
-        conflicts = {i for i, status in enumerate(statuses) if status == _CONFLICT}
+        conflicts = {i for i, status in enumerate(statuses) if status == CONFLICT}
         terminals: dict[int, np.ndarray] = {}
         for _ in range(MAX_TRIES):
             self._load(batch.customer_id, deadline)
             try:
-                plan = self._plan(batch, numbers, fps, conflicts)
+                plan = self._planner.plan(self._customers, batch, numbers, fps, conflicts)
                 sent = plan.sent
                 logs = [
-                    (_log_key(self.prefix, batch.customer_id[i]), bool(renew), head)
+                    (log_key(self.prefix, batch.customer_id[i]), bool(renew), head)
                     for i, renew, head in zip(sent, plan.renew, plan.heads, strict=True)
                 ]
-                checks = {_log_key(self.prefix, c): n for c, n in plan.checks.items()}
+                checks = {log_key(self.prefix, c): n for c, n in plan.checks.items()}
                 reply = cluster.apply(
                     batch.take(sent),
                     numbers[sent],
@@ -351,97 +329,9 @@ class LocalStore:
             return self._finish(plan, batch, numbers, fps, reply, deadline)
         raise FeatureStoreUnavailable(self._too_many_tries())
 
-    def _plan(
-        self, batch: TransactionBatch, numbers: np.ndarray, fps: bytes, conflicts: set[int]
-    ) -> _Plan:
-        """The customer's half of every transaction, from the histories held (changed as
-        applying them does), and what to send."""
-        plan = _Plan(answers=[None] * len(batch))
-        pending: dict[str, tuple[int, bytes]] = {}
-        secs = seconds(batch.event_time_ms).tolist()
-        amounts, ms_, wms = (numbers[:, k].tolist() for k in (1, 2, 3))
-        held, rules, pack = self._customers, self._rules, self._parts.pack
-        checks, parts, sent, expect = plan.checks, plan.parts, plan.sent, plan.expect
-        for i, (tx_id, customer) in enumerate(
-            zip(batch.transaction_id, batch.customer_id, strict=True)
-        ):
-            fp, sec = fps[8 * i : 8 * i + 8], secs[i]
-            state = held[customer]
-            known = state.rows.get(sec // ROWS_PERIOD_S, _NONE).get(tx_id)
-            earlier = pending.get(tx_id)
-            if known is not None:
-                apply = known[:8] == fp and i not in conflicts
-                if apply:
-                    plan.answers[i] = known[8:]
-                    continue
-            elif earlier is not None:
-                apply = earlier[1] == fp and i not in conflicts
-                if apply:
-                    plan.copies.append((i, earlier[0]))
-                    continue
-            else:
-                apply = i not in conflicts
-            if customer not in checks:
-                checks[customer] = state.length
-            values, flags = state.half(rules, sec, wms[i], amounts[i], apply)
-            parts.append(pack(ms_[i], amounts[i], *values, flags))
-            sent.append(i)
-            if apply:
-                expect.append(_APPLY)
-                plan.renew.append(self._renews(state, sec))
-                pending[tx_id] = (i, fp)
-                plan.heads.append(entry_head(sec, wms[i], amounts[i], fp, tx_id, rules))
-            else:
-                expect.append(_CONFLICT)
-                plan.renew.append(0)
-                plan.heads.append(b"")
-        return plan
-
-    def _renews(self, state: CustomerState, sec: int) -> int:
-        """1 when this append is to renew the log's TTL: the first by this process, or
-        event time moved a renewal period on (``TTL_REFRESH_S``)."""
-        last = state.renewed
-        if last is None or sec - last >= self._renew_s or last - sec > self._rules.keep:
-            state.renewed = sec
-            return 1
-        return 0
-
-    def _script_call(
-        self,
-        plan: _Plan,
-        batch: TransactionBatch,
-        numbers: np.ndarray,
-        fps: bytes,
-        offsets: Mapping[int, int],
-        topic: str,
-    ) -> Call:
-        p = self.prefix
-        sent = plan.sent
-        keys: list[str] = []
-        for i in sent:
-            keys += [f"{p}:{{x:{batch.transaction_id[i]}}}", f"{p}:{{t:{batch.terminal_id[i]}}}:w"]
-        check = {customer: k for k, customer in enumerate(plan.checks, start=1)}
-        keys += [_log_key(p, c) for c in plan.checks]
-        owners = [check[batch.customer_id[i]] for i in sent]
-        if offsets:
-            keys.append(offsets_key(p, topic))
-        args = self._redis.head.argv(len(sent), offsets, 0)
-        args += [
-            numbers[sent].tobytes(),
-            b"".join(fps[8 * i : 8 * i + 8] for i in sent),
-            bytes(plan.expect),
-            b"".join(plan.parts),
-            bytes(plan.renew),
-            struct.pack(f"<{len(owners)}I", *owners),
-            len(plan.checks),
-            *plan.checks.values(),
-            *plan.heads,
-        ]
-        return (self._apply, keys, args)
-
     def _finish(
         self,
-        plan: _Plan,
+        plan: BatchPlan,
         batch: TransactionBatch,
         numbers: np.ndarray,
         fps: bytes,
@@ -455,7 +345,7 @@ class LocalStore:
         for k, i in enumerate(plan.sent):
             row = reply[k * size : (k + 1) * size]
             plan.answers[i] = row
-            if plan.expect[k] != _APPLY:
+            if plan.expect[k] != APPLY:
                 continue
             state = self._customers[batch.customer_id[i]]
             sec = int(secs[i])
@@ -476,34 +366,13 @@ class LocalStore:
                 due.append((customer, state, state.snapshot()))
         if not due:
             return
-        if self._cluster is not None:
-            self._compact_cluster(self._cluster, due)
-            return
-        calls: list[Call] = [
-            (self._replace, [_log_key(self.prefix, c)], [s.length, snap, self._ttl_ms])
-            for c, s, snap in due
-        ]
+        items = [(log_key(self.prefix, c), s.length, snap) for c, s, snap in due]
         try:
-            replies = self._call_many(calls, deadline)
+            replaced = self._logs().replace(items, _left(deadline))
         except (RedisError, OSError) as exc:  # the batch stands; the logs are read again
             logger.warning("customer logs not compacted: %s", exc)
-            self._drop({c for c, _, _ in due})
-            return
-        for (customer, state, snap), done in zip(due, replies, strict=True):
-            if int(done) == 1:
-                state.length, state.entries, state.renewed = len(snap), 1, None
-            else:
-                self._drop({customer})
-
-    def _compact_cluster(
-        self, cluster: ClusterLogs, due: list[tuple[str, CustomerState, bytes]]
-    ) -> None:
-        for customer, state, snap in due:
-            try:
-                done = cluster.replace(_log_key(self.prefix, customer), state.length, snap)
-            except (RedisError, OSError) as exc:
-                logger.warning("customer log not compacted: %s", exc)
-                done = False
+            replaced = [False] * len(due)
+        for (customer, state, snap), done in zip(due, replaced, strict=True):
             if done:
                 state.length, state.entries, state.renewed = len(snap), 1, None
             else:
@@ -517,11 +386,14 @@ class LocalStore:
             if c in held:
                 held.move_to_end(c)
         if missing:
-            for customer, data in zip(missing, self._get_logs(missing, deadline), strict=True):
+            keys = [log_key(self.prefix, c) for c in missing]
+            for customer, data in zip(
+                missing, self._logs().get(keys, _left(deadline)), strict=True
+            ):
                 try:
                     held[customer] = replay(data or b"", self._rules)
                 except LogError as exc:
-                    key = _log_key(self.prefix, customer)
+                    key = log_key(self.prefix, customer)
                     msg = f"feature store {self._redis.display_url}: key {key!r}: {exc}"
                     raise FeatureStoreUnavailable(msg) from exc
         # the least recently used go, never one of this batch's (they were moved last)
@@ -532,37 +404,8 @@ class LocalStore:
         for customer in customers:
             self._customers.pop(customer, None)
 
-    def _get_logs(self, customers: list[str], deadline: float | None) -> list[bytes | None]:
-        if self._cluster is not None:
-            return self._cluster.get([_log_key(self.prefix, c) for c in customers])
-        conn: Any = self._redis.pool.get_connection()
-        try:
-            conn.send_packed_command(
-                [conn.pack_command("GET", _log_key(self.prefix, c))[0] for c in customers]
-            )
-            timeout = (
-                {} if deadline is None else {"timeout": max(deadline - time.monotonic(), 1e-4)}
-            )
-            return [conn.read_response(**timeout) for _ in customers]
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            self._redis.pool.release(conn)
-
-    def _call(self, call: Call, deadline: float | None) -> Any:
-        return self._call_many([call], deadline)[0]
-
-    def _call_many(self, calls: list[Call], deadline: float | None) -> list[Any]:
-        conn: Any = self._redis.pool.get_connection()
-        try:
-            send(conn, calls)
-            return receive(conn, calls, deadline)
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            self._redis.pool.release(conn)
+    def _logs(self) -> ServerLogs | ClusterLogs:
+        return self._cluster or self._server
 
 
 OnlineStore = RedisStore | LocalStore
@@ -590,7 +433,3 @@ def open_store(
 def _left(deadline: float | None) -> float | None:
     """Seconds left until ``deadline`` (None: no bound)."""
     return None if deadline is None else max(deadline - time.monotonic(), 1e-4)
-
-
-def _log_key(prefix: str, customer: str) -> str:
-    return f"{prefix}:{{c:{customer}}}:log"
