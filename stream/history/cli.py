@@ -38,6 +38,7 @@ from fraudstream.features.datafile import (
 from fraudstream.features.definitions import FeatureConfig
 from fraudstream.features.exceptions import ConfigError
 from fraudstream.features.kafka import add_kafka_flags
+from fraudstream.features.local_store import CUSTOMER_STATE_HELP, CustomerStateKind
 from fraudstream.models.protocol import day_start_ms, iso_ms
 from fraudstream.stream.commands import SETTINGS_SOURCES, flags_of
 from fraudstream.stream.exceptions import StreamError
@@ -115,6 +116,8 @@ class BacktestSettings(KafkaSettings):
     """Redis for --store redis (own unique prefix) and for serve's store (--via-kafka)."""
     redis_prefix: str = "fs"
     """Serve's feature key prefix (--via-kafka)."""
+    customer_state: CustomerStateKind = "redis"
+    """The kind of store serve runs (--via-kafka primes it; ``--customer-state``)."""
     report: Path
     """Report directory."""
     column_map: str | None = None
@@ -200,6 +203,11 @@ def _add_backtest(subparsers: SubParsers[argparse.ArgumentParser]) -> None:
     a("--store", choices=["memory", "redis"], help="feature store (default memory)")
     a("--redis-url", help="Redis for --store redis and for serve's store with --via-kafka")
     a("--redis-prefix", help="serve's key prefix with --via-kafka (default fs)")
+    a(
+        "--customer-state",
+        choices=["redis", "local"],
+        help=f"serve's, with --via-kafka: {CUSTOMER_STATE_HELP}",
+    )
     a("--report", type=Path, required=True, metavar="DIR", help="report directory")
     a("--map", dest="column_map", metavar="FIELD=COLUMN,...", help="column names of the file")
     a(
@@ -414,7 +422,7 @@ def _live(
 ) -> bt.LiveRun:
     from confluent_kafka import Consumer, Producer
 
-    from fraudstream.features.redis_store import RedisStore
+    from fraudstream.features.local_store import open_store as open_serve_store
 
     conn = settings.kafka()
     ensure_reachable(conn, timeout_s=15.0)
@@ -435,10 +443,11 @@ def _live(
         return stats.transactions
 
     assert settings.redis_url is not None
-    serve_store = RedisStore.from_url(
+    serve_store = open_serve_store(
         settings.redis_url.get_secret_value(),
-        prefix=settings.redis_prefix,
-        config=config,
+        settings.redis_prefix,
+        config,
+        customer_state=settings.customer_state,
         socket_timeout_s=60,
     )
     consumer = Consumer(

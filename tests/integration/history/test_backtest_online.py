@@ -57,6 +57,7 @@ def test_redis_store_gives_the_memory_store_scores(
     assert _keys(redis_url, "backtest-*") == before  # the run's own prefix is dropped
 
 
+@pytest.mark.parametrize("customer_state", ["redis", "local"])
 def test_via_kafka_scores_equal_the_memory_backtest(
     history: pd.DataFrame,
     registry: Registry,
@@ -65,11 +66,14 @@ def test_via_kafka_scores_equal_the_memory_backtest(
     redis_url: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    customer_state: str,
 ) -> None:
     """Delay 3 days against the feature delay of 7: the test window goes to serve in two
-    phases, with the labels that become due in the second fed between them."""
+    phases, with the labels that become due in the second fed between them. Serve with
+    either customer state, the backtest priming its store of the same kind."""
     data = write_transactions(history, tmp_path / "history.parquet")
-    serve = serve_factory(registry.root, extra=["--budget-ms", "60000"])
+    state = ["--customer-state", customer_state]
+    serve = serve_factory(registry.root, extra=["--budget-ms", "60000", *state])
     common = ["--delay-days", "3"]
     assert _backtest(data, registry, tmp_path / "memory", monkeypatch, *common) == 0
     live = [
@@ -87,6 +91,7 @@ def test_via_kafka_scores_equal_the_memory_backtest(
         serve.prefix,
         "--decisions-timeout-s",
         "120",
+        *state,
     ]
     assert _backtest(data, registry, tmp_path / "live", monkeypatch, *live) == 0, serve.log_text()
     doc = json.loads((tmp_path / "live" / "metrics.json").read_text())["live"]
