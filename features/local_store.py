@@ -30,7 +30,7 @@ import logging
 import struct
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -50,7 +50,7 @@ from fraudstream.features.exceptions import ConfigError, FeatureStoreUnavailable
 from fraudstream.features.local_cluster import ClusterLogs
 from fraudstream.features.local_plan import APPLY, CONFLICT, BatchPlan, Planner
 from fraudstream.features.local_server import ServerLogs, log_key
-from fraudstream.features.redis_batches import numbers_of, parse_rows
+from fraudstream.features.redis_batches import answers, numbers_of
 from fraudstream.features.redis_calls import deadline_of
 from fraudstream.features.redis_scripts import LAYOUT
 from fraudstream.features.redis_store import RedisStore, check_ids
@@ -59,11 +59,9 @@ from fraudstream.features.store import (
     DEFAULT_TOPIC,
     MAX_CUSTOMER_RECORDS,
     MAX_TERMINAL_RECORDS,
-    features_from_raw,
     fingerprints,
     keeps,
     raw_width,
-    watermark_flags,
     watermarks,
 )
 
@@ -188,17 +186,14 @@ class LocalStore:
         check_ids(batch)
         wm = watermarks(batch, watermark_s)
         if len(batch) == 0 and not offsets:
-            empty = np.empty((0, self.config.n_features), dtype=np.float64)
-            return empty, np.zeros(0, dtype=np.int64)
+            return answers([], batch, wm, self.config)
         numbers = numbers_of(batch, wm)
         fps = fingerprints(batch)
         deadline = deadline_of(timeout_s)
         with self._redis.guard():
             self._prepare()
             rows = self._apply_rows(batch, numbers, fps, offsets or {}, topic, deadline)
-        raw = parse_rows(rows, raw_width(self.config) + 1)
-        flags = raw[:, -1].astype(np.int64) | watermark_flags(batch, wm, self.config)
-        return features_from_raw(raw[:, :-1], self.config), flags
+        return answers(rows, batch, wm, self.config)
 
     def apply_labels(self, labels: Sequence[Label]) -> int:
         """See ``FeatureStore.apply_labels`` (terminals are the Redis store's keys)."""
@@ -240,46 +235,20 @@ class LocalStore:
         topic: str,
         deadline: float | None,
     ) -> list[bytes]:
-        if self._cluster is not None:
-            return self._apply_cluster(self._cluster, batch, numbers, fps, offsets, topic, deadline)
-        conflicts: set[int] = set()
-        for _ in range(MAX_TRIES):
-            self._load(batch.customer_id, deadline)
-            try:
-                plan = self._planner.plan(self._customers, batch, numbers, fps, conflicts)
+        cluster = self._cluster
+        if cluster is None:
+            conflicts: set[int] = set()
+
+            def on_server(plan: BatchPlan) -> bytes | None:
                 reply = self._server.apply(
                     plan, batch, numbers, fps, offsets, topic, _left(deadline)
                 )
-            except BaseException:
-                # the histories moved ahead of a call that failed or may not have run:
-                # read them again from their logs next time
-                self._drop(set(batch.customer_id))
-                raise
-            if isinstance(reply, list):  # ['retry', claims, bad checks...]
-                conflicts |= {plan.sent[k] for k, s in enumerate(reply[1]) if s == CONFLICT}
-                self.retries += 1
-                self._drop(set(batch.customer_id))
-                continue
-            return self._finish(plan, batch, numbers, fps, reply, deadline)
-        raise FeatureStoreUnavailable(self._too_many_tries())
+                if isinstance(reply, list):  # ['retry', claims, bad checks...]
+                    conflicts.update(plan.sent[k] for k, s in enumerate(reply[1]) if s == CONFLICT)
+                    return None
+                return reply
 
-    def _too_many_tries(self) -> str:
-        return (
-            f"feature store {self._redis.display_url}: customer logs changed under this "
-            f"process {MAX_TRIES} times in a row (another writer on prefix {self.prefix!r}?)"
-        )
-
-    def _apply_cluster(
-        self,
-        cluster: ClusterLogs,
-        batch: TransactionBatch,
-        numbers: np.ndarray,
-        fps: bytes,
-        offsets: Mapping[int, int],
-        topic: str,
-        deadline: float | None,
-    ) -> list[bytes]:
-        """A batch on a Redis Cluster (``fraudstream.features.local_cluster``)."""
+            return self._tries(batch, numbers, fps, conflicts, on_server, deadline)
         rows: list[bytes] = []
         if len(batch):
             rows = self._cluster_rows(cluster, batch, numbers, fps, deadline)
@@ -295,39 +264,63 @@ class LocalStore:
         fps: bytes,
         deadline: float | None,
     ) -> list[bytes]:
+        """A batch on a Redis Cluster (``fraudstream.features.local_cluster``)."""
         statuses = cluster.claim(batch, numbers, fps, _left(deadline))
         conflicts = {i for i, status in enumerate(statuses) if status == CONFLICT}
         terminals: dict[int, np.ndarray] = {}
+
+        def on_cluster(plan: BatchPlan) -> bytes | None:
+            sent = plan.sent
+            logs = [
+                (log_key(self.prefix, batch.customer_id[i]), bool(renew), head)
+                for i, renew, head in zip(sent, plan.renew, plan.heads, strict=True)
+            ]
+            checks = {log_key(self.prefix, c): n for c, n in plan.checks.items()}
+            return cluster.apply(
+                batch.take(sent),
+                numbers[sent],
+                bytes(statuses[i] for i in sent),
+                plan.parts,
+                logs,
+                checks,
+                sent,
+                terminals,
+                _left(deadline),
+            )
+
+        return self._tries(batch, numbers, fps, conflicts, on_cluster, deadline)
+
+    def _tries(
+        self,
+        batch: TransactionBatch,
+        numbers: np.ndarray,
+        fps: bytes,
+        conflicts: set[int],
+        call: Callable[[BatchPlan], bytes | None],
+        deadline: float | None,
+    ) -> list[bytes]:
+        """Plan the batch over the customers held and ``call`` the store with it, again
+        (customers read anew from their logs) while it answers None: a log or a claim
+        changed under this process."""
         for _ in range(MAX_TRIES):
             self._load(batch.customer_id, deadline)
             try:
                 plan = self._planner.plan(self._customers, batch, numbers, fps, conflicts)
-                sent = plan.sent
-                logs = [
-                    (log_key(self.prefix, batch.customer_id[i]), bool(renew), head)
-                    for i, renew, head in zip(sent, plan.renew, plan.heads, strict=True)
-                ]
-                checks = {log_key(self.prefix, c): n for c, n in plan.checks.items()}
-                reply = cluster.apply(
-                    batch.take(sent),
-                    numbers[sent],
-                    bytes(statuses[i] for i in sent),
-                    plan.parts,
-                    logs,
-                    checks,
-                    sent,
-                    terminals,
-                    _left(deadline),
-                )
+                reply = call(plan)
             except BaseException:
+                # the histories moved ahead of a call that failed or may not have run:
+                # read them again from their logs next time
                 self._drop(set(batch.customer_id))
                 raise
-            if reply is None:
-                self.retries += 1
-                self._drop(set(batch.customer_id))
-                continue
-            return self._finish(plan, batch, numbers, fps, reply, deadline)
-        raise FeatureStoreUnavailable(self._too_many_tries())
+            if reply is not None:
+                return self._finish(plan, batch, numbers, fps, reply, deadline)
+            self.retries += 1
+            self._drop(set(batch.customer_id))
+        msg = (
+            f"feature store {self._redis.display_url}: customer logs changed under this "
+            f"process {MAX_TRIES} times in a row (another writer on prefix {self.prefix!r}?)"
+        )
+        raise FeatureStoreUnavailable(msg)
 
     def _finish(
         self,

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from fraudstream.features.batch import TransactionBatch
-from fraudstream.features.definitions import FloatArray, seconds
+from fraudstream.features.definitions import FeatureConfig, FloatArray, IntArray, seconds
 from fraudstream.features.redis_calls import Call, Script
 from fraudstream.features.redis_scripts import rows_keys
+from fraudstream.features.store import features_from_raw, raw_width, watermark_flags
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,18 @@ def single_calls(
         args += [numbers[lo:hi].tobytes(), fps[8 * lo : 8 * hi], *batch.transaction_id[lo:hi]]
         calls.append((script, keys, args))
     return calls
+
+
+def answers(
+    rows: Sequence[bytes], batch: TransactionBatch, wm: FloatArray, config: FeatureConfig
+) -> tuple[FloatArray, IntArray]:
+    """Feature vectors and flags from the rows a store script returned (raw doubles, then
+    flags), with the batch's watermark flags; an empty batch's when there are no rows."""
+    if not rows:
+        return np.empty((0, config.n_features), dtype=np.float64), np.zeros(0, dtype=np.int64)
+    raw = parse_rows(rows, raw_width(config) + 1)
+    flags = raw[:, -1].astype(np.int64) | watermark_flags(batch, wm, config)
+    return features_from_raw(raw[:, :-1], config), flags
 
 
 def parse_rows(reply: Sequence[bytes], width: int) -> FloatArray:

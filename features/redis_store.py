@@ -37,9 +37,9 @@ from fraudstream.features.exceptions import (
 )
 from fraudstream.features.redis_batches import (
     Head,
+    answers,
     numbers_of,
     offsets_key,
-    parse_rows,
     single_calls,
 )
 from fraudstream.features.redis_calls import CHUNK_SIZE, Call, Script, deadline_of, receive, send
@@ -57,11 +57,8 @@ from fraudstream.features.store import (
     MAX_TERMINAL_RECORDS,
     SLACK_S,
     check_caps,
-    features_from_raw,
     fingerprints,
     keeps,
-    raw_width,
-    watermark_flags,
     watermarks,
 )
 from fraudstream.features.validation import MAX_ID_LENGTH
@@ -230,8 +227,7 @@ class RedisStore:
         check_ids(batch)
         wm = watermarks(batch, watermark_s)
         if len(batch) == 0 and not offsets:
-            empty = np.empty((0, self.config.n_features), dtype=np.float64)
-            return empty, np.zeros(0, dtype=np.int64)
+            return answers([], batch, wm, self.config)
         numbers = numbers_of(batch, wm)
         fps = fingerprints(batch)
         with self._guard():
@@ -254,9 +250,7 @@ class RedisStore:
                     self._chunk,
                 )
                 reply = [row for rows in self._run(calls, timeout_s) for row in rows]
-        raw = parse_rows(reply, raw_width(self.config) + 1)
-        flags = raw[:, -1].astype(np.int64) | watermark_flags(batch, wm, self.config)
-        return features_from_raw(raw[:, :-1], self.config), flags
+        return answers(reply, batch, wm, self.config)
 
     def apply_labels(self, labels: Sequence[Label]) -> int:
         """See ``FeatureStore.apply_labels``: the first label of a transaction wins."""
