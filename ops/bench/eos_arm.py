@@ -230,6 +230,8 @@ def _first_new_commit(
     """Wait until a read_committed reader sees a decision scored after ``after_ms``."""
     from confluent_kafka import Consumer
 
+    from fraudstream.stream.kafka.consume import take_queued
+
     consumer = Consumer(
         {
             "bootstrap.servers": env.bootstrap,
@@ -241,7 +243,7 @@ def _first_new_commit(
     consumer.subscribe([topic])
     try:
         while time.monotonic() - restarted < 120:
-            for m in consumer.consume(1000, timeout=0.02):
+            for m in take_queued(consumer, 1000, 0.02):
                 if m.error() is None and orjson.loads(m.value())["scored_at"] > after_ms:
                     return 1, None
             if proc.poll() is not None:

@@ -18,6 +18,8 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Consumer
 
+from fraudstream.stream.kafka.consume import take_queued
+
 
 def main(bootstrap: str, topic: str, out: Path) -> int:
     stop = False
@@ -47,7 +49,9 @@ def main(bootstrap: str, topic: str, out: Path) -> int:
     seen: list[tuple[bytes, int]] = []
     try:
         while not stop:
-            msgs = consumer.consume(1000, timeout=0.05)
+            # stamped as it arrives: consume(n, timeout) would hold what came until n
+            # messages or the timeout (up to 50 ms more on every stamp)
+            msgs = take_queued(consumer, 1000, 0.05)
             now = time.time_ns() // 1_000_000
             seen.extend((m.value(), now) for m in msgs if m.error() is None)
             if ready:
