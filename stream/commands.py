@@ -91,6 +91,12 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="at-least-once: least time between offset commits (default 100; 0: every batch)",
     )
     s(
+        "--transaction-interval-ms",
+        type=int,
+        help="exactly-once: least time between two transactions' starts (default 15; 0: the "
+        "next as soon as the previous commit is done)",
+    )
+    s(
         "--guarantee",
         choices=["at-least-once", "exactly-once"],
         help="at-least-once (default): offsets committed once the decisions are acknowledged; "

@@ -203,6 +203,11 @@ class Planner:
         the planner's margin."""
         return self.costs["commit"].predict(n) if self.commit_in_path else 0.0
 
+    def publish_cost(self, n: int) -> float:
+        """Seconds to produce ``n`` held decisions and see them committed, with the margin
+        (exactly-once: what the outbox keeps free before the earliest held deadline)."""
+        return self.costs["produce"].predict(n) + self.commit_cost(n)
+
     def expected_commit_s(self, n: int) -> float:
         """The same without the margin: what a decision's ``commit`` stage reports."""
         return self.costs["commit"].predict_mean(n) if self.commit_in_path else 0.0

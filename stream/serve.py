@@ -12,6 +12,7 @@ records still waiting in the buffer, which their next owner reads again.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
@@ -146,7 +147,7 @@ class Server:
             return
         # block briefly for a first message only when there is nothing else to do; while
         # the outbox holds scored batches, only a moment, so that they go out as soon as
-        # the commit in flight is done
+        # they are due
         idle_wait = HELD_POLL_S if self.outbox else IDLE_POLL_S
         msgs = take_queued(self.consumer, room, 0.0 if self._buffer else idle_wait)
         fetched = self.wall_ms()
@@ -233,13 +234,17 @@ class Server:
             if scored is not None and self.shadow is not None and self._slack_left(scored):
                 self.shadow.score(scored, self.delivery, self.wall_ms())
 
-        self.outbox.add(next_offsets, len(msgs), write)
-        if not self.outbox.should_wait(self.delivery):
+        deadline = float(arrival.min()) + self.budget_ms if len(arrival) else math.inf
+        self.outbox.add(next_offsets, len(msgs), write, deadline)
+        if not self.outbox.should_wait(self.delivery, self.wall_ms(), self._publish_ms()):
             self._publish()
         self.pipeline.flush_pending()
         self.metrics.store_pending.set(self.pipeline.pending_count)
         self.metrics.transactions.inc(len(msgs))
         self.metrics.batch_size.observe(len(msgs))
+
+    def _publish_ms(self) -> float:
+        return self.planner.publish_cost(self.outbox.records) * 1e3
 
     def _publish(self) -> None:
         """Produce and commit every batch the outbox holds (see ``fraudstream.stream.outbox``)."""
@@ -247,9 +252,10 @@ class Server:
 
     def _settle(self) -> None:
         try:
-            # idle: what the outbox holds goes out once the commit before it is done (the
-            # loop polls briefly meanwhile, see _fill), without waiting for more input
-            if self.outbox and not self.delivery.busy():
+            # idle: what the outbox holds goes out once it is due (the commit before it done,
+            # the transaction interval passed or a deadline near; the loop polls briefly
+            # meanwhile, see _fill), without waiting for more input
+            if self.outbox.due(self.delivery, self.wall_ms(), self._publish_ms()):
                 self._publish()
             self.delivery.settle()
         except BatchAborted as exc:

@@ -190,7 +190,10 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
         skew=SkewTracker(tolerance_ms=settings.clock_skew_tolerance_ms),
         liveness=Liveness(settings.liveness_timeout_s),
         stopping=stopping,
-        outbox=Outbox(limit=settings.max_batch),
+        outbox=Outbox(
+            limit=settings.max_batch,
+            interval_s=settings.transaction_interval_ms / 1e3 if transactional else 0.0,
+        ),
     )
     health = None
     if settings.metrics_port:
@@ -234,8 +237,14 @@ def _delivery(
             # the coordinator answers CONCURRENT_TRANSACTIONS while it writes the previous
             # transaction's markers, and librdkafka retries AddOffsetsToTxn after this
             # backoff: 3 ms instead of 10 halves send_offsets_to_transaction (median 13 to
-            # 6 ms on the local broker)
-            **{"transaction.timeout.ms": settings.transaction_timeout_ms, "retry.backoff.ms": 3},
+            # 6 ms on the local broker); the backoff doubles at each retry, and a cap of 10 ms
+            # instead of 200 keeps a slow spell of the coordinator from costing a commit tens
+            # of ms (commit p99 27.6 and 26.1 -> 21.2 and 16.9 ms in serve at 2,000/s)
+            **{
+                "transaction.timeout.ms": settings.transaction_timeout_ms,
+                "retry.backoff.ms": 3,
+                "retry.backoff.max.ms": 10,
+            },
             **sized,
         )
         return ExactlyOnce(

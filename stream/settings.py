@@ -80,6 +80,11 @@ class ServeSettings(KafkaSettings):
     commit_interval_ms: int = Field(default=100, ge=0, le=60_000)
     """At-least-once: least time between two offset commits (0: after every batch).
     Acknowledged offsets wait at most this long; a drain (revoke, stop) commits them all."""
+    transaction_interval_ms: int = Field(default=15, ge=0, le=10_000)
+    """Exactly-once: least time from one transaction's start to the next one's (0: the next
+    as soon as the previous commit is done). Decisions scored meanwhile wait in the outbox,
+    never past the point where their deadline would be missed (``fraudstream.stream.outbox``).
+    """
     fetch_min_bytes: int = Field(default=8_192, ge=1, le=16_777_216)
     """Bytes a fetch waits for (up to ``fetch_wait_ms``); 8 KiB is about 40 transactions."""
     guarantee: Literal["at-least-once", "exactly-once"] = "at-least-once"

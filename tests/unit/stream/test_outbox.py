@@ -44,11 +44,53 @@ def _tp(partition: int, offset: int) -> TopicPartition:
 def test_a_batch_waits_only_while_a_commit_is_in_flight_and_there_is_room() -> None:
     box = Outbox(limit=10)
     box.add([_tp(0, 5)], 4, lambda: None)
-    assert not box.should_wait(_fake(busy=False))  # at-least-once, or the commit is done
-    assert box.should_wait(_fake(busy=True))
+    assert not box.should_wait(_fake(busy=False), 0, 5)  # at-least-once, or the commit is done
+    assert box.should_wait(_fake(busy=True), 0, 5)
     box.add([_tp(0, 11)], 6, lambda: None)
     assert box.records == 10
-    assert not box.should_wait(_fake(busy=True))  # full: wait for the commit instead
+    assert not box.should_wait(_fake(busy=True), 0, 5)  # full: wait for the commit instead
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_transactions_start_an_interval_apart() -> None:
+    clock = _Clock()
+    box = Outbox(limit=100, interval_s=0.015, clock=clock)
+    idle = _fake(busy=False)
+    box.add([_tp(0, 1)], 1, lambda: None, deadline_ms=1_000)
+    assert not box.should_wait(idle, 0, 5)  # the first transaction goes at once
+    box.publish(idle, Liveness(60))
+    clock.now += 0.010
+    box.add([_tp(0, 2)], 1, lambda: None, deadline_ms=1_000)
+    assert box.should_wait(idle, 10, 5) and not box.due(idle, 10, 5)  # 10 ms after: held
+    clock.now += 0.005
+    assert box.due(idle, 15, 5)  # 15 ms after the last one started
+    assert not box.due(_fake(busy=True), 15, 5)  # never while a commit is in flight
+    box.publish(idle, Liveness(60))
+    assert not box.due(idle, 15, 5)  # nothing held
+
+
+def test_the_interval_never_costs_a_held_deadline() -> None:
+    clock = _Clock()
+    box = Outbox(limit=100, interval_s=0.015, clock=clock)
+    idle = _fake(busy=False)
+    box.add([_tp(0, 1)], 1, lambda: None)
+    box.publish(idle, Liveness(60))
+    box.add([_tp(0, 2)], 1, lambda: None, deadline_ms=1_050)
+    box.add([_tp(0, 3)], 1, lambda: None, deadline_ms=1_040)  # the earliest counts
+    # 1,010 + 15 (another interval) + 10 (produce and commit) < 1,040: it can wait
+    assert box.should_wait(idle, 1_010, 10)
+    # at 1,016 it could not: out now, though the interval has not passed
+    assert not box.should_wait(idle, 1_016, 10) and box.due(idle, 1_016, 10)
+    box.publish(idle, Liveness(60))
+    box.add([_tp(0, 4)], 1, lambda: None, deadline_ms=5_000)
+    assert box.should_wait(idle, 1_016, 10)  # published: the next deadline is the new one
 
 
 def test_everything_held_goes_into_one_transaction_in_order_with_the_last_offsets() -> None:
