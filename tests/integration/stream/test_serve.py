@@ -19,6 +19,7 @@ from fraudstream.models.scorer import Scorer
 from tests.infra import LocalRedis
 from tests.serving import (
     ServeFactory,
+    ServeHandle,
     assert_store_equals_one_application,
     consume_all,
     decisions_of,
@@ -194,6 +195,50 @@ def test_exactly_once_reader_sees_each_decision_once(
     out = decisions_of(consume_all(kafka_bootstrap, serve.decisions, len(df), settle_s=2))
     ids = [d["transaction_id"] for d in out]
     assert len(ids) == len(set(ids)) == len(df)
+    assert serve.stop() == 0
+
+
+def _transactions_committed(serve: ServeHandle) -> float:
+    found = re.search(r"^fraudstream_commit_latency_seconds_count (\S+)$", serve.metrics(), re.M)
+    assert found, "serve exports no commit count"
+    return float(found.group(1))
+
+
+def test_exactly_once_transactions_start_an_interval_apart(
+    serve_factory: ServeFactory, registry: Registry, history: pd.DataFrame, kafka_bootstrap: str
+) -> None:
+    """Records arriving one by one share transactions when they start 1 s apart at the
+    earliest: 60 records over 2 s are a few transactions, not one or two per record."""
+    df = history.iloc[:60]
+    serve = serve_factory(
+        registry.root,
+        extra=["--guarantee", "exactly-once", "--budget-ms", "60000"]
+        + ["--transaction-interval-ms", "1000"],
+    )
+    produce(kafka_bootstrap, serve.input, _items(df), rate=30)
+    out = decisions_of(consume_all(kafka_bootstrap, serve.decisions, len(df), settle_s=1.5))
+    assert sorted(d["transaction_id"] for d in out) == sorted(df["transaction_id"].astype(str))
+    assert _transactions_committed(serve) <= 8  # back to back: dozens (one per fetch)
+    assert serve.stop() == 0
+
+
+def test_exactly_once_interval_never_holds_a_decision_past_its_deadline(
+    serve_factory: ServeFactory, registry: Registry, history: pd.DataFrame, kafka_bootstrap: str
+) -> None:
+    """An interval longer than the budget: each batch goes out at once, its deadline leaves
+    no room to wait (a decision's ``commit`` stage is its wait in the outbox plus the
+    expected commit time)."""
+    df = history.iloc[:40]
+    serve = serve_factory(
+        registry.root,
+        extra=["--guarantee", "exactly-once", "--budget-ms", "500"]
+        + ["--transaction-interval-ms", "10000"],
+    )
+    produce(kafka_bootstrap, serve.input, _items(df), rate=20)
+    out = decisions_of(consume_all(kafka_bootstrap, serve.decisions, len(df), settle_s=0.5))
+    assert sorted(d["transaction_id"] for d in out) == sorted(df["transaction_id"].astype(str))
+    waits = sorted(d["latency_ms"]["commit"] for d in out)
+    assert waits[-1] < 5_000, waits[-5:]  # held for the interval: up to 10,000 ms
     assert serve.stop() == 0
 
 
