@@ -255,7 +255,7 @@ class Server:
             # idle: what the outbox holds goes out once it is due (the commit before it done,
             # the transaction interval passed or a deadline near; the loop polls briefly
             # meanwhile, see _fill), without waiting for more input
-            if self.outbox.due(self.delivery, self.wall_ms(), self._publish_ms()):
+            if self.outbox and self.outbox.due(self.delivery, self.wall_ms(), self._publish_ms()):
                 self._publish()
             self.delivery.settle()
         except BatchAborted as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 import numpy as np
 import orjson
@@ -204,20 +205,36 @@ def _transactions_committed(serve: ServeHandle) -> float:
     return float(found.group(1))
 
 
+def _paced_exactly_once(
+    serve_factory: ServeFactory,
+    registry: Registry,
+    df: pd.DataFrame,
+    kafka_bootstrap: str,
+    budget_ms: int,
+    interval_ms: int,
+    rate: float,
+) -> tuple[ServeHandle, list[dict[str, Any]]]:
+    """An exactly-once serve fed ``df`` at ``rate``: it and its decisions, each checked
+    to be there exactly once."""
+    serve = serve_factory(
+        registry.root,
+        extra=["--guarantee", "exactly-once", "--budget-ms", str(budget_ms)]
+        + ["--transaction-interval-ms", str(interval_ms)],
+    )
+    produce(kafka_bootstrap, serve.input, _items(df), rate=rate)
+    out = decisions_of(consume_all(kafka_bootstrap, serve.decisions, len(df), settle_s=1.5))
+    assert sorted(d["transaction_id"] for d in out) == sorted(df["transaction_id"].astype(str))
+    return serve, out
+
+
 def test_exactly_once_transactions_start_an_interval_apart(
     serve_factory: ServeFactory, registry: Registry, history: pd.DataFrame, kafka_bootstrap: str
 ) -> None:
     """Records arriving one by one share transactions when they start 1 s apart at the
     earliest: 60 records over 2 s are a few transactions, not one or two per record."""
-    df = history.iloc[:60]
-    serve = serve_factory(
-        registry.root,
-        extra=["--guarantee", "exactly-once", "--budget-ms", "60000"]
-        + ["--transaction-interval-ms", "1000"],
+    serve, _ = _paced_exactly_once(
+        serve_factory, registry, history.iloc[:60], kafka_bootstrap, 60_000, 1_000, rate=30
     )
-    produce(kafka_bootstrap, serve.input, _items(df), rate=30)
-    out = decisions_of(consume_all(kafka_bootstrap, serve.decisions, len(df), settle_s=1.5))
-    assert sorted(d["transaction_id"] for d in out) == sorted(df["transaction_id"].astype(str))
     assert _transactions_committed(serve) <= 8  # back to back: dozens (one per fetch)
     assert serve.stop() == 0
 
@@ -228,15 +245,9 @@ def test_exactly_once_interval_never_holds_a_decision_past_its_deadline(
     """An interval longer than the budget: each batch goes out at once, its deadline leaves
     no room to wait (a decision's ``commit`` stage is its wait in the outbox plus the
     expected commit time)."""
-    df = history.iloc[:40]
-    serve = serve_factory(
-        registry.root,
-        extra=["--guarantee", "exactly-once", "--budget-ms", "500"]
-        + ["--transaction-interval-ms", "10000"],
+    serve, out = _paced_exactly_once(
+        serve_factory, registry, history.iloc[:40], kafka_bootstrap, 500, 10_000, rate=20
     )
-    produce(kafka_bootstrap, serve.input, _items(df), rate=20)
-    out = decisions_of(consume_all(kafka_bootstrap, serve.decisions, len(df), settle_s=0.5))
-    assert sorted(d["transaction_id"] for d in out) == sorted(df["transaction_id"].astype(str))
     waits = sorted(d["latency_ms"]["commit"] for d in out)
     assert waits[-1] < 5_000, waits[-5:]  # held for the interval: up to 10,000 ms
     assert serve.stop() == 0
