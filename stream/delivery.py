@@ -5,7 +5,8 @@
 committed on a helper thread while the loop scores on (``serve`` holds what it scores
 meanwhile in its ``Outbox`` for the next transaction); the error classes follow
 librdkafka's transactional pattern (retriable → retry, abortable → abort and rewind to the
-committed position, fatal → exit non-zero).
+committed position, fatal → exit non-zero); a commit still retriable when its timeout is
+spent is treated as a stuck producer (see ``ExactlyOnce``).
 """
 
 from __future__ import annotations
@@ -260,11 +261,18 @@ class ExactlyOnce:
     after a broker restart, whatever the timeout given (librdkafka#5456, #5511). A call past
     its bound means the producer is stuck: a new producer with the same transactional id is
     initialised (which fences the stuck one and aborts its open transaction), the consumer
-    is rewound and the batch is redone. Without a ``make_producer`` factory a stuck call is
-    fatal instead (exit, supervisor restart).
+    is rewound and the batch is redone. A commit that returns a retriable error (messages
+    not flushed, no answer) for its whole timeout counts as stuck too: librdkafka goes on
+    with it in the background and refuses ``abort_transaction`` until it is resumed, and
+    after a broker restart it was seen never to flush four messages in 30 s. Rewinding to
+    the committed offsets after the fence is right whichever way the old transaction ended.
+    Without a ``make_producer`` factory a stuck call is fatal instead (exit, supervisor
+    restart).
     """
 
     STALL_MARGIN_S = 5.0
+    RETRY_PAUSE_S = 0.05
+    """Pause before a transactional call is tried again after a retriable error."""
     TIMEOUT_S = 30.0
     """Default timeout of each transactional call."""
 
@@ -398,6 +406,11 @@ class ExactlyOnce:
                 except Stalled:  # name the call it is stuck in
                     raise Stalled(self._pending_step[0], self.stuck_after_s) from None
             except KafkaException as exc:
+                if _resumable(exc.args[0]):
+                    # a commit still going on inside librdkafka after its whole timeout: it
+                    # may only be resumed (abort_transaction answers _CONFLICT meanwhile), so
+                    # the producer counts as stuck and a fresh one fences it
+                    raise Stalled(self._pending_step[0], self.timeout_s) from None
                 self._abort(exc)
             else:
                 self.on_commit(self._pending_outputs, float(seconds))  # type: ignore[arg-type]
@@ -460,11 +473,12 @@ class ExactlyOnce:
                 if err.fatal():
                     raise FatalKafkaError(_fatal_text(what, err)) from None
                 if (
-                    err.retriable()
-                    and not err.txn_requires_abort()
+                    _resumable(err)
+                    and err.code() != KafkaError._CONFLICT  # another call holds the producer
                     and (time.monotonic() < deadline)
                 ):
                     logger.info("%s retriable error, retrying: %s", what, err.str())
+                    time.sleep(self.RETRY_PAUSE_S)
                     continue
                 raise
 
@@ -514,14 +528,14 @@ def _retried(call: Callable[[], object], what: str, deadline: float) -> None:
             return
         except KafkaException as exc:
             err: KafkaError = exc.args[0]
-            if (
-                err.fatal()
-                or not err.retriable()
-                or err.txn_requires_abort()
-                or time.monotonic() >= deadline
-            ):
+            if not _resumable(err) or time.monotonic() >= deadline:
                 raise
             logger.info("%s retriable error, retrying: %s", what, err.str())
+
+
+def _resumable(err: KafkaError) -> bool:
+    """A retriable error that needs no abort: the same call may be made again."""
+    return bool(err.retriable() and not err.txn_requires_abort() and not err.fatal())
 
 
 def _fatal_text(what: str, err: KafkaError) -> str:

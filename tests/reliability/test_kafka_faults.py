@@ -349,16 +349,24 @@ def _open_transaction(admin: AdminClient, topic: str) -> bool:
     return _ends(admin, topic, committed=True) < _ends(admin, topic, committed=False)
 
 
-def _freeze_mid_transaction(serve: ServeHandle, admin: AdminClient, attempts: int = 300) -> None:
-    """SIGSTOP serve at a moment its transaction holds decisions already in the log."""
-    for _ in range(attempts):
+def _freeze_mid_transaction(serve: ServeHandle, admin: AdminClient, feeder: Feeder) -> None:
+    """SIGSTOP serve at a moment its transaction holds decisions already in the log. Tries
+    while the feeder still sends input (serve opens transactions only while it has some)."""
+    tries = 0
+    while feeder.is_alive():
+        assert serve.proc.poll() is None, f"serve exited early:\n{serve.log_text()}"
+        tries += 1
         os.kill(serve.proc.pid, signal.SIGSTOP)
         time.sleep(0.1)  # requests already on the wire land
         if _open_transaction(admin, serve.decisions):
             return
         os.kill(serve.proc.pid, signal.SIGCONT)
         time.sleep(0.03)
-    raise AssertionError("never caught serve inside a transaction")
+    decided = _ends(admin, serve.decisions, committed=True)
+    raise AssertionError(
+        f"never caught serve inside a transaction in {tries} tries while input flowed "
+        f"({decided} decisions committed)\n{serve.log_text()}"
+    )
 
 
 def test_serve_frozen_past_its_transaction_timeout_then_resumed(
@@ -374,11 +382,11 @@ def test_serve_frozen_past_its_transaction_timeout_then_resumed(
     extra = ["--guarantee", "exactly-once", "--budget-ms", "60000", "--max-batch", "32"]
     extra += ["--transactional-id", f"frozen-{unique}", "--transaction-timeout-ms", "5000"]
     serve = serve_factory(registry.root, partitions=3, extra=extra)
-    feeder = Feeder(kafka_bootstrap, serve.input, _items(df), rate=400)  # 10 s of input
+    feeder = Feeder(kafka_bootstrap, serve.input, _items(df), rate=300)  # 13 s of input
     feeder.start()
     _wait_for(200, kafka_bootstrap, serve.decisions)
 
-    _freeze_mid_transaction(serve, admin)
+    _freeze_mid_transaction(serve, admin, feeder)
     frozen_at = time.monotonic()
     # the broker aborts the transaction once it is older than 5 s, at its next check
     # (transaction.abort.timed.out.transaction.cleanup.interval.ms, 10 s by default): the

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from fraudstream.features.exceptions import InvalidTransaction
 from fraudstream.stream.deadletter import (
@@ -229,6 +229,59 @@ def test_a_stuck_transactional_call_fences_the_producer_and_redoes_the_batch(
     out = _reader(kafka_bootstrap, group_id + "-r", sink)
     values = sorted(int(m.value()) for m in _take(out, 40))
     assert values == list(range(40))  # the stuck producer's 20 outputs were aborted
+    assert out.consume(10, timeout=2) == []
+    out.close()
+    consumer.close()
+
+
+class _CommitTimesOut(Producer):
+    """A real transactional producer whose first commit is started with no time to finish
+    (librdkafka goes on with it in the background and then refuses any other transactional
+    call until the commit is resumed), and whose every later commit call answers the
+    retriable timeout: what a commit that cannot flush after a broker restart looks like."""
+
+    def __init__(self, conf: dict[str, Any]) -> None:
+        super().__init__(conf)
+        self.commits = 0
+
+    def commit_transaction(self, *args: Any) -> None:
+        self.commits += 1
+        if self.commits == 1:
+            super().commit_transaction(0.0)
+        time.sleep(0.05)
+        raise KafkaException(
+            KafkaError(KafkaError._TIMED_OUT, "commit_transaction timed out", retriable=True)
+        )
+
+
+def test_a_commit_retriable_for_its_whole_timeout_fences_the_producer_and_goes_on(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], group_id: str
+) -> None:
+    """Not an abort (librdkafka answers _CONFLICT while the commit is pending, and serve
+    once spun on that for 30 s and exited): the producer is replaced, the batch redone if
+    its transaction did not commit, and every record lands once."""
+    source, sink = topic_factory("eos-in"), topic_factory("eos-out")
+    _fill(kafka_bootstrap, source, 40)
+    consumer = _consumer(kafka_bootstrap, group_id, source)
+    conf = {"bootstrap.servers": kafka_bootstrap, "transactional.id": f"{group_id}-txn"}
+    stuck = _CommitTimesOut(conf)
+    delivery = ExactlyOnce(
+        stuck, consumer, _nowhere(), timeout_s=2.0, make_producer=lambda: Producer(conf)
+    )
+
+    with pytest.raises(BatchAborted, match="commit_transaction did not return within 2 s"):
+        _copy_batch(delivery, consumer, sink, 20)
+        delivery.drain()
+    assert stuck.commits > 1  # the commit was retried until its timeout was spent
+    assert delivery.replacements == 1
+    while _committed(consumer, source) < 40:
+        _copy_batch(delivery, consumer, sink, 40 - max(_committed(consumer, source), 0))
+        delivery.drain()
+    delivery.close(10)
+
+    out = _reader(kafka_bootstrap, group_id + "-r", sink)
+    values = sorted(int(m.value()) for m in _take(out, 40))
+    assert values == list(range(40))  # once each, whichever way the first commit ended
     assert out.consume(10, timeout=2) == []
     out.close()
     consumer.close()
