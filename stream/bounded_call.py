@@ -29,10 +29,10 @@ class BoundedCaller:
     exit (executors join their threads at interpreter shutdown).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "kafka-txn") -> None:
         self._jobs: queue.SimpleQueue[tuple[Callable[[], object], Future[object]] | None]
         self._jobs = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="kafka-txn", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     def run(self, call: Callable[[], object], limit_s: float, what: str) -> object:

@@ -97,6 +97,13 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "next as soon as the previous commit is done)",
     )
     s(
+        "--store-lookahead",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with input waiting, the next batch's store call runs while the loop scores and "
+        "emits the one before (default on)",
+    )
+    s(
         "--guarantee",
         choices=["at-least-once", "exactly-once"],
         help="at-least-once (default): offsets committed once the decisions are acknowledged; "

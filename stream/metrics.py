@@ -190,6 +190,18 @@ class ServeMetrics:
         )
         retries.set_function(lambda: store.retries)
 
+    def watch_lookahead(self, lookahead: Any) -> None:
+        """Batches whose store call overlapped the batch before (``Lookahead``)."""
+        if lookahead is None:
+            return
+        overlapped = Gauge(
+            "fraudstream_store_lookahead_batches",
+            "Batches since start whose store call ran while serve scored and emitted the "
+            "batch before (input was waiting)",
+            registry=self.registry,
+        )
+        overlapped.set_function(lambda: lookahead.overlapped)
+
     def set_model(self, version: str | None, device: str) -> None:
         self.model_info.clear()
         if version is not None:

@@ -55,6 +55,20 @@ class ScorerLike(Protocol):
 
 
 @dataclass
+class Features:
+    """One batch's features (``Pipeline.features``), ready for the model."""
+
+    x: np.ndarray
+    """(n, 15) float32 feature matrix (NaN = missing)."""
+    rung: str | None
+    """``RUNG_PARTIAL`` when the store was not asked or did not answer; None otherwise."""
+    flags: np.ndarray
+    """(n,) int64 store flags per row."""
+    stage_ms: dict[str, float]
+    """Milliseconds spent so far per stage."""
+
+
+@dataclass
 class ScoredBatch:
     """The outcome of one micro-batch, columnar."""
 
@@ -200,8 +214,25 @@ class Pipeline:
         ``watermark_s``: each row's partition watermark (``fraudstream.stream.watermark``), NaN or
         None
         where there is none."""
+        return self.finish(batch, plan, self.features(batch, plan, offsets, watermark_s))
+
+    def features(
+        self,
+        batch: TransactionBatch,
+        plan: Plan,
+        offsets: Mapping[int, int] | None = None,
+        watermark_s: np.ndarray | None = None,
+    ) -> Features:
+        """The first half of ``run``: the batch's features, from the store or (the store
+        away, or the plan says so) the partial rung's. The only half that calls the store;
+        serve may run it on a helper thread (``fraudstream.stream.lookahead``)."""
         stage_ms: dict[str, float] = {}
         x, rung, flags = self._features(batch, plan, stage_ms, dict(offsets or {}), watermark_s)
+        return Features(x, rung, flags, stage_ms)
+
+    def finish(self, batch: TransactionBatch, plan: Plan, features: Features) -> ScoredBatch:
+        """The second half of ``run``: the model (or the rules) on ``features``."""
+        x, rung, flags, stage_ms = features.x, features.rung, features.flags, features.stage_ms
         scorer = self.model()
         if scorer is None or plan.rung == RUNG_RULES:
             scored = self._rules(batch, x, stage_ms)

@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from fraudstream.features.schema import DecodeLimits, decode_transactions
+from fraudstream.features.schema import DecodeLimits, DecodeResult, decode_transactions
 from fraudstream.stream.clock import SkewTracker
 from fraudstream.stream.deadletter import dead_letter
 from fraudstream.stream.decision import REVIEW
@@ -33,10 +33,11 @@ from fraudstream.stream.delivery import BatchAborted, Delivery
 from fraudstream.stream.exceptions import FatalKafkaError
 from fraudstream.stream.kafka.consume import take_queued
 from fraudstream.stream.liveness import Liveness
+from fraudstream.stream.lookahead import Ahead, Lookahead
 from fraudstream.stream.metrics import ServeMetrics
 from fraudstream.stream.model_watch import ModelHolder
 from fraudstream.stream.outbox import Outbox
-from fraudstream.stream.pipeline import Pipeline, ScoredBatch, flag_names
+from fraudstream.stream.pipeline import Features, Pipeline, ScoredBatch, flag_names
 from fraudstream.stream.planner import Planner
 from fraudstream.stream.watermark import Watermarks
 
@@ -98,6 +99,9 @@ class Server:
     _to_check: list[TopicPartition] = field(default_factory=list)
     outbox: Outbox = field(default_factory=lambda: Outbox(limit=1024))
     """Batches scored while the previous transaction was committing (exactly-once)."""
+    lookahead: Lookahead | None = None
+    """With more input waiting, the next batch's store call runs while the loop finishes
+    the one before (``fraudstream.stream.lookahead``); None: each batch in turn."""
 
     def subscribe(self) -> None:
         self.consumer.subscribe(
@@ -115,6 +119,8 @@ class Server:
         try:
             self._loop(max_batches)
         finally:
+            if self.lookahead is not None:  # left by an error: its records come again
+                self.lookahead.drop()
             if self.outbox:  # what was scored last goes out before the delivery closes
                 try:
                     self._publish()
@@ -124,21 +130,25 @@ class Server:
     def _loop(self, max_batches: int | None) -> None:
         while not self.stopping.is_set():
             if max_batches is not None and self.batches >= max_batches:
-                return
+                break
             self.liveness.beat("consuming")
             self.models.poll()
             if self.pipeline.pending_count >= self.max_pending:
+                self._finish_ahead()
                 self._hold_back()
                 continue
             self._fill()
             if self._to_check:  # outside the rebalance callback: it makes store calls
+                self._finish_ahead()
                 parts, self._to_check = self._to_check, []
                 self.guard.on_assigned(self.consumer, self.pipeline.store, parts)
             if self._buffer:
                 self._step()
             else:
+                self._finish_ahead()
                 self._settle()
             self._report_lag()
+        self._finish_ahead()
         logger.info("stopping: last batch done")
 
     def _fill(self) -> None:
@@ -149,7 +159,8 @@ class Server:
         # the outbox holds scored batches, only a moment, so that they go out as soon as
         # they are due
         idle_wait = HELD_POLL_S if self.outbox else IDLE_POLL_S
-        msgs = take_queued(self.consumer, room, 0.0 if self._buffer else idle_wait)
+        busy = self._buffer or (self.lookahead is not None and self.lookahead.batch is not None)
+        msgs = take_queued(self.consumer, room, 0.0 if busy else idle_wait)
         fetched = self.wall_ms()
         good = []
         for msg in msgs:
@@ -195,32 +206,127 @@ class Server:
         msgs = [m for m, _, _ in taken]
         fetched = np.fromiter((f for _, f, _ in taken), np.int64, len(taken))
         try:
-            self._process(msgs, arrival[: plan.size], fetched, plan, now)
+            ahead = self.lookahead is not None and (self._buffer or self.lookahead.batch)
+            if ahead:
+                self._process_ahead(msgs, arrival[: plan.size], fetched, plan, now)
+            else:
+                self._process(msgs, arrival[: plan.size], fetched, plan, now)
         except BatchAborted as exc:
-            logger.warning("%s", exc)
-            self._buffer.clear()
-            self.outbox.discard()
+            self._aborted(exc)
         self.batches += 1
+
+    def _aborted(self, exc: BatchAborted) -> None:
+        """The delivery aborted and rewound: what was taken or scored comes again."""
+        logger.warning("%s", exc)
+        self._buffer.clear()
+        self.outbox.discard()
+        if self.lookahead is not None:
+            self.lookahead.drop()
 
     def _process(
         self, msgs: list[Any], arrival: np.ndarray, fetched: np.ndarray, plan: Any, started: int
     ) -> None:
-        perf = time.perf_counter
-        t0 = perf()
-        decoded = decode_transactions([m.value() for m in msgs], self.limits, now_ms=started)
-        decode_ms = (perf() - t0) * 1e3
-        self.planner.observe("decode", len(msgs), decode_ms / 1e3)
-        scored = None
-        next_offsets = _next_offsets(msgs)
-        marks = {tp.partition: tp.offset for tp in next_offsets}
+        """One batch start to finish: decode, features, model, outputs."""
+        decoded, decode_ms, next_offsets = self._decode(msgs, started)
         self.liveness.beat("feature store and model")
+        scored = None
         if len(decoded.batch):
-            ok_rows = np.asarray(decoded.ok_index, dtype=np.int64)
-            parts = np.fromiter((msgs[i].partition() for i in ok_rows), np.int64, len(ok_rows))
-            watermark = self.watermarks.take(parts, decoded.batch.event_time_ms)
+            marks = {tp.partition: tp.offset for tp in next_offsets}
+            watermark = self._watermark(msgs, decoded)
             scored = self.pipeline.run(decoded.batch, plan, marks, watermark)
         else:
-            self.pipeline.mark(marks)
+            self._mark(next_offsets)
+        self._conclude(msgs, arrival, fetched, started, decoded, decode_ms, next_offsets, scored)
+        self.pipeline.flush_pending()
+        self.metrics.store_pending.set(self.pipeline.pending_count)
+
+    def _process_ahead(
+        self, msgs: list[Any], arrival: np.ndarray, fetched: np.ndarray, plan: Any, started: int
+    ) -> None:
+        """This batch's store call goes to the helper thread; the batch ahead (if any) is
+        then scored and emitted while the store works (``fraudstream.stream.lookahead``)."""
+        lookahead = self.lookahead
+        assert lookahead is not None  # noqa: S101 - the caller checked
+        decoded, decode_ms, next_offsets = self._decode(msgs, started)
+        ahead = lookahead.take()
+        features = self._features_of(ahead) if ahead is not None else None
+        # the helper is idle from here until the next submit: the store is the loop's
+        if not len(decoded.batch):  # nothing to ask the store: in turn, after the one ahead
+            if ahead is not None and features is not None:
+                self._conclude_ahead(ahead, features)
+            self._mark(next_offsets)
+            self._conclude(msgs, arrival, fetched, started, decoded, decode_ms, next_offsets, None)
+            self.metrics.store_pending.set(self.pipeline.pending_count)
+            return
+        marks = {tp.partition: tp.offset for tp in next_offsets}
+        watermark = self._watermark(msgs, decoded)
+        batch, pipeline = decoded.batch, self.pipeline
+        future = lookahead.submit(lambda: pipeline.features(batch, plan, marks, watermark))
+        lookahead.batch = Ahead(
+            msgs, arrival, fetched, plan, started, decoded, decode_ms, next_offsets, future
+        )
+        if ahead is not None and features is not None:
+            lookahead.overlapped += 1
+            self._conclude_ahead(ahead, features)
+        self.metrics.store_pending.set(self.pipeline.pending_count)
+
+    def _finish_ahead(self) -> None:
+        """Finish the batch ahead, if any: before the loop goes idle, touches the store
+        itself, hands partitions over or stops."""
+        ahead = self.lookahead.take() if self.lookahead is not None else None
+        if ahead is None:
+            return
+        try:
+            self._conclude_ahead(ahead, self._features_of(ahead))
+        except BatchAborted as exc:
+            self._aborted(exc)
+
+    def _features_of(self, ahead: Ahead) -> Features:
+        self.liveness.beat("feature store and model")
+        return Lookahead.wait(ahead)
+
+    def _conclude_ahead(self, ahead: Ahead, features: Features) -> None:
+        scored = self.pipeline.finish(ahead.decoded.batch, ahead.plan, features)
+        self._conclude(
+            ahead.msgs,
+            ahead.arrival,
+            ahead.fetched,
+            ahead.started,
+            ahead.decoded,
+            ahead.decode_ms,
+            ahead.offsets,
+            scored,
+        )
+
+    def _decode(
+        self, msgs: list[Any], started: int
+    ) -> tuple[DecodeResult, float, list[TopicPartition]]:
+        t0 = time.perf_counter()
+        decoded = decode_transactions([m.value() for m in msgs], self.limits, now_ms=started)
+        decode_ms = (time.perf_counter() - t0) * 1e3
+        self.planner.observe("decode", len(msgs), decode_ms / 1e3)
+        return decoded, decode_ms, _next_offsets(msgs)
+
+    def _watermark(self, msgs: list[Any], decoded: DecodeResult) -> np.ndarray:
+        ok_rows = np.asarray(decoded.ok_index, dtype=np.int64)
+        parts = np.fromiter((msgs[i].partition() for i in ok_rows), np.int64, len(ok_rows))
+        return self.watermarks.take(parts, decoded.batch.event_time_ms)
+
+    def _mark(self, next_offsets: list[TopicPartition]) -> None:
+        self.pipeline.mark({tp.partition: tp.offset for tp in next_offsets})
+
+    def _conclude(
+        self,
+        msgs: list[Any],
+        arrival: np.ndarray,
+        fetched: np.ndarray,
+        started: int,
+        decoded: DecodeResult,
+        decode_ms: float,
+        next_offsets: list[TopicPartition],
+        scored: ScoredBatch | None,
+    ) -> None:
+        """The batch's outputs into the outbox, published when due."""
         scored_at = self.wall_ms()
 
         def write() -> None:
@@ -238,8 +344,6 @@ class Server:
         self.outbox.add(next_offsets, len(msgs), write, deadline)
         if not self.outbox.should_wait(self.delivery, self.wall_ms(), self._publish_ms()):
             self._publish()
-        self.pipeline.flush_pending()
-        self.metrics.store_pending.set(self.pipeline.pending_count)
         self.metrics.transactions.inc(len(msgs))
         self.metrics.batch_size.observe(len(msgs))
 
@@ -351,6 +455,7 @@ class Server:
         logger.info("partitions assigned", extra={"partitions": sorted(p.partition for p in parts)})
 
     def _on_revoke(self, _consumer: Consumer, parts: list[TopicPartition]) -> None:
+        self._finish_ahead()  # its outputs go out with the rest, before the hand-over
         try:  # hand over with every acknowledged decision's offset committed
             if self.outbox:
                 self._publish()

@@ -25,6 +25,7 @@ from fraudstream.stream.kafka.clients import consumer_config, producer_config
 from fraudstream.stream.kafka.connection import ensure_reachable
 from fraudstream.stream.kafka.limits import LIBRDKAFKA_DEFAULT, max_message_bytes
 from fraudstream.stream.liveness import Liveness
+from fraudstream.stream.lookahead import Lookahead
 from fraudstream.stream.metrics import HealthServer, ServeMetrics
 from fraudstream.stream.model_watch import ModelHolder
 from fraudstream.stream.outbox import Outbox
@@ -66,6 +67,8 @@ class Service:
         try:
             self.server.delivery.close(timeout / 2)
         finally:
+            if self.server.lookahead is not None:
+                self.server.lookahead.close()
             self.server.consumer.close()
             self.store.close()
             if self.health is not None:
@@ -194,7 +197,9 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
             limit=settings.max_batch,
             interval_s=settings.transaction_interval_ms / 1e3 if transactional else 0.0,
         ),
+        lookahead=Lookahead() if settings.store_lookahead else None,
     )
+    metrics.watch_lookahead(server.lookahead)
     health = None
     if settings.metrics_port:
         health = HealthServer(

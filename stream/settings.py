@@ -85,6 +85,9 @@ class ServeSettings(KafkaSettings):
     as soon as the previous commit is done). Decisions scored meanwhile wait in the outbox,
     never past the point where their deadline would be missed (``fraudstream.stream.outbox``).
     """
+    store_lookahead: bool = True
+    """With more input waiting, the next batch's store call runs on a helper thread while
+    the loop scores and emits the one before (``fraudstream.stream.lookahead``)."""
     fetch_min_bytes: int = Field(default=8_192, ge=1, le=16_777_216)
     """Bytes a fetch waits for (up to ``fetch_wait_ms``); 8 KiB is about 40 transactions."""
     guarantee: Literal["at-least-once", "exactly-once"] = "at-least-once"

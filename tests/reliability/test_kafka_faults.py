@@ -322,6 +322,8 @@ def test_transactions_aborted_before_commit_stay_invisible_and_are_redone(
         loop.join(60)
         service.close()
     assert not loop.is_alive()
+    lookahead = service.server.lookahead  # batches ahead were dropped with the aborts too
+    assert lookahead is not None and lookahead.overlapped > 0
     aborted = sum(fault.aborted.values())
     assert fault.calls > 8 and aborted >= 5, fault.aborted  # every chosen batch was aborted
     _assert_exactly_once(committed, df)
