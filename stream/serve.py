@@ -206,14 +206,22 @@ class Server:
         msgs = [m for m, _, _ in taken]
         fetched = np.fromiter((f for _, f, _ in taken), np.int64, len(taken))
         try:
-            ahead = self.lookahead is not None and (self._buffer or self.lookahead.batch)
-            if ahead:
+            if self._behind():
                 self._process_ahead(msgs, arrival[: plan.size], fetched, plan, now)
             else:
                 self._process(msgs, arrival[: plan.size], fetched, plan, now)
         except BatchAborted as exc:
             self._aborted(exc)
         self.batches += 1
+
+    def _behind(self) -> bool:
+        """Whether this batch's store call goes ahead (``fraudstream.stream.lookahead``):
+        serve is at least a full batch behind, or is already overlapping (it keeps on until
+        the input waiting is taken). A stream keeping up goes batch by batch: overlapping
+        adds the next batch's decoding and the threads' hand-offs to each batch's latency."""
+        if self.lookahead is None:
+            return False
+        return self.lookahead.batch is not None or len(self._buffer) >= self.planner.max_batch
 
     def _aborted(self, exc: BatchAborted) -> None:
         """The delivery aborted and rewound: what was taken or scored comes again."""
