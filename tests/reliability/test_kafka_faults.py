@@ -9,6 +9,7 @@ the feature store holds one application of the input.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import threading
 import time
@@ -353,7 +354,12 @@ def _open_transaction(admin: AdminClient, topic: str) -> bool:
 
 def _freeze_mid_transaction(serve: ServeHandle, admin: AdminClient, feeder: Feeder) -> None:
     """SIGSTOP serve at a moment its transaction holds decisions already in the log. Tries
-    while the feeder still sends input (serve opens transactions only while it has some)."""
+    while the feeder still sends input (serve opens transactions only while it has some).
+
+    The time serve runs between two tries is random: resumed after a freeze, serve works
+    off the input that arrived meanwhile and commits it in a few ms, so a fixed gap can keep
+    landing after that burst, when no transaction is open (a CI run missed 95 tries so)."""
+    pace = random.Random(7)
     tries = 0
     while feeder.is_alive():
         assert serve.proc.poll() is None, f"serve exited early:\n{serve.log_text()}"
@@ -363,7 +369,7 @@ def _freeze_mid_transaction(serve: ServeHandle, admin: AdminClient, feeder: Feed
         if _open_transaction(admin, serve.decisions):
             return
         os.kill(serve.proc.pid, signal.SIGCONT)
-        time.sleep(0.03)
+        time.sleep(pace.uniform(0.0, 0.1))
     decided = _ends(admin, serve.decisions, committed=True)
     raise AssertionError(
         f"never caught serve inside a transaction in {tries} tries while input flowed "
