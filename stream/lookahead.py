@@ -4,8 +4,8 @@ Draining a backlog, serve's loop spent half its time waiting for the feature sto
 (py-spy on a 200,000-record drain with the Redis store: 50 % of the loop's samples in the
 socket read). When serve is behind by a full batch (``--max-batch`` records waiting) it now
 decodes the next batch and hands its store call to a helper thread, then scores and emits
-the batch before it meanwhile: Redis works while serve does. It keeps on until the input
-waiting is taken. A stream that serve keeps up with takes the same path as before (each
+the batch before it meanwhile: Redis works while serve does, for as long as it is that far
+behind. A stream that serve keeps up with takes the same path as before (each
 batch start to finish in turn): overlapping would add the next batch's decoding and the
 threads' hand-offs to each batch's latency, for throughput it does not need.
 

@@ -209,6 +209,9 @@ class Server:
             if self._behind():
                 self._process_ahead(msgs, arrival[: plan.size], fetched, plan, now)
             else:
+                ahead = self.lookahead.take() if self.lookahead is not None else None
+                if ahead is not None:  # caught up: the batch ahead first, then batch by batch
+                    self._conclude_ahead(ahead, self._features_of(ahead))
                 self._process(msgs, arrival[: plan.size], fetched, plan, now)
         except BatchAborted as exc:
             self._aborted(exc)
@@ -216,12 +219,11 @@ class Server:
 
     def _behind(self) -> bool:
         """Whether this batch's store call goes ahead (``fraudstream.stream.lookahead``):
-        serve is at least a full batch behind, or is already overlapping (it keeps on until
-        the input waiting is taken). A stream keeping up goes batch by batch: overlapping
-        adds the next batch's decoding and the threads' hand-offs to each batch's latency."""
-        if self.lookahead is None:
-            return False
-        return self.lookahead.batch is not None or len(self._buffer) >= self.planner.max_batch
+        serve is still a full batch behind after taking it. A stream keeping up goes batch
+        by batch: overlapping adds the next batch's decoding and the threads' hand-offs to
+        each batch's latency, and once caught up serve would otherwise never leave it (the
+        input waiting is rarely empty at a steady rate)."""
+        return self.lookahead is not None and len(self._buffer) >= self.planner.max_batch
 
     def _aborted(self, exc: BatchAborted) -> None:
         """The delivery aborted and rewound: what was taken or scored comes again."""
