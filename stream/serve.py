@@ -237,15 +237,14 @@ class Server:
         self, msgs: list[Any], arrival: np.ndarray, fetched: np.ndarray, plan: Any, started: int
     ) -> None:
         """One batch start to finish: decode, features, model, outputs."""
-        decoded, decode_ms, next_offsets = self._decode(msgs, started)
+        decoded, decode_ms, next_offsets, marks = self._decode(msgs, started)
         self.liveness.beat("feature store and model")
         scored = None
         if len(decoded.batch):
-            marks = {tp.partition: tp.offset for tp in next_offsets}
             watermark = self._watermark(msgs, decoded)
             scored = self.pipeline.run(decoded.batch, plan, marks, watermark)
         else:
-            self._mark(next_offsets)
+            self.pipeline.mark(marks)
         self._conclude(msgs, arrival, fetched, started, decoded, decode_ms, next_offsets, scored)
         self.pipeline.flush_pending()
         self.metrics.store_pending.set(self.pipeline.pending_count)
@@ -257,27 +256,25 @@ class Server:
         then scored and emitted while the store works (``fraudstream.stream.lookahead``)."""
         lookahead = self.lookahead
         assert lookahead is not None  # noqa: S101 - the caller checked
-        decoded, decode_ms, next_offsets = self._decode(msgs, started)
-        ahead = lookahead.take()
-        features = self._features_of(ahead) if ahead is not None else None
+        decoded, decode_ms, next_offsets, marks = self._decode(msgs, started)
+        earlier = lookahead.take()
+        done = None if earlier is None else (earlier, self._features_of(earlier))
         # the helper is idle from here until the next submit: the store is the loop's
-        if not len(decoded.batch):  # nothing to ask the store: in turn, after the one ahead
-            if ahead is not None and features is not None:
-                self._conclude_ahead(ahead, features)
-            self._mark(next_offsets)
+        if len(decoded.batch):
+            watermark = self._watermark(msgs, decoded)
+            batch, pipeline = decoded.batch, self.pipeline
+            future = lookahead.submit(lambda: pipeline.features(batch, plan, marks, watermark))
+            lookahead.batch = Ahead(
+                msgs, arrival, fetched, plan, started, decoded, decode_ms, next_offsets, future
+            )
+            if done is not None:
+                lookahead.overlapped += 1
+                self._conclude_ahead(*done)
+        else:  # nothing to ask the store: in turn, after the one ahead
+            if done is not None:
+                self._conclude_ahead(*done)
+            self.pipeline.mark(marks)
             self._conclude(msgs, arrival, fetched, started, decoded, decode_ms, next_offsets, None)
-            self.metrics.store_pending.set(self.pipeline.pending_count)
-            return
-        marks = {tp.partition: tp.offset for tp in next_offsets}
-        watermark = self._watermark(msgs, decoded)
-        batch, pipeline = decoded.batch, self.pipeline
-        future = lookahead.submit(lambda: pipeline.features(batch, plan, marks, watermark))
-        lookahead.batch = Ahead(
-            msgs, arrival, fetched, plan, started, decoded, decode_ms, next_offsets, future
-        )
-        if ahead is not None and features is not None:
-            lookahead.overlapped += 1
-            self._conclude_ahead(ahead, features)
         self.metrics.store_pending.set(self.pipeline.pending_count)
 
     def _finish_ahead(self) -> None:
@@ -310,20 +307,20 @@ class Server:
 
     def _decode(
         self, msgs: list[Any], started: int
-    ) -> tuple[DecodeResult, float, list[TopicPartition]]:
+    ) -> tuple[DecodeResult, float, list[TopicPartition], dict[int, int]]:
+        """The decoded batch, its decoding time, the offsets to commit after it and the
+        same as the store's per-partition offset marks."""
         t0 = time.perf_counter()
         decoded = decode_transactions([m.value() for m in msgs], self.limits, now_ms=started)
         decode_ms = (time.perf_counter() - t0) * 1e3
         self.planner.observe("decode", len(msgs), decode_ms / 1e3)
-        return decoded, decode_ms, _next_offsets(msgs)
+        next_offsets = _next_offsets(msgs)
+        return decoded, decode_ms, next_offsets, {tp.partition: tp.offset for tp in next_offsets}
 
     def _watermark(self, msgs: list[Any], decoded: DecodeResult) -> np.ndarray:
         ok_rows = np.asarray(decoded.ok_index, dtype=np.int64)
         parts = np.fromiter((msgs[i].partition() for i in ok_rows), np.int64, len(ok_rows))
         return self.watermarks.take(parts, decoded.batch.event_time_ms)
-
-    def _mark(self, next_offsets: list[TopicPartition]) -> None:
-        self.pipeline.mark({tp.partition: tp.offset for tp in next_offsets})
 
     def _conclude(
         self,
