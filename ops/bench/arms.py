@@ -133,14 +133,41 @@ def _consumer(
     return consumer
 
 
+CEILING_RUNS = 3
+"""The ceiling drains the backlog this many times (a fresh group each) and counts the
+median run: one 200,000-record pass takes well under a second, and single passes on this
+VM spread by a quarter either way."""
+CEILING_FETCH_BACKOFF_MS = 10
+"""librdkafka's ``fetch.queue.backoff.ms`` for the ceiling's consumer. At its default
+(1,000 ms) the consumer stops fetching for a second once its local queue passes
+``queued.min.messages`` (100,000), and a loop that empties the queue in a fraction of that
+waits out the rest: 200,000 records then took 1.70 to 1.75 s (about 107,000/s) in most
+passes and 0.25 to 0.6 s in the others, by how the threshold fell. A loop moving records
+as fast as it can would not keep that pause."""
+
+
 def ceiling(env: Env) -> ArmResult:
-    """Batch consume, one small message out per record, async commit per batch."""
-    out = env.topics.create("ceiling-out", PARTITIONS, append_time=True)
+    """Batch consume, one small message out per record, async commit per batch; the median
+    of ``CEILING_RUNS`` passes over the backlog."""
+    runs = [_ceiling_once(env, k) for k in range(CEILING_RUNS)]
+    failed = [r for r in runs if r.tx_per_s is None]
+    if failed:
+        return failed[0]
+    by_rate = sorted(runs, key=lambda r: float(r.tx_per_s or 0.0))
+    result = by_rate[len(by_rate) // 2]
+    result.detail["runs_tx_per_s"] = [r.tx_per_s for r in runs]
+    result.detail["fetch_queue_backoff_ms"] = CEILING_FETCH_BACKOFF_MS
+    return result
+
+
+def _ceiling_once(env: Env, k: int) -> ArmResult:
+    out = env.topics.create(f"ceiling-out-{k}", PARTITIONS, append_time=True)
     assigned: list[float] = []
     consumer = _consumer(
         env,
-        f"bench-{env.topics.run_id}-ceiling",
+        f"bench-{env.topics.run_id}-ceiling-{k}",
         on_assign=lambda _c, _p: assigned.append(time.monotonic()),
+        **{"fetch.queue.backoff.ms": CEILING_FETCH_BACKOFF_MS},
     )
     producer = Producer({"bootstrap.servers": env.bootstrap, "linger.ms": 5})
     done, idle_since = 0, time.monotonic()
@@ -163,10 +190,9 @@ def ceiling(env: Env) -> ArmResult:
     result = judge("ceiling", env.n, read_all(env.bootstrap, out))
     # On a small backlog the broker appends the whole output in a few batches, and the
     # append-time span (1 ms resolution) flatters the ceiling; so does timing from the
-    # first message consumed when the consumer's prefetch ran ahead of the loop (one run
-    # gave 441,677/s, both spans 0.45 s, against 122,189 the next). The figure is the lower
-    # of the append-time span and the wall clock from the partitions' assignment, when
-    # fetching starts, to the last output acknowledged.
+    # first message consumed when the consumer's prefetch ran ahead of the loop. The figure
+    # is the lower of the append-time span and the wall clock from the partitions'
+    # assignment, when fetching starts, to the last output acknowledged.
     if result.tx_per_s is not None and wall_s > 0:
         result.detail["tx_per_s_append_time"] = result.tx_per_s
         result.detail["tx_per_s_wall"] = round(env.n / wall_s, 1)
