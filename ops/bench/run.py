@@ -330,9 +330,14 @@ def _clean(topics: Topics, env: arms.Env | None, args: argparse.Namespace) -> No
     except Exception as exc:  # noqa: BLE001 - report, the figures are still worth writing
         _say(f"cleanup of topics/groups {prefix}* failed: {exc}")
     for p in env.prefixes if env else []:
-        store = RedisStore.from_url(args.redis_url, prefix=p)
-        store.drop()
-        store.close()
+        # millions of keys after a full run: a slow moment of Redis must not lose the figures
+        store = RedisStore.from_url(args.redis_url, prefix=p, socket_timeout_s=60.0)
+        try:
+            store.drop()
+        except Exception as exc:  # noqa: BLE001 - report, the figures are still worth writing
+            _say(f"cleanup of Redis prefix {p} failed: {exc}")
+        finally:
+            store.close()
 
 
 def _finish(results: dict[str, Any], out: Path) -> None:
