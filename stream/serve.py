@@ -208,10 +208,8 @@ class Server:
         try:
             if self._behind():
                 self._process_ahead(msgs, arrival[: plan.size], fetched, plan, now)
-            else:
-                ahead = self.lookahead.take() if self.lookahead is not None else None
-                if ahead is not None:  # caught up: the batch ahead first, then batch by batch
-                    self._conclude_ahead(ahead, self._features_of(ahead))
+            else:  # caught up: the batch ahead first (an abort skips this one), then in turn
+                self._conclude_pending()
                 self._process(msgs, arrival[: plan.size], fetched, plan, now)
         except BatchAborted as exc:
             self._aborted(exc)
@@ -280,13 +278,16 @@ class Server:
     def _finish_ahead(self) -> None:
         """Finish the batch ahead, if any: before the loop goes idle, touches the store
         itself, hands partitions over or stops."""
-        ahead = self.lookahead.take() if self.lookahead is not None else None
-        if ahead is None:
-            return
         try:
-            self._conclude_ahead(ahead, self._features_of(ahead))
+            self._conclude_pending()
         except BatchAborted as exc:
             self._aborted(exc)
+
+    def _conclude_pending(self) -> None:
+        """Score and emit the batch ahead, if any (its abort raises ``BatchAborted``)."""
+        ahead = self.lookahead.take() if self.lookahead is not None else None
+        if ahead is not None:
+            self._conclude_ahead(ahead, self._features_of(ahead))
 
     def _features_of(self, ahead: Ahead) -> Features:
         self.liveness.beat("feature store and model")

@@ -153,7 +153,7 @@ def ceiling(env: Env) -> ArmResult:
     failed = [r for r in runs if r.tx_per_s is None]
     if failed:
         return failed[0]
-    by_rate = sorted(runs, key=lambda r: float(r.tx_per_s or 0.0))
+    by_rate = sorted(runs, key=lambda r: float(r.tx_per_s))  # type: ignore[arg-type]
     result = by_rate[len(by_rate) // 2]
     result.detail["runs_tx_per_s"] = [r.tx_per_s for r in runs]
     result.detail["fetch_queue_backoff_ms"] = CEILING_FETCH_BACKOFF_MS

@@ -424,12 +424,13 @@ def _notes(results: dict[str, Any]) -> list[str]:
         " the whole backlog would keep them busy for tens of minutes.",
         "The latency and scale arms' producers run in the bench process on the same cores.",
     ]
-    ceiling = (results["arms"].get("ceiling") or {}).get("runs_tx_per_s")
-    if ceiling:
-        runs = ", ".join(f"{v:,.0f}" for v in ceiling if v is not None)
+    ceiling = results["arms"].get("ceiling") or {}
+    if ceiling.get("runs_tx_per_s"):
+        runs = ", ".join(f"{v:,.0f}" for v in ceiling["runs_tx_per_s"])
         notes.append(
-            f"ceiling: the median of {len(ceiling)} passes over the backlog ({runs} tx/s),"
-            " its consumer fetching again 10 ms after its local queue filled"
+            f"ceiling: the median of {len(ceiling['runs_tx_per_s'])} passes over the backlog"
+            f" ({runs} tx/s), its consumer fetching again"
+            f" {ceiling['fetch_queue_backoff_ms']} ms after its local queue filled"
             " (`fetch.queue.backoff.ms`; librdkafka's default, 1 s, held most passes at"
             " about 107,000/s before 2026-12-05, ops/bench/arms.py)."
         )
