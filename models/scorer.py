@@ -92,13 +92,23 @@ class Scorer:
         version: str | None = None,
         device: str = "auto",
         config: FeatureConfig | None = None,
+        threads: int | None = None,
     ) -> Scorer:
-        """Load ``version`` (None = CURRENT) checked against the running feature definitions."""
+        """Load ``version`` (None = CURRENT) checked against the running feature definitions;
+        on the CPU, one batch uses at most ``threads`` threads (None: every usable core)."""
         from fraudstream.features.definitions import FeatureConfig
 
         config = config or FeatureConfig()
         names, schema_hash = config.feature_names, config.schema_hash()
-        return cls.open(registry, version, device, names, schema_hash, features=config.describe())
+        return cls.open(
+            registry,
+            version,
+            device,
+            names,
+            schema_hash,
+            features=config.describe(),
+            threads=threads,
+        )
 
     @classmethod
     def open(
@@ -110,6 +120,7 @@ class Scorer:
         schema_hash: str,
         calibrate: bool = True,
         features: Mapping[str, Any] | None = None,
+        threads: int | None = None,
     ) -> Scorer:
         """Like ``load`` with the expected feature names and schema hash given explicitly
         (``features``: the running ``FeatureConfig.describe()``, to say what differs)."""
@@ -117,17 +128,17 @@ class Scorer:
         manifest, raw = registry.read_model(version)
         _check_schema(manifest, feature_names, schema_hash, features or {})
         resolved = resolve_device(device, need_cupy=True)
-        backend = _build_backend(raw, manifest, resolved)
+        backend = _build_backend(raw, manifest, resolved, threads)
         policy = _policy(backend, len(feature_names), calibrate)
         scorer = cls(manifest, backend, policy)
         scorer.warm_up()
         logger.info(
-            "loaded model %s on %s (%d trees, truncated rung %s, all cores from %d rows)",
+            "loaded model %s on %s (%d trees, truncated rung %s, %s)",
             scorer.version,
             scorer.device,
             scorer.num_trees,
             scorer.truncation_trees or "off",
-            policy.multi_from_rows,
+            _threads_said(policy),
         )
         return scorer
 
@@ -292,10 +303,22 @@ def _setting_changes(manifest: Manifest, running: Mapping[str, Any]) -> str:
     return "; ".join(changed) or "same settings, other definitions"
 
 
-def _build_backend(raw: bytes, manifest: Manifest, device: str) -> Backend:
+def _threads_said(policy: thread_policy.ThreadPolicy) -> str:
+    if policy.cores == 1 or policy.multi_from_rows == sys.maxsize:
+        return "one scoring thread"
+    return f"{policy.cores} scoring threads from {policy.multi_from_rows} rows"
+
+
+def _build_backend(raw: bytes, manifest: Manifest, device: str, threads: int | None) -> Backend:
     source = f"model {manifest.version}"
     if device == "cpu":
-        backend: Backend = CpuBackend(raw, source, thread_policy.usable_cores())
+        cores = thread_policy.usable_cores()
+        if threads is not None:
+            if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+                msg = f"threads must be a whole number >= 1, got {threads!r}"
+                raise ValueError(msg)
+            cores = min(cores, threads)
+        backend: Backend = CpuBackend(raw, source, cores)
     else:
         booster = load_booster(raw, source)
         shap, forest = tree_shap_for(booster, source), forest_for(booster, source)

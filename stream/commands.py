@@ -110,6 +110,12 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "exactly-once: Kafka transactions, readers use read_committed",
     )
     s("--device", help="scoring device: auto (default: a GPU when one works), cpu, cuda, cuda:N")
+    s(
+        "--scoring-threads",
+        type=int,
+        help="CPU threads one batch's scoring may use (default 1: the other cores go to the "
+        "store call ahead, librdkafka and Redis; scale out with processes)",
+    )
     s("--metrics-port", type=int, help="/metrics, /healthz, /readyz (default 9108; 0 = off)")
     s("--shadow", metavar="VERSION", help="challenger model scored beside the champion")
     s("--shadow-topic", help="default fraud.shadow")

@@ -97,7 +97,13 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
     config = FeatureConfig()
 
     def load(version: str | None) -> Scorer:
-        return Scorer.load(registry, version, device=settings.device, config=config)
+        return Scorer.load(
+            registry,
+            version,
+            device=settings.device,
+            config=config,
+            threads=settings.scoring_threads,
+        )
 
     planner = Planner(
         max_batch=settings.max_batch,

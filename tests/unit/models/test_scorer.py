@@ -275,6 +275,18 @@ def test_timing_records_threads_per_batch_size(registry: Registry, version: str)
     assert 0 <= small.predict_s <= small.total_s
 
 
+def test_threads_cap_the_cores_a_batch_may_use(registry: Registry, version: str) -> None:
+    one = open_scorer(registry, version, threads=1)
+    assert one.thread_policy.cores == 1
+    assert one.score_timed(np.zeros((4096, len(NAMES)), dtype=np.float32))[1].threads == 1
+    every = open_scorer(registry, version)
+    assert open_scorer(registry, version, threads=10_000).thread_policy.cores == (
+        every.thread_policy.cores
+    )
+    with pytest.raises(ValueError, match="threads must be a whole number >= 1, got 0"):
+        open_scorer(registry, version, threads=0)
+
+
 class FakeDeviceArray:
     def __init__(self, host: np.ndarray) -> None:
         self.host = host

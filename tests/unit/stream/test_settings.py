@@ -137,3 +137,16 @@ def test_an_unknown_device_names_the_flag() -> None:
     flags = _flags("--bootstrap-servers", "b:1", "--registry", "/r", "--device", "gpu")
     with pytest.raises(ConfigError, match=r"device \(--device / FRAUDSTREAM_DEVICE\)"):
         load_settings(ServeSettings, {**flags, "redis_url": "redis://x"}, None)
+
+
+def test_scoring_threads_default_to_one_and_refuse_zero() -> None:
+    base = _flags("--bootstrap-servers", "b:1", "--registry", "/r")
+    settings = load_settings(ServeSettings, {**base, "redis_url": "redis://x"}, None)
+    assert settings.scoring_threads == 1
+    flags = _flags("--bootstrap-servers", "b:1", "--registry", "/r", "--scoring-threads", "4")
+    assert (
+        load_settings(ServeSettings, {**flags, "redis_url": "redis://x"}, None).scoring_threads == 4
+    )
+    flags = _flags("--bootstrap-servers", "b:1", "--registry", "/r", "--scoring-threads", "0")
+    with pytest.raises(ConfigError, match=r"scoring_threads \(--scoring-threads"):
+        load_settings(ServeSettings, {**flags, "redis_url": "redis://x"}, None)
