@@ -234,8 +234,41 @@ class Planner:
         for rung in rungs:
             size = self._largest_fitting(tightest, rung)
             if size:
+                if size < cap:
+                    waiting = np.asarray(slacks_s[:buffered], dtype=np.float64)
+                    size = self._catch_up(waiting, fastest, size, cap, rung)
                 return Plan(size, rung, self.store_down_after_s)
         return Plan(cap, RUNG_FULL, self.store_down_after_s)  # unreachable: see fastest
+
+    def _catch_up(
+        self, slacks: np.ndarray, fastest: float, size: int, cap: int, rung: str | None
+    ) -> int:
+        """``size`` (the longest prefix the tightest deadline allows), or a larger batch (up
+        to ``cap``) where that meets at least as many of the buffered deadlines, each size
+        counted as if taken again and again until the buffer is done. Where no size meets
+        any, the prefix stays: larger batches then bought nothing but latency (at half the
+        drain rate, alternated runs: p50 492 and 545 ms against 122 and 271).
+
+        The prefix saves the tightest record in it, but every batch pays the stages' fixed
+        costs: a stream a little behind, whose oldest records still just make it, would be
+        taken in small batches that hold every record behind them past their deadlines,
+        and stay behind (measured at a quarter of the drain rate: a steady 50 ms in the
+        buffer until larger batches were allowed)."""
+        live = slacks >= fastest
+        position = np.arange(len(slacks))
+
+        def met(n: int) -> int:
+            done = (position // n + 1) * self.path_cost(n, rung)
+            return int(np.count_nonzero(live & (slacks >= done)))
+
+        best, best_met = size, met(size)
+        n = size
+        while n < cap:
+            n = min(2 * n, cap)
+            m = met(n)
+            if m > best_met or (m == best_met > 0):  # a tie: the larger catches up sooner
+                best, best_met = n, m
+        return best
 
     def _largest_fitting(self, tightest: np.ndarray, rung: str | None) -> int:
         """Largest n with path_cost(n) <= tightest[n-1] (both sides monotone in n)."""

@@ -51,6 +51,29 @@ def test_batch_is_the_longest_prefix_the_tightest_deadline_allows() -> None:
     assert plan.size == 100
 
 
+def _fixed_cost_planner() -> Planner:
+    planner = _planner(per_record_s=20e-6)  # 40 us a record on the full path
+    planner.costs["features"].fixed_s = 0.004  # and 4 ms a batch
+    return planner
+
+
+def test_a_stream_falling_behind_is_taken_in_larger_batches() -> None:
+    planner = _fixed_cost_planner()
+    # 300 records from 6 ms to 20 ms of slack (about 21,000/s): batches of the 50 the
+    # oldest allows (6 ms each) would hold every record behind them past its deadline
+    slacks = np.linspace(0.006, 0.020, 300)
+    plan = planner.plan(slacks, 300, has_model=True)
+    assert (plan.rung, plan.size) == (RUNG_FULL, 300)  # 16 ms: the newest 86 make it
+
+
+def test_small_batches_that_keep_up_stay_small() -> None:
+    planner = _fixed_cost_planner()
+    # the same 300 records from 6 ms to 50 ms of slack: batches of 50 (6 ms each) meet
+    # every deadline, a larger first batch would miss the oldest
+    slacks = np.linspace(0.006, 0.050, 300)
+    assert planner.plan(slacks, 300, has_model=True).size == 50
+
+
 def test_plenty_of_slack_takes_the_whole_buffer_up_to_max_batch() -> None:
     plan = _planner().plan(np.full(3000, 10.0), 3000, has_model=True)
     assert (plan.size, plan.rung) == (1000, RUNG_FULL)
