@@ -246,14 +246,13 @@ class Planner:
         """``size`` (the longest prefix the tightest deadline allows), or a larger batch (up
         to ``cap``) where that meets at least as many of the buffered deadlines, each size
         counted as if taken again and again until the buffer is done. Where no size meets
-        any, the prefix stays: larger batches then bought nothing but latency (at half the
-        drain rate, alternated runs: p50 492 and 545 ms against 122 and 271).
+        any, the prefix stays: past saving any deadline, larger batches add latency without
+        adding throughput the machine has (DESIGN.md, the planner).
 
         The prefix saves the tightest record in it, but every batch pays the stages' fixed
         costs: a stream a little behind, whose oldest records still just make it, would be
         taken in small batches that hold every record behind them past their deadlines,
-        and stay behind (measured at a quarter of the drain rate: a steady 50 ms in the
-        buffer until larger batches were allowed)."""
+        and stay behind."""
         live = slacks >= fastest
         position = np.arange(len(slacks))
 
