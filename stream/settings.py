@@ -97,9 +97,10 @@ class ServeSettings(KafkaSettings):
     scoring_threads: int = Field(default=1, ge=1, le=1_024)
     """CPU threads XGBoost may use on one batch (capped at the usable cores; batch sizes
     where more win are calibrated at load). One leaves the other cores to the store call
-    ahead, librdkafka and whatever shares the machine: on the 2-core bench VM two threads
-    cost serve 10 to 13 µs of CPU per transaction and the drain 12 to 20 %; more shorten
-    only large batches on cores that would otherwise idle. Scale out with processes."""
+    ahead, librdkafka and whatever shares the machine, where a second prediction thread
+    costs more CPU than it saves (docs/performance-history.md, 2026-12-05 afternoon); more
+    shorten only large batches on cores that would otherwise idle. Scale out with
+    processes."""
     metrics_port: int = Field(default=9108, ge=0, le=65_535)
     """Port of /metrics, /healthz and /readyz (0: off)."""
     shadow: str | None = None

@@ -150,11 +150,10 @@ def ceiling(env: Env) -> ArmResult:
     """Batch consume, one small message out per record, async commit per batch; the median
     of ``CEILING_RUNS`` passes over the backlog."""
     runs = [_ceiling_once(env, k) for k in range(CEILING_RUNS)]
-    failed = [r for r in runs if r.tx_per_s is None]
-    if failed:
-        return failed[0]
-    by_rate = sorted(runs, key=lambda r: float(r.tx_per_s))  # type: ignore[arg-type]
-    result = by_rate[len(by_rate) // 2]
+    rated = sorted((r.tx_per_s, k) for k, r in enumerate(runs) if r.tx_per_s is not None)
+    if len(rated) < len(runs):
+        return next(r for r in runs if r.tx_per_s is None)
+    result = runs[rated[len(rated) // 2][1]]
     result.detail["runs_tx_per_s"] = [r.tx_per_s for r in runs]
     result.detail["fetch_queue_backoff_ms"] = CEILING_FETCH_BACKOFF_MS
     return result
