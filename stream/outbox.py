@@ -1,4 +1,4 @@
-"""Outputs scored but not produced yet: exactly-once keeps scoring while a commit is in flight.
+"""Outputs scored but not committed yet: exactly-once keeps scoring while a commit is in flight.
 
 A transactional producer holds one transaction at a time, so a batch's outputs can only be
 produced once the previous batch's commit is done. Rather than wait for it, serve keeps
@@ -9,12 +9,17 @@ Records thus reach the scorer as they arrive, and those scored during a commit r
 next one, instead of waiting in the consumer's queue for it and then, in a larger batch,
 for one more commit.
 
-Transactions are also spaced: the next one starts ``interval_s`` after the last one started
-at the earliest. Each transaction costs the broker and serve CPU whatever it carries (its
+Transactions are also spaced: the next commit starts ``interval_s`` after the last one
+started at the earliest. Each transaction costs the broker and serve CPU whatever it carries (its
 coordinator requests, the markers on every partition it wrote, the offsets): back to back,
 about 100 per second at 2,000/s, that work competes with scoring for the same cores. The
 wait never costs a deadline: what is held goes out as soon as the earliest held record's
 deadline leaves no room for one more interval plus the expected produce-and-commit time.
+While a transaction waits for its interval, what it holds is already produced into it
+(``stage``), once no commit is in flight: the records' acknowledgements, and the broker's
+checks before a transaction's first write to each partition, then happen during the wait,
+and the commit, when due, sends the offsets and ends the transaction without waiting for
+them. Until then the box still holds the offsets those batches cover.
 
 At-least-once never waits for a commit: each batch is published at once.
 """
@@ -52,10 +57,15 @@ class Outbox:
     _deadline_ms: float = math.inf
     """The earliest deadline of a held record (serve's wall clock, ms)."""
     _last_s: float = -math.inf
-    """When the last transaction started (``clock``)."""
+    """When the last transaction's commit started (``clock``)."""
+    _staged: bool = False
+    """Batches were produced into the open transaction and are not committed yet."""
+    hold_ms: float = 0.0
+    """While a batch is produced: how long it is expected to wait in the open transaction
+    before the commit starts (part of what a read_committed reader waits for)."""
 
     def __bool__(self) -> bool:
-        return bool(self._writes)
+        return bool(self._writes) or self._staged
 
     def add(
         self,
@@ -84,7 +94,28 @@ class Outbox:
         passed since the last transaction started, or holding on for another interval would
         leave the earliest held deadline less than ``publish_ms`` (the expected time to
         produce and commit what is held)."""
-        return bool(self._writes) and not delivery.busy() and self._due(now_ms, publish_ms)
+        return bool(self) and not delivery.busy() and self._due(now_ms, publish_ms)
+
+    def stage(self, delivery: Delivery, liveness: Liveness) -> None:
+        """Produce what is held into the open transaction now, without committing it, when
+        no commit is in flight: its acknowledgements then arrive while the transaction waits
+        for its interval, and the commit, when due, only sends the offsets and ends it."""
+        if not self._writes or delivery.busy():
+            return
+        writes, self._writes = self._writes, []
+        try:
+            liveness.beat("waiting for the previous commit")
+            delivery.begin()
+            self._staged = True
+            self.hold_ms = max(self._last_s + self.interval_s - self.clock(), 0.0) * 1e3
+            liveness.beat("producing")
+            for write in writes:
+                write()
+        except BaseException:  # as in publish: the box is empty, the records come again
+            self.discard()
+            raise
+        finally:
+            self.hold_ms = 0.0
 
     def _due(self, now_ms: float, publish_ms: float) -> bool:
         if self.clock() - self._last_s >= self.interval_s:
@@ -106,6 +137,7 @@ class Outbox:
         liveness.beat("waiting for the previous commit")
         delivery.begin()
         self._last_s = self.clock()
+        self.hold_ms = 0.0
         liveness.beat("producing")
         for write in writes:
             write()
@@ -116,4 +148,5 @@ class Outbox:
 
     def discard(self) -> None:
         self._writes, self._offsets, self.records = [], {}, 0
+        self._staged = False
         self._deadline_ms = math.inf

@@ -352,6 +352,8 @@ class Server:
         self.outbox.add(next_offsets, len(msgs), write, deadline)
         if not self.outbox.should_wait(self.delivery, self.wall_ms(), self._publish_ms()):
             self._publish()
+        else:
+            self.outbox.stage(self.delivery, self.liveness)
         self.metrics.transactions.inc(len(msgs))
         self.metrics.batch_size.observe(len(msgs))
 
@@ -369,6 +371,8 @@ class Server:
             # meanwhile, see _fill), without waiting for more input
             if self.outbox and self.outbox.due(self.delivery, self.wall_ms(), self._publish_ms()):
                 self._publish()
+            elif self.outbox:  # the commit before it is done: its acknowledgements start now
+                self.outbox.stage(self.delivery, self.liveness)
             self.delivery.settle()
         except BatchAborted as exc:
             logger.warning("%s", exc)
@@ -395,7 +399,7 @@ class Server:
         kafka = np.clip(fetched - arrival, 0, queue).astype(np.float64)
         commit_ms = self.planner.expected_commit_s(len(scored.codes)) * 1e3
         if self.planner.commit_in_path:  # visible after the wait for this transaction too
-            commit_ms += max(self.wall_ms() - scored_at, 0)
+            commit_ms += max(self.wall_ms() - scored_at, 0) + self.outbox.hold_ms
         rows, total = scored.rows(
             arrival, self.budget_ms, scored_at, extra, queue, kafka, round(commit_ms, 3)
         )

@@ -118,3 +118,52 @@ def test_an_aborted_transaction_empties_the_box_and_writes_nothing() -> None:
         box.publish(delivery, Liveness(60))
     assert delivery.calls == []
     assert not box and box.records == 0  # the consumer was rewound: the records come again
+
+
+def test_what_waits_for_its_interval_is_produced_at_once_and_committed_when_due() -> None:
+    clock = _Clock()
+    box = Outbox(limit=100, interval_s=0.015, clock=clock)
+    delivery = _fake()
+    box.add([_tp(0, 1)], 1, lambda: delivery.calls.append("batch 1"))
+    box.publish(delivery, Liveness(60))
+    clock.now += 0.005
+    holds: list[float] = []
+    box.add([_tp(0, 2)], 1, lambda: holds.append(box.hold_ms), deadline_ms=1_000)
+    box.add([_tp(1, 7)], 2, lambda: delivery.calls.append("batch 3"), deadline_ms=1_000)
+    assert box.should_wait(delivery, 0, 5)
+    box.stage(delivery, Liveness(60))
+    assert holds == [pytest.approx(10.0)]  # produced 5 ms after the last start: 10 ms to go
+    assert box.hold_ms == 0.0
+    assert box and box.records == 3  # produced, not committed: still held
+    assert not box.due(delivery, 0, 5)
+    clock.now += 0.010
+    assert box.due(delivery, 0, 5)
+    box.publish(delivery, Liveness(60))
+    assert delivery.calls == [
+        "begin",
+        "batch 1",
+        [("in", 0, 1)],
+        "begin",
+        "batch 3",
+        "begin",  # the delivery keeps the open transaction
+        [("in", 0, 2), ("in", 1, 7)],
+    ]
+    assert not box and box.records == 0
+
+
+def test_nothing_is_produced_while_a_commit_is_in_flight() -> None:
+    box = Outbox(limit=100, interval_s=0.015)
+    busy = _fake(busy=True)
+    box.add([_tp(0, 2)], 1, lambda: busy.calls.append("written"))
+    box.stage(busy, Liveness(60))
+    assert busy.calls == [] and box.records == 1
+
+
+def test_a_failed_commit_found_when_staging_empties_the_box() -> None:
+    box = Outbox(limit=100, interval_s=0.015)
+    delivery = _fake(fails=True)
+    box.add([_tp(0, 5)], 5, lambda: delivery.calls.append("written"))
+    with pytest.raises(BatchAborted):
+        box.stage(delivery, Liveness(60))
+    assert delivery.calls == []
+    assert not box and box.records == 0
