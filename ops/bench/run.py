@@ -287,7 +287,8 @@ def _scale(args: argparse.Namespace, env: arms.Env, feed: Feed, results: dict[st
     else:
         _say(
             f"scale: one {figures['one_process_tx_per_s']}/s, two "
-            f"{figures['two_processes_tx_per_s']}/s, pause {figures['rebalance_pause_ms']} ms"
+            f"{figures['two_processes_tx_per_s']}/s, one again "
+            f"{figures['one_process_after_tx_per_s']}/s, pause {figures['rebalance_pause_ms']} ms"
         )
 
 
@@ -438,9 +439,10 @@ def _notes(results: dict[str, Any]) -> list[str]:
     scale = results.get("scale") or {}
     if scale.get("ratio") is not None and results["machine"]["cores"] < 4:
         notes.append(
-            f"Scale: two processes gave {scale['ratio']:.2f}x one on {results['machine']['cores']}"
-            " cores that also run Kafka, Redis and the bench's producer; a fair test of the 1.6x"
-            " target needs more cores than this machine has."
+            f"Scale: two processes gave {scale['ratio']:.2f}x one (the mean of the one-process"
+            f" phases before and after) on {results['machine']['cores']} cores that also run"
+            " Kafka, Redis and the bench's producer; a fair test of the 1.6x target needs more"
+            " cores than this machine has."
         )
     return notes
 

@@ -458,7 +458,10 @@ def scale(
     env: Env, feed: Feed, n_chunk: int, paced_rate: float, seconds: float, budget_ms: float
 ) -> dict[str, Any]:
     """One process drains a chunk; a second joins under paced load (the rebalance pause);
-    both drain a second chunk."""
+    both drain a second chunk; the second leaves and the first drains a third alone. The
+    ratio is the two processes' rate over the mean of the one-process phases on either side
+    of it: this VM's speed drifts within minutes, and a drift between the phases would
+    otherwise read as scaling (or its lack)."""
     input_topic = env.topics.create("scale-in", PARTITIONS)
     spec = _spec(env, "scale", input_topic, budget_ms)
     logs = [env.workdir / "scale-a.log", env.workdir / "scale-b.log"]
@@ -485,6 +488,14 @@ def scale(
         produce_backlog(env.bootstrap, input_topic, chunk2)
         expected += len(chunk2)
         _n, why = wait_count(env.bootstrap, spec.decisions, expected, 600, alive=alive)
+        if why is None:
+            stop(procs.pop())  # leaves the group: the first process takes every partition
+            if wait_assignment(env.topics.admin, spec.group, 1, PARTITIONS, 120) is None:
+                return {"failed": f"the group never went back to one: {tail(logs[0], 600)!r}"}
+            chunk3 = feed.take(n_chunk)
+            produce_backlog(env.bootstrap, input_topic, chunk3)
+            expected += len(chunk3)
+            _n, why = wait_count(env.bootstrap, spec.decisions, expected, 600, alive=alive)
     finally:
         for p in procs:
             stop(p)
@@ -492,7 +503,7 @@ def scale(
         return {"failed": f"{why}; logs: {tail(logs[0], 300)!r} {tail(logs[1], 300)!r}"}
     inputs = read_all(env.bootstrap, input_topic)
     out = read_all(env.bootstrap, spec.decisions)
-    return _scale_figures(inputs, out, (chunk1, paced, chunk2), join.started_ms)
+    return _scale_figures(inputs, out, (chunk1, paced, chunk2, chunk3), join.started_ms)
 
 
 class _Join:
@@ -520,16 +531,22 @@ def _scale_figures(
     n_in = sum(len(c) for c in chunks)
     if len(out) != n_in or len(ts) != n_in or len(inputs) != n_in:
         return {"failed": f"{len(out)} decisions ({len(ts)} distinct) for {n_in} inputs"}
-    one, paced, two = ([ts[i] for i in _ids(c)] for c in chunks)
-    one_rate = rate([Record(t, 0, b"") for t in one])
-    two_rate = rate([Record(t, 0, b"") for t in two])
+    one, two, one_after = (
+        rate([Record(ts[i], 0, b"") for i in _ids(c)]) for c in (chunks[0], *chunks[2:])
+    )
+    paced = [ts[i] for i in _ids(chunks[1])]
+    ones = [r for r in (one, one_after) if r]
+    one_mean = sum(ones) / len(ones) if ones else 0.0
     rungs = Counter(str(orjson.loads(r.value).get("degraded") or "full") for r in out)
     return {
         "partitions": PARTITIONS,
         "chunk": len(chunks[0]),
-        "one_process_tx_per_s": one_rate,
-        "two_processes_tx_per_s": two_rate,
-        "ratio": round(two_rate / one_rate, 3) if one_rate and two_rate else None,
+        "one_process_tx_per_s": one,
+        "two_processes_tx_per_s": two,
+        "one_process_after_tx_per_s": one_after,
+        "ratio": round(two / one_mean, 3) if one_mean and two else None,
+        "ratio_before": round(two / one, 3) if one and two else None,
+        "ratio_after": round(two / one_after, 3) if one_after and two else None,
         "degraded": dict(rungs),
         **_pauses(paced, [part[i] for i in _ids(chunks[1])], join_ms),
     }
