@@ -93,8 +93,8 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     s(
         "--transaction-interval-ms",
         type=int,
-        help="exactly-once: least time between two transactions' starts (default 15; 0: the "
-        "next as soon as the previous commit is done)",
+        help="exactly-once: least time between two commits' starts (default 15; 0: the next "
+        "as soon as the previous one is done)",
     )
     s(
         "--store-lookahead",

@@ -81,10 +81,10 @@ class ServeSettings(KafkaSettings):
     """At-least-once: least time between two offset commits (0: after every batch).
     Acknowledged offsets wait at most this long; a drain (revoke, stop) commits them all."""
     transaction_interval_ms: int = Field(default=15, ge=0, le=10_000)
-    """Exactly-once: least time from one transaction's start to the next one's (0: the next
-    as soon as the previous commit is done). Decisions scored meanwhile wait in the outbox,
-    never past the point where their deadline would be missed (``fraudstream.stream.outbox``).
-    """
+    """Exactly-once: least time from one commit's start to the next one's (0: the next as
+    soon as the previous one is done). Decisions scored meanwhile are produced into the open
+    transaction and wait for its commit, never past the point where their deadline would be
+    missed (``fraudstream.stream.outbox``)."""
     store_lookahead: bool = True
     """With more input waiting, the next batch's store call runs on a helper thread while
     the loop scores and emits the one before (``fraudstream.stream.lookahead``)."""
