@@ -58,14 +58,13 @@ class Outbox:
     """The earliest deadline of a held record (serve's wall clock, ms)."""
     _last_s: float = -math.inf
     """When the last transaction's commit started (``clock``)."""
-    _staged: bool = False
-    """Batches were produced into the open transaction and are not committed yet."""
     hold_ms: float = 0.0
     """While a batch is produced: how long it is expected to wait in the open transaction
     before the commit starts (part of what a read_committed reader waits for)."""
 
     def __bool__(self) -> bool:
-        return bool(self._writes) or self._staged
+        """Anything not committed: batches held, or produced into the open transaction."""
+        return self.records > 0
 
     def add(
         self,
@@ -100,18 +99,23 @@ class Outbox:
         """Produce what is held into the open transaction now, without committing it, when
         no commit is in flight: its acknowledgements then arrive while the transaction waits
         for its interval, and the commit, when due, only sends the offsets and ends it."""
-        if not self._writes or delivery.busy():
-            return
+        if self._writes and not delivery.busy():
+            self._produce(delivery, liveness, self._last_s + self.interval_s - self.clock())
+
+    def _produce(self, delivery: Delivery, liveness: Liveness, hold_s: float) -> None:
+        """Open the transaction (``begin`` waits for the commit in flight, raising its
+        failure) and produce every held batch into it, in order; the batches' offsets stay
+        until the commit. On any failure the box is emptied: the consumer is rewound and
+        the records come again."""
         writes, self._writes = self._writes, []
         try:
             liveness.beat("waiting for the previous commit")
             delivery.begin()
-            self._staged = True
-            self.hold_ms = max(self._last_s + self.interval_s - self.clock(), 0.0) * 1e3
+            self.hold_ms = max(hold_s, 0.0) * 1e3
             liveness.beat("producing")
             for write in writes:
                 write()
-        except BaseException:  # as in publish: the box is empty, the records come again
+        except BaseException:
             self.discard()
             raise
         finally:
@@ -132,21 +136,15 @@ class Outbox:
         everything held, in the order it was scored; the box is empty afterwards, also when
         the delivery aborts (the consumer is then rewound and the records come again).
         ``timed`` gets the seconds the ``commit`` call took."""
-        writes, offsets = self._writes, self._offsets
+        self._produce(delivery, liveness, 0.0)
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
         self.discard()
-        liveness.beat("waiting for the previous commit")
-        delivery.begin()
         self._last_s = self.clock()
-        self.hold_ms = 0.0
-        liveness.beat("producing")
-        for write in writes:
-            write()
         liveness.beat("committing")
         started = time.perf_counter()
-        delivery.commit([TopicPartition(t, p, o) for (t, p), o in offsets.items()])
+        delivery.commit(offsets)
         timed(time.perf_counter() - started)
 
     def discard(self) -> None:
         self._writes, self._offsets, self.records = [], {}, 0
-        self._staged = False
         self._deadline_ms = math.inf

@@ -534,9 +534,7 @@ def _scale_figures(
     one, two, one_after = (
         rate([Record(ts[i], 0, b"") for i in _ids(c)]) for c in (chunks[0], *chunks[2:])
     )
-    paced = [ts[i] for i in _ids(chunks[1])]
-    ones = [r for r in (one, one_after) if r]
-    one_mean = sum(ones) / len(ones) if ones else 0.0
+    paced_ids = _ids(chunks[1])
     rungs = Counter(str(orjson.loads(r.value).get("degraded") or "full") for r in out)
     return {
         "partitions": PARTITIONS,
@@ -544,11 +542,11 @@ def _scale_figures(
         "one_process_tx_per_s": one,
         "two_processes_tx_per_s": two,
         "one_process_after_tx_per_s": one_after,
-        "ratio": round(two / one_mean, 3) if one_mean and two else None,
+        "ratio": round(2 * two / (one + one_after), 3) if one and two and one_after else None,
         "ratio_before": round(two / one, 3) if one and two else None,
         "ratio_after": round(two / one_after, 3) if one_after and two else None,
         "degraded": dict(rungs),
-        **_pauses(paced, [part[i] for i in _ids(chunks[1])], join_ms),
+        **_pauses([ts[i] for i in paced_ids], [part[i] for i in paced_ids], join_ms),
     }
 
 
