@@ -104,6 +104,13 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "emits the one before (default on)",
     )
     s(
+        "--align-partitions",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="take partitions with a backlog in Kafka timestamp order, so that terminals "
+        "see records in order (default on); caught-up partitions go as they come",
+    )
+    s(
         "--guarantee",
         choices=["at-least-once", "exactly-once"],
         help="at-least-once (default): offsets committed once the decisions are acknowledged; "

@@ -202,6 +202,25 @@ class ServeMetrics:
         )
         overlapped.set_function(lambda: lookahead.overlapped)
 
+    def watch_aligner(self, aligner: Any) -> None:
+        """Records staged for timestamp order and partitions paused for staging too many
+        (``PartitionAligner``)."""
+        if aligner is None:
+            return
+        staged = Gauge(
+            "fraudstream_input_staged_records",
+            "Records taken from the consumer and held until the partitions behind catch up "
+            "(timestamp order across partitions)",
+            registry=self.registry,
+        )
+        staged.set_function(lambda: aligner.held)
+        paused = Gauge(
+            "fraudstream_input_paused_partitions",
+            "Partitions paused because they ran ahead of the others' timestamps",
+            registry=self.registry,
+        )
+        paused.set_function(lambda: len(aligner.paused))
+
     def set_model(self, version: str | None, device: str) -> None:
         self.model_info.clear()
         if version is not None:

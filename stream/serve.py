@@ -26,6 +26,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from fraudstream.features.schema import DecodeLimits, DecodeResult, decode_transactions
+from fraudstream.stream.alignment import PartitionAligner
 from fraudstream.stream.clock import SkewTracker
 from fraudstream.stream.deadletter import dead_letter
 from fraudstream.stream.decision import REVIEW
@@ -102,6 +103,9 @@ class Server:
     lookahead: Lookahead | None = None
     """With more input waiting, the next batch's store call runs while the loop finishes
     the one before (``fraudstream.stream.lookahead``); None: each batch in turn."""
+    aligner: PartitionAligner | None = None
+    """Partitions with a backlog are taken in timestamp order (``fraudstream.stream.alignment``);
+    None: in the order the consumer hands records over."""
 
     def subscribe(self) -> None:
         self.consumer.subscribe(
@@ -173,18 +177,41 @@ class Server:
                     raise FatalKafkaError(msg)
                 logger.warning("consumer error: %s", err.str())
         if good:
-            starts = self._starts(good, fetched)
-            self._buffer.extend(zip(good, [fetched] * len(good), starts.tolist(), strict=True))
+            self._take(good, fetched)
+        if self.aligner is not None and not self.aligner.idle:
+            self._align(fetched, drained=len(msgs) < room)
 
-    def _starts(self, msgs: list[Any], fetched: int) -> np.ndarray:
-        """Where the records' budgets start, after feeding the skew tracker."""
+    def _take(self, msgs: list[Any], fetched: int) -> None:
+        """Consumed records into the buffer (or the aligner's stagings), each with where
+        its budget starts, after feeding the skew tracker."""
         n = len(msgs)
         part = np.fromiter((m.partition() for m in msgs), np.int64, n)
         offset = np.fromiter((m.offset() for m in msgs), np.int64, n)
         stamp = np.fromiter((_timestamp_ms(m, fetched) for m in msgs), np.int64, n)
         at = np.full(n, fetched, dtype=np.int64)
         self.skew.observe(part, offset, stamp, at, self._end_offsets(msgs[0].topic(), part))
-        return self.skew.starts(part, stamp, at)
+        items = list(
+            zip(msgs, [fetched] * n, self.skew.starts(part, stamp, at).tolist(), strict=True)
+        )
+        if self.aligner is None:
+            self._buffer.extend(items)
+        else:
+            self.aligner.add(items, part.tolist(), offset.tolist(), stamp.tolist())
+
+    def _align(self, now: int, drained: bool) -> None:
+        """Staged records that can go, into the buffer in timestamp order; partitions
+        staging too much paused, and resumed once drained."""
+        aligner = self.aligner
+        assert aligner is not None  # noqa: S101 - the caller checked
+        parts = np.asarray(sorted(p for _, p in self.assigned), dtype=np.int64)
+        self._buffer.extend(
+            aligner.release(self._end_offsets(self.topics.input, parts), now, drained)
+        )
+        pause, resume = aligner.flow()
+        if pause:
+            self.consumer.pause([TopicPartition(self.topics.input, p) for p in pause])
+        if resume:
+            self.consumer.resume([TopicPartition(self.topics.input, p) for p in resume])
 
     def _end_offsets(self, topic: str, partitions: np.ndarray) -> dict[int, int]:
         ends = {}
@@ -226,7 +253,7 @@ class Server:
     def _aborted(self, exc: BatchAborted) -> None:
         """The delivery aborted and rewound: what was taken or scored comes again."""
         logger.warning("%s", exc)
-        self._buffer.clear()
+        self._rewound()
         self.outbox.discard()
         if self.lookahead is not None:
             self.lookahead.drop()
@@ -376,7 +403,13 @@ class Server:
             self.delivery.settle()
         except BatchAborted as exc:
             logger.warning("%s", exc)
-            self._buffer.clear()
+            self._rewound()
+
+    def _rewound(self) -> None:
+        """The consumer was rewound to the last commit: what it had handed over comes again."""
+        self._buffer.clear()
+        if self.aligner is not None:
+            self.aligner.reset(self.wall_ms())
 
     def _slack_left(self, scored: ScoredBatch) -> bool:
         """The challenger runs only when the next waiting record can afford it."""
@@ -441,7 +474,8 @@ class Server:
         while not self.stopping.is_set() and not self.pipeline.flush_pending():
             self.liveness.beat("paused: waiting for the feature store")
             self.consumer.consume(1, timeout=0.2)  # keeps the group membership alive
-        self.consumer.resume(parts)
+        held = self.aligner.paused if self.aligner is not None else frozenset()
+        self.consumer.resume([tp for tp in parts if tp.partition not in held])
 
     def _report_lag(self) -> None:
         now = time.monotonic()
@@ -462,6 +496,8 @@ class Server:
 
     def _on_assign(self, _consumer: Consumer, parts: list[TopicPartition]) -> None:
         self.assigned |= {(p.topic, p.partition) for p in parts}
+        if self.aligner is not None:
+            self.aligner.assign([p.partition for p in parts], self.wall_ms())
         if self.guard is not None:
             self._to_check += [TopicPartition(p.topic, p.partition) for p in parts]
         logger.info("partitions assigned", extra={"partitions": sorted(p.partition for p in parts)})
@@ -479,6 +515,8 @@ class Server:
         self._buffer = deque(
             (m, f, a) for m, f, a in self._buffer if (m.topic(), m.partition()) not in gone
         )
+        if self.aligner is not None:
+            self.aligner.revoke([p for _, p in gone])
         for _, partition in gone:
             self.skew.forget(partition)
             self.watermarks.forget(partition)

@@ -16,6 +16,7 @@ from fraudstream.features.local_store import OnlineStore
 from fraudstream.features.local_store import open_store as open_feature_store
 from fraudstream.models.registry import Registry
 from fraudstream.models.scorer import Scorer
+from fraudstream.stream.alignment import PartitionAligner
 from fraudstream.stream.clock import SkewTracker
 from fraudstream.stream.deadletter import DeadLetters
 from fraudstream.stream.decision import Rules
@@ -204,8 +205,10 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
             interval_s=settings.transaction_interval_ms / 1e3 if transactional else 0.0,
         ),
         lookahead=Lookahead() if settings.store_lookahead else None,
+        aligner=_aligner(settings),
     )
     metrics.watch_lookahead(server.lookahead)
+    metrics.watch_aligner(server.aligner)
     health = None
     if settings.metrics_port:
         health = HealthServer(
@@ -214,6 +217,14 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
     if install_signals:
         install_signal_handlers(server.stopping, settings.shutdown_timeout_s)
     return Service(server, settings, health, store, identity)
+
+
+def _aligner(settings: ServeSettings) -> PartitionAligner | None:
+    """Stagings of a batch or two per partition: enough to merge across partitions,
+    little enough that a partition far ahead waits in the broker, not in memory."""
+    if not settings.align_partitions:
+        return None
+    return PartitionAligner(cap=16384)
 
 
 def _dead_letters(settings: ServeSettings, metrics: ServeMetrics) -> DeadLetters:

@@ -88,6 +88,10 @@ class ServeSettings(KafkaSettings):
     store_lookahead: bool = True
     """With more input waiting, the next batch's store call runs on a helper thread while
     the loop scores and emits the one before (``fraudstream.stream.lookahead``)."""
+    align_partitions: bool = True
+    """Partitions with a backlog are taken in Kafka timestamp order, so that a terminal
+    sees its records in order however the consumer's fetches interleave them
+    (``fraudstream.stream.alignment``); caught-up partitions go as they come."""
     fetch_min_bytes: int = Field(default=8_192, ge=1, le=16_777_216)
     """Bytes a fetch waits for (up to ``fetch_wait_ms``); 8 KiB is about 40 transactions."""
     guarantee: Literal["at-least-once", "exactly-once"] = "at-least-once"

@@ -43,6 +43,7 @@ ALL_ARMS = (
     "ceiling",
     "fraudstream",
     "fraudstream_local",
+    "alignment",
     "fraudstream_50ms",
     "naive",
     "faust",
@@ -174,6 +175,7 @@ def _run_arms(args: argparse.Namespace, env: arms.Env, feed: Feed, results: dict
                 extra=("--customer-state", "local"),
             ),
         ),
+        "alignment": lambda: _alignment(env, feed, results),
         "fraudstream_50ms": lambda: _record(
             results,
             serve_arms.fraudstream(env, "fraudstream_50ms", serve_arms.BUDGET_MS, feed.backlog()),
@@ -213,6 +215,35 @@ def _record(results: dict[str, Any], arm: arms.ArmResult) -> None:
         _say(f"{arm.name}: {arm.outputs:,} outputs, {arm.tx_per_s:,.0f} tx/s")
     if arm.name in ("ceiling", "fraudstream", "naive", "faust"):
         results["throughput"][arm.name] = arm.tx_per_s
+
+
+ALIGNMENT_ROUNDS = ((True, False), (False, True))
+"""Drains with partitions aligned and not, alternated (A B, B A) so that a drift of the
+machine's speed does not read as a difference between them."""
+
+
+def _alignment(env: arms.Env, feed: Feed, results: dict[str, Any]) -> None:
+    """The fraudstream_local drain with the partitions taken in timestamp order (serve's
+    default) and without (``--no-align-partitions``), side by side."""
+    rounds = []
+    for i, order in enumerate(ALIGNMENT_ROUNDS, start=1):
+        for aligned in order:
+            name = f"{'aligned' if aligned else 'unaligned'}_{i}"
+            extra: tuple[str, ...] = ("--customer-state", "local")
+            if not aligned:
+                extra += ("--no-align-partitions",)
+            arm = serve_arms.fraudstream(
+                env, name, FULL_PATH_BUDGET_MS, feed.backlog(), extra=extra
+            )
+            if arm.failed is not None:
+                results["failures"].append(f"alignment {name}: {arm.failed}")
+            row = {"round": i, "aligned": aligned, **arm.as_dict()}
+            rounds.append(row)
+            _say(
+                f"{name}: {arm.tx_per_s} tx/s, Redis {row.get('redis_cpu_us_per_tx')} µs/tx,"
+                f" offline-exact {row.get('offline_exact_share')}"
+            )
+    results["alignment"] = {"rounds": rounds}
 
 
 def _latency(args: argparse.Namespace, env: arms.Env, feed: Feed, results: dict[str, Any]) -> None:

@@ -115,6 +115,7 @@ def fraudstream(
         why = f"{unique} distinct transactions decided of {env.n}"
     result = judge(name, env.n, out, why)
     result.detail |= {"budget_ms": budget_ms, **_ladder(decisions)}
+    result.detail["offline_exact_share"] = exact_share(backlog, decisions, env.model.booster)
     # CPU per transaction of the whole drain, start-up included: Redis's (INFO, this arm
     # alone on it) and serve's own (every thread of the process)
     result.detail["redis_cpu_us_per_tx"] = round(redis_cpu / env.n * 1e6, 2)
@@ -124,6 +125,47 @@ def fraudstream(
         result.detail["machine_cpu_us_per_tx"] = round(busy / env.n * 1e6, 2)
         result.detail["machine_busy_share"] = round(busy / max(busy + idle, 1e-9), 3)
     return result
+
+
+def exact_share(
+    backlog: list[Item], decisions: list[dict[str, Any]], booster: xgb.Booster
+) -> float | None:
+    """Of the decisions on the full path, the share whose score is the offline one: the
+    backlog through ``compute_features`` in event-time order (no labels fed, as the arm's
+    fresh store saw it), scored by the same model, within 1e-6. Below 1, serve gave some
+    transactions other features than the offline computation (terminal windows missing
+    records that reached serve more than a label delay late, e.g. one partition drained
+    days of event time ahead of another)."""
+    full = {str(d["transaction_id"]): float(d["score"]) for d in decisions if not d.get("degraded")}
+    if not full:
+        return None
+    offline = _offline_scores(backlog, booster)
+    same = sum(1 for tx, score in full.items() if abs(score - offline[tx]) <= 1e-6)
+    return round(same / len(full), 5)
+
+
+_OFFLINE: dict[tuple[int, bytes, int], dict[str, float]] = {}
+"""Offline scores per backlog (every drain arm of a run drains the same one)."""
+
+
+def _offline_scores(backlog: list[Item], booster: xgb.Booster) -> dict[str, float]:
+    key = (len(backlog), backlog[0][1] if backlog else b"", id(booster))
+    if key not in _OFFLINE:
+        sent = pd.DataFrame([orjson.loads(v) for _, v in backlog])
+        table = pd.DataFrame(
+            {
+                "transaction_id": sent["transaction_id"].astype(str),
+                "event_time_ms": sent["event_time"].astype(np.int64),
+                "customer_id": sent["customer_id"].astype(str),
+                "terminal_id": sent["terminal_id"].astype(str),
+                "amount": sent["amount"].astype(np.float64),
+                "is_fraud": 0,
+            }
+        ).sort_values("event_time_ms", kind="stable")
+        x = compute_features(table, FeatureConfig()).astype(np.float32)
+        scores = booster.inplace_predict(x).tolist()
+        _OFFLINE[key] = dict(zip(table["transaction_id"], scores, strict=True))
+    return _OFFLINE[key]
 
 
 def _machine_cpu_s() -> tuple[float, float]:
