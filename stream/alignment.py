@@ -193,6 +193,10 @@ class PartitionAligner:
         self._resume.clear()
         return pause, resume
 
+    def staged(self, partition: int) -> int:
+        """Records of ``partition`` taken from the consumer and not yet released."""
+        return len(self._staged.get(partition, ()))
+
     @property
     def held(self) -> int:
         """Records staged, not yet released."""

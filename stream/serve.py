@@ -490,7 +490,10 @@ class Server:
             except Exception:  # noqa: BLE001, S112 - lag is best-effort telemetry
                 continue
             if high >= 0 and pos >= 0:
-                self.metrics.lag.labels(partition=str(partition)).set(max(high - pos, 0))
+                # records staged for timestamp order are taken but not yet processed
+                staged = self.aligner.staged(partition) if self.aligner is not None else 0
+                lag = max(high - pos, 0) + staged
+                self.metrics.lag.labels(partition=str(partition)).set(lag)
         for partition, correction in self.skew.corrections().items():
             self.metrics.clock_skew.labels(partition=str(partition)).set(-correction / 1e3)
 

@@ -104,8 +104,10 @@ def test_a_revoked_partition_drops_its_records_and_holds_nothing_back() -> None:
     aligner = PartitionAligner()
     aligner.assign([0, 1], NOW)
     _feed(aligner, [(0, 0, 10), (1, 0, 20), (1, 1, 30)])
+    assert (aligner.staged(0), aligner.staged(1)) == (1, 2)
     aligner.revoke([1])
     assert aligner.held == 1
+    assert aligner.staged(1) == 0
     assert _names(aligner.release({0: FAR}, NOW)) == ["p0o0"]
 
 
