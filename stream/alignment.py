@@ -12,8 +12,9 @@ leave the stagings merged by Kafka timestamp (the producer's clock, or the broke
 still has a backlog could bring next.
 
 A partition holds the others back only while it has a backlog: at least ``min_lag`` records
-past the last one taken, by the high watermark its last fetch reported (or nothing come from
-it yet since it was assigned). One that is caught up is live: what it brings next is newer
+past the last one taken (or past its committed offset, before it brings any), by the high
+watermark its last fetch reported; until both are known, a newly assigned partition holds
+back. One that is caught up is live: what it brings next is newer
 than anything staged, so it holds nothing back and its records leave at once; a live stream
 is never delayed for order, and transaction markers or a fetch in flight do not count as a
 backlog. None holds the others back longer than ``max_idle_ms`` without bringing a record
@@ -82,6 +83,13 @@ class PartitionAligner:
             self._staged.setdefault(p, deque())
             self._waiting[p] = now_ms
             self._given_up.discard(p)
+
+    def start(self, partition: int, offset: int) -> None:
+        """Where a newly assigned partition's consumption starts (its committed offset):
+        until it brings a record, its backlog is counted from there, so a caught-up
+        partition holds nothing back from the moment this is known."""
+        if partition in self._staged and partition not in self._next:
+            self._next[partition] = offset
 
     def revoke(self, partitions: list[int]) -> None:
         """Partitions gone to another process: their staged records are dropped (not
@@ -179,11 +187,9 @@ class PartitionAligner:
             if now_ms - since > self.max_idle_ms:
                 self._given_up.add(p)
                 return False
-        if end is None or end < 0:  # no fetch has reported its end yet
-            return p not in self._next
         taken = self._next.get(p)
-        if taken is None:  # nothing since assignment: it holds back unless it is empty
-            return end > 0
+        if end is None or end < 0 or taken is None:  # not known yet: it may be far behind
+            return not self._staged[p]
         return end - taken >= self.min_lag
 
     def flow(self) -> tuple[list[int], list[int]]:
@@ -206,6 +212,11 @@ class PartitionAligner:
     def paused(self) -> frozenset[int]:
         """Partitions paused for staging too much."""
         return frozenset(self._paused)
+
+    @property
+    def paused_count(self) -> int:
+        """How many partitions are paused (safe to read from another thread)."""
+        return len(self._paused)
 
     @property
     def idle(self) -> bool:

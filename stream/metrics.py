@@ -219,7 +219,7 @@ class ServeMetrics:
             "Partitions paused because they ran ahead of the others' timestamps",
             registry=self.registry,
         )
-        paused.set_function(lambda: len(aligner.paused))
+        paused.set_function(lambda: aligner.paused_count)
 
     def set_model(self, version: str | None, device: str) -> None:
         self.model_info.clear()

@@ -48,6 +48,8 @@ IDLE_POLL_S = 0.1
 """How long an idle loop waits for input before it settles what is in flight."""
 HELD_POLL_S = 0.002
 """The same while the outbox holds batches waiting for a commit to finish."""
+START_OFFSETS_TIMEOUT_S = 1.0
+"""Longest the loop waits for newly assigned partitions' committed offsets (the aligner's)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class Server:
     the wall ms at which its budget started (``fraudstream.stream.clock``)."""
     _lag_at: float = 0.0
     _to_check: list[TopicPartition] = field(default_factory=list)
+    _to_start: list[TopicPartition] = field(default_factory=list)
+    """Newly assigned partitions whose start offsets the aligner has not been told yet."""
     outbox: Outbox = field(default_factory=lambda: Outbox(limit=1024))
     """Batches scored while the previous transaction was committing (exactly-once)."""
     lookahead: Lookahead | None = None
@@ -178,8 +182,31 @@ class Server:
                 logger.warning("consumer error: %s", err.str())
         if good:
             self._take(good, fetched)
+        if self._to_start:  # outside the rebalance callback: it asks the broker
+            self._start_offsets()
         if self.aligner is not None and not self.aligner.idle:
             self._align(fetched, drained=len(msgs) < room)
+
+    def _start_offsets(self) -> None:
+        """Tell the aligner where newly assigned partitions start (their committed offsets,
+        else the log start, as ``auto.offset.reset=earliest``), so that a caught-up one
+        holds nothing back; left unknown on an error (it then holds back at most the
+        aligner's idle time)."""
+        aligner = self.aligner
+        parts, self._to_start = self._to_start, []
+        if aligner is None:
+            return
+        try:  # a moment at most: unknown, a partition holds back only the idle time
+            committed = self.consumer.committed(parts, timeout=START_OFFSETS_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - order only, never progress
+            logger.warning("start offsets of newly assigned partitions unknown: %s", exc)
+            return
+        for tp in committed:
+            offset = tp.offset
+            if offset < 0:  # nothing committed: the log start, once a fetch reported it
+                offset = self.consumer.get_watermark_offsets(tp, cached=True)[0]
+            if offset >= 0:
+                aligner.start(tp.partition, offset)
 
     def _take(self, msgs: list[Any], fetched: int) -> None:
         """Consumed records into the buffer (or the aligner's stagings), each with where
@@ -501,6 +528,7 @@ class Server:
         self.assigned |= {(p.topic, p.partition) for p in parts}
         if self.aligner is not None:
             self.aligner.assign([p.partition for p in parts], self.wall_ms())
+            self._to_start += [TopicPartition(p.topic, p.partition) for p in parts]
         if self.guard is not None:
             self._to_check += [TopicPartition(p.topic, p.partition) for p in parts]
         logger.info("partitions assigned", extra={"partitions": sorted(p.partition for p in parts)})
@@ -520,6 +548,7 @@ class Server:
         )
         if self.aligner is not None:
             self.aligner.revoke([p for _, p in gone])
+            self._to_start = [tp for tp in self._to_start if (tp.topic, tp.partition) not in gone]
         for _, partition in gone:
             self.skew.forget(partition)
             self.watermarks.forget(partition)

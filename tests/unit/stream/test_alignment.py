@@ -124,13 +124,25 @@ def test_a_rewind_drops_what_was_staged_and_resumes_the_paused() -> None:
     assert aligner.release({0: FAR, 1: FAR}, NOW + 6) == []
 
 
-def test_a_partition_not_heard_from_holds_back_unless_known_empty() -> None:
+def test_a_new_partition_holds_back_until_its_start_shows_it_caught_up() -> None:
     aligner = PartitionAligner()
     aligner.assign([0, 1, 2], NOW)
     _feed(aligner, [(0, 0, 10)])
-    # partition 1: no fetch has reported its end yet; partition 2: empty
-    assert aligner.release({0: FAR, 2: 0}, NOW) == []
-    assert _names(aligner.release({0: FAR, 1: 0, 2: 0}, NOW)) == ["p0o0"]
+    # partitions 1 and 2: where their consumption starts is not known yet
+    assert aligner.release({0: FAR, 1: 40, 2: 0}, NOW) == []
+    aligner.start(1, 40)  # committed at its end: caught up
+    assert aligner.release({0: FAR, 1: 40, 2: 0}, NOW) == []
+    aligner.start(2, 0)  # empty
+    assert _names(aligner.release({0: FAR, 1: 40, 2: 0}, NOW)) == ["p0o0"]
+    # a start far behind its end is a backlog: it holds back until it brings records
+    aligner.assign([3], NOW)
+    aligner.start(3, 0)
+    _feed(aligner, [(0, 1, 20)])
+    assert aligner.release({0: FAR, 1: 40, 2: 0, 3: 1000}, NOW) == []
+    aligner.start(3, 500)  # a second start changes nothing...
+    _feed(aligner, [(3, 0, 15)])
+    aligner.start(3, 999)  # ...nor one after records came
+    assert _names(aligner.release({0: FAR, 1: 40, 2: 0, 3: 1000}, NOW)) == ["p3o0"]
 
 
 @settings(max_examples=200, deadline=None)
@@ -154,6 +166,8 @@ def test_any_interleaving_of_chunks_leaves_merged_in_each_partitions_order(
     ends = {p: len(records[p]) for p in parts}
     aligner = PartitionAligner(min_lag=1)
     aligner.assign(parts, NOW)
+    for p in parts:
+        aligner.start(p, 0)
     cursor = dict.fromkeys(parts, 0)
     out: list[tuple[object, int, int]] = []
     while any(cursor[p] < ends[p] for p in parts):
