@@ -435,8 +435,9 @@ class Server:
     def _rewound(self) -> None:
         """The consumer was rewound to the last commit: what it had handed over comes again."""
         self._buffer.clear()
-        if self.aligner is not None:
+        if self.aligner is not None:  # every partition starts again from its commit
             self.aligner.reset(self.wall_ms())
+            self._to_start = [TopicPartition(t, p) for t, p in sorted(self.assigned)]
 
     def _slack_left(self, scored: ScoredBatch) -> bool:
         """The challenger runs only when the next waiting record can afford it."""

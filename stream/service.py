@@ -220,11 +220,7 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
 
 
 def _aligner(settings: ServeSettings) -> PartitionAligner | None:
-    """Stagings of a batch or two per partition: enough to merge across partitions,
-    little enough that a partition far ahead waits in the broker, not in memory."""
-    if not settings.align_partitions:
-        return None
-    return PartitionAligner(cap=16384)
+    return PartitionAligner() if settings.align_partitions else None
 
 
 def _dead_letters(settings: ServeSettings, metrics: ServeMetrics) -> DeadLetters:
