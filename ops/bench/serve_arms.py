@@ -151,21 +151,27 @@ _OFFLINE: dict[tuple[int, bytes, int], dict[str, float]] = {}
 def _offline_scores(backlog: list[Item], booster: xgb.Booster) -> dict[str, float]:
     key = (len(backlog), backlog[0][1] if backlog else b"", id(booster))
     if key not in _OFFLINE:
-        sent = pd.DataFrame([orjson.loads(v) for _, v in backlog])
-        table = pd.DataFrame(
-            {
-                "transaction_id": sent["transaction_id"].astype(str),
-                "event_time_ms": sent["event_time"].astype(np.int64),
-                "customer_id": sent["customer_id"].astype(str),
-                "terminal_id": sent["terminal_id"].astype(str),
-                "amount": sent["amount"].astype(np.float64),
-                "is_fraud": 0,
-            }
-        ).sort_values("event_time_ms", kind="stable")
+        table = _unlabelled([v for _, v in backlog])
         x = compute_features(table, FeatureConfig()).astype(np.float32)
         scores = booster.inplace_predict(x).tolist()
         _OFFLINE[key] = dict(zip(table["transaction_id"], scores, strict=True))
     return _OFFLINE[key]
+
+
+def _unlabelled(values: list[bytes]) -> pd.DataFrame:
+    """Transactions as JSON payloads, as the canonical table ``compute_features`` takes,
+    with no fraud labels (what serve's fresh store knows)."""
+    sent = pd.DataFrame([orjson.loads(v) for v in values])
+    return pd.DataFrame(
+        {
+            "transaction_id": sent["transaction_id"].astype(str),
+            "event_time_ms": sent["event_time"].astype(np.int64),
+            "customer_id": sent["customer_id"].astype(str),
+            "terminal_id": sent["terminal_id"].astype(str),
+            "amount": sent["amount"].astype(np.float64),
+            "is_fraud": 0,
+        }
+    )
 
 
 def _machine_cpu_s() -> tuple[float, float]:
@@ -259,17 +265,7 @@ def _quality(
     and ROC AUC on the simulator's labels, beside the offline figures for the same
     transactions (the arm's whole input through ``compute_features``, no labels fed, as
     serve's fresh store saw it, scored by the same model), and the full path's share."""
-    sent = pd.DataFrame([orjson.loads(r.value) for r in inputs])
-    table = pd.DataFrame(
-        {
-            "transaction_id": sent["transaction_id"].astype(str),
-            "event_time_ms": sent["event_time"].astype(np.int64),
-            "customer_id": sent["customer_id"].astype(str),
-            "terminal_id": sent["terminal_id"].astype(str),
-            "amount": sent["amount"].astype(np.float64),
-            "is_fraud": 0,
-        }
-    )
+    table = _unlabelled([r.value for r in inputs])
     x = compute_features(table, FeatureConfig()).astype(np.float32)
     offline = dict(zip(table["transaction_id"], booster.inplace_predict(x).tolist(), strict=True))
     live = {str(d["transaction_id"]): float(d["score"]) for d in _decoded(out)}
