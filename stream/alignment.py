@@ -149,7 +149,7 @@ class PartitionAligner:
             for p in self._waiting:
                 if p not in self._given_up:
                     self._waiting[p] = now_ms
-        frontier = self.frontier(ends, now_ms)
+        frontier = self._frontier(ends, now_ms)
         runs = []
         for staged in self._staged.values():
             run = []
@@ -170,7 +170,7 @@ class PartitionAligner:
                 self._waiting[p] = now_ms  # its fetches start again from here
         return out
 
-    def frontier(self, ends: dict[int, int], now_ms: int) -> float:
+    def _frontier(self, ends: dict[int, int], now_ms: int) -> float:
         """The newest timestamp that can go: the least, over partitions holding the others
         back, of the newest timestamp each has brought (infinite when none holds back)."""
         least = float("inf")

@@ -180,12 +180,17 @@ class Server:
                     msg = f"the Kafka consumer hit a fatal error ({err.name()}: {err.str()})"
                     raise FatalKafkaError(msg)
                 logger.warning("consumer error: %s", err.str())
+        if not good and not self._to_start and (self.aligner is None or self.aligner.idle):
+            return
+        # the high watermarks (librdkafka's cache) once per fill: skew tracker and aligner
+        parts = np.asarray(sorted(p for _, p in self.assigned), dtype=np.int64)
+        ends = self._end_offsets(self.topics.input, parts)
         if good:
-            self._take(good, fetched)
+            self._take(good, fetched, ends)
         if self._to_start:  # outside the rebalance callback: it asks the broker
             self._start_offsets()
         if self.aligner is not None and not self.aligner.idle:
-            self._align(fetched, drained=len(msgs) < room)
+            self._align(fetched, ends, drained=len(msgs) < room)
 
     def _start_offsets(self) -> None:
         """Tell the aligner where newly assigned partitions start (their committed offsets,
@@ -208,7 +213,7 @@ class Server:
             if offset >= 0:
                 aligner.start(tp.partition, offset)
 
-    def _take(self, msgs: list[Any], fetched: int) -> None:
+    def _take(self, msgs: list[Any], fetched: int, ends: dict[int, int]) -> None:
         """Consumed records into the buffer (or the aligner's stagings), each with where
         its budget starts, after feeding the skew tracker."""
         n = len(msgs)
@@ -216,7 +221,7 @@ class Server:
         offset = np.fromiter((m.offset() for m in msgs), np.int64, n)
         stamp = np.fromiter((_timestamp_ms(m, fetched) for m in msgs), np.int64, n)
         at = np.full(n, fetched, dtype=np.int64)
-        self.skew.observe(part, offset, stamp, at, self._end_offsets(msgs[0].topic(), part))
+        self.skew.observe(part, offset, stamp, at, ends)
         items = list(
             zip(msgs, [fetched] * n, self.skew.starts(part, stamp, at).tolist(), strict=True)
         )
@@ -225,15 +230,12 @@ class Server:
         else:
             self.aligner.add(items, part.tolist(), offset.tolist(), stamp.tolist())
 
-    def _align(self, now: int, drained: bool) -> None:
+    def _align(self, now: int, ends: dict[int, int], drained: bool) -> None:
         """Staged records that can go, into the buffer in timestamp order; partitions
         staging too much paused, and resumed once drained."""
         aligner = self.aligner
         assert aligner is not None  # noqa: S101 - the caller checked
-        parts = np.asarray(sorted(p for _, p in self.assigned), dtype=np.int64)
-        self._buffer.extend(
-            aligner.release(self._end_offsets(self.topics.input, parts), now, drained)
-        )
+        self._buffer.extend(aligner.release(ends, now, drained))
         pause, resume = aligner.flow()
         if pause:
             self.consumer.pause([TopicPartition(self.topics.input, p) for p in pause])
