@@ -157,6 +157,10 @@ class LocalStore:
         """The Redis connection (pool) this store uses."""
         return self._redis.client
 
+    def eval_on_key(self, script: str, key: str, args: Sequence[str | int]) -> object:
+        """See ``RedisStore.eval_on_key``."""
+        return self._redis.eval_on_key(script, key, args)
+
     @property
     def held(self) -> int:
         """Customers held in memory now."""

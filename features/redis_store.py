@@ -293,6 +293,14 @@ class RedisStore:
             return ""
         return value.decode() if isinstance(value, bytes) else str(value)
 
+    def eval_on_key(self, script: str, key: str, args: Sequence[str | int]) -> Any:
+        """``script`` run on the one key ``key`` (on a cluster, on the node that holds it):
+        for the small shared records of other parts of fraudstream under this store's
+        prefix (``fraudstream.stream.group_order``). Errors as ``guard``'s."""
+        with self._guard():
+            self._detect()
+            return self._single_key_client().eval(script, 1, key, *args)
+
     def drop(self) -> int:
         """Delete every key under this store's prefix; returns how many (for tests, replays)."""
         deleted = 0

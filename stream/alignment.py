@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,11 +141,19 @@ class PartitionAligner:
                 self._pause.add(p)
                 self._resume.discard(p)
 
-    def release(self, ends: dict[int, int], now_ms: int, drained: bool = True) -> list[Item]:
+    def release(
+        self,
+        ends: dict[int, int],
+        now_ms: int,
+        drained: bool = True,
+        allow: Callable[[Item], bool] | None = None,
+    ) -> list[Item]:
         """The staged records that can go, merged by timestamp. ``ends``: per partition the
         high watermark the consumer last saw (missing: not known). ``drained``: the
         consumer had nothing more queued; while it still had, a partition waited for may
-        be queued behind the others' records, and its wait does not count."""
+        be queued behind the others' records, and its wait does not count. ``allow``: a
+        further bound (the group's, ``fraudstream.stream.group_order``), monotone along
+        each partition: a partition goes up to its first record not allowed."""
         if not drained:
             for p in self._waiting:
                 if p not in self._given_up:
@@ -155,6 +164,10 @@ class PartitionAligner:
             run = []
             while staged and staged[0][0] <= frontier:
                 run.append(staged.popleft())
+            if run and allow is not None and not allow(run[-1][1]):
+                cut = _first_refused(run, allow)
+                staged.extendleft(reversed(run[cut:]))
+                del run[cut:]
             if run:
                 runs.append(run)
         self._held -= sum(len(run) for run in runs)
@@ -193,6 +206,15 @@ class PartitionAligner:
             return not self._staged[p]
         return end - taken >= self.min_lag
 
+    def caught_up(self, ends: dict[int, int]) -> set[int]:
+        """The partitions known to have no backlog by ``ends`` (as in ``release``)."""
+        out = set()
+        for p in self._staged:
+            taken, end = self._next.get(p), ends.get(p)
+            if taken is not None and end is not None and 0 <= end < taken + self.min_lag:
+                out.add(p)
+        return out
+
     def flow(self) -> tuple[list[int], list[int]]:
         """Partitions to pause and to resume since the last call."""
         pause, resume = sorted(self._pause), sorted(self._resume)
@@ -223,3 +245,16 @@ class PartitionAligner:
     def idle(self) -> bool:
         """Nothing staged and no pause or resume to pass on: a release would do nothing."""
         return self._held == 0 and not (self._paused or self._pause or self._resume)
+
+
+def _first_refused(run: list[tuple[int, Item]], allow: Callable[[Item], bool]) -> int:
+    """The index of the first record of ``run`` (its last refused) that ``allow`` refuses,
+    by bisection."""
+    lo, hi = 0, len(run) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if allow(run[mid][1]):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo

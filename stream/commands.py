@@ -8,6 +8,7 @@ from pathlib import Path
 from fraudstream.features.config import add_config_flag, load_settings
 from fraudstream.features.kafka import add_kafka_flags
 from fraudstream.features.local_store import CUSTOMER_STATE_HELP
+from fraudstream.stream.group_order import DEFAULT_SLACK_S
 
 SETTINGS_SOURCES = (
     "Every flag also comes from FRAUDSTREAM_<FLAG> or a TOML file (--config or "
@@ -109,6 +110,20 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=None,
         help="take partitions with a backlog in Kafka timestamp order, so that terminals "
         "see records in order (default on); caught-up partitions go as they come",
+    )
+    s(
+        "--group-order",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --align-partitions, keep the group's processes within "
+        "--group-order-slack-s of one another's event time, through marks in Redis "
+        "(default on)",
+    )
+    s(
+        "--group-order-slack-s",
+        type=float,
+        help="how far past the group's slowest partition a process may go, in seconds of "
+        f"event time (default {DEFAULT_SLACK_S:,}: a day inside the 7-day label delay)",
     )
     s(
         "--guarantee",

@@ -125,6 +125,12 @@ class ServeMetrics:
         self.dead_letters = Counter(
             "fraudstream_dead_letters", "Dead letters by error code", ["code"], registry=r
         )
+        self.group_order_overruns = Counter(
+            "fraudstream_group_order_overruns",
+            "Times this process went past the group's floor after it had not moved for "
+            "30 s (fraudstream.stream.group_order)",
+            registry=r,
+        )
         self.dead_letters_truncated = Counter(
             "fraudstream_dead_letters_truncated",
             "Dead letters written cut down to the dead-letter topic's size limit",
@@ -220,6 +226,25 @@ class ServeMetrics:
             registry=self.registry,
         )
         paused.set_function(lambda: aligner.paused_count)
+
+    def watch_group_order(self, order: Any) -> None:
+        """The group's floor (``GroupOrder``): the least event time another process's
+        partition has come to that bounds this process (0: none bounds it)."""
+        if order is None:
+            return
+        floor = Gauge(
+            "fraudstream_group_order_floor_timestamp_seconds",
+            "Event time the group's slowest partition (of another process) has come to: "
+            "this process takes nothing dated past it plus the slack (0: none bounds it)",
+            registry=self.registry,
+        )
+        floor.set_function(lambda: order.floor / 1e3 if order.floor != float("inf") else 0.0)
+        errors = Gauge(
+            "fraudstream_group_order_sync_errors",
+            "Publications of this process's marks that failed (the bound is lifted meanwhile)",
+            registry=self.registry,
+        )
+        errors.set_function(lambda: order.errors)
 
     def set_model(self, version: str | None, device: str) -> None:
         self.model_info.clear()

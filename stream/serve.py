@@ -32,6 +32,7 @@ from fraudstream.stream.deadletter import dead_letter
 from fraudstream.stream.decision import REVIEW
 from fraudstream.stream.delivery import BatchAborted, Delivery
 from fraudstream.stream.exceptions import FatalKafkaError
+from fraudstream.stream.group_order import MAX_HOLD_S, GroupOrder, event_time_of
 from fraudstream.stream.kafka.consume import take_queued
 from fraudstream.stream.liveness import Liveness
 from fraudstream.stream.lookahead import Ahead, Lookahead
@@ -110,6 +111,12 @@ class Server:
     aligner: PartitionAligner | None = None
     """Partitions with a backlog are taken in timestamp order (``fraudstream.stream.alignment``);
     None: in the order the consumer hands records over."""
+    order: GroupOrder | None = None
+    """The group's processes kept within a bound of one another's timestamps
+    (``fraudstream.stream.group_order``; only with an aligner); None: each on its own."""
+    _order_at: float = 0.0
+    _held_since: float | None = None
+    _held_floor: float = math.inf
 
     def subscribe(self) -> None:
         self.consumer.subscribe(
@@ -146,6 +153,7 @@ class Server:
                 self._hold_back()
                 continue
             self._fill()
+            self._report_order()
             if self._to_check:  # outside the rebalance callback: it makes store calls
                 self._finish_ahead()
                 parts, self._to_check = self._to_check, []
@@ -235,12 +243,55 @@ class Server:
         staging too much paused, and resumed once drained."""
         aligner = self.aligner
         assert aligner is not None  # noqa: S101 - the caller checked
-        self._buffer.extend(aligner.release(ends, now, drained))
+        self._buffer.extend(aligner.release(ends, now, drained, self._group_allows()))
         pause, resume = aligner.flow()
         if pause:
             self.consumer.pause([TopicPartition(self.topics.input, p) for p in pause])
         if resume:
             self.consumer.resume([TopicPartition(self.topics.input, p) for p in resume])
+
+    def _report_order(self, force: bool = False) -> None:
+        """This process's marks for the group (``fraudstream.stream.group_order``), at most
+        once per the group order's interval unless ``force``."""
+        order, aligner = self.order, self.aligner
+        if order is None or aligner is None:
+            return
+        now = time.monotonic()
+        if now < self._order_at and not force:
+            return
+        self._order_at = now + order.interval_s
+        own = sorted(p for _, p in self.assigned)
+        ends = self._end_offsets(self.topics.input, np.asarray(own, dtype=np.int64))
+        caught_up = aligner.caught_up(ends)
+        marks = {}
+        for p in own:
+            second = self.watermarks.mark(p)  # every record of p before it is applied
+            if second is not None:
+                marks[p] = (second * 1000, p in caught_up)
+        order.report(marks)
+
+    def _group_allows(self) -> Callable[[Any], bool] | None:
+        """Which staged records the group lets this process take: those dated up to its
+        ceiling (``fraudstream.stream.group_order``); None: any. A floor that has not
+        moved for ``MAX_HOLD_S`` while this process had nothing to do is passed."""
+        order = self.order
+        ceiling = order.ceiling() if order is not None else math.inf
+        if order is None or ceiling == math.inf:
+            self._held_since = None
+            return None
+        now = time.monotonic()
+        if self._buffer or order.floor != self._held_floor:
+            self._held_since, self._held_floor = None, order.floor
+        elif self._held_since is None:
+            self._held_since = now
+        elif now - self._held_since > MAX_HOLD_S:
+            logger.warning(
+                "the group's floor has not moved for %.0f s: going on past it", MAX_HOLD_S
+            )
+            self.metrics.group_order_overruns.inc()
+            self._held_since = None
+            return None
+        return lambda item: not _past(item[0], ceiling)
 
     def _end_offsets(self, topic: str, partitions: np.ndarray) -> dict[int, int]:
         ends = {}
@@ -552,6 +603,7 @@ class Server:
         if self.aligner is not None:
             self.aligner.revoke([p for _, p in gone])
             self._to_start = [tp for tp in self._to_start if (tp.topic, tp.partition) not in gone]
+            self._report_order(force=True)  # the partitions gone are no longer reported
         for _, partition in gone:
             self.skew.forget(partition)
             self.watermarks.forget(partition)
@@ -567,6 +619,11 @@ class Server:
 def _timestamp_ms(msg: Any, now: int) -> int:
     kind, ts = msg.timestamp()
     return int(ts) if kind != 0 and ts > 0 else now
+
+
+def _past(msg: Any, ceiling: float) -> bool:
+    at = event_time_of(msg.value())
+    return at is not None and at > ceiling
 
 
 def _next_offsets(msgs: list[Any]) -> list[TopicPartition]:

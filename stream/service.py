@@ -21,6 +21,7 @@ from fraudstream.stream.clock import SkewTracker
 from fraudstream.stream.deadletter import DeadLetters
 from fraudstream.stream.decision import Rules
 from fraudstream.stream.delivery import AtLeastOnce, Delivery, ExactlyOnce
+from fraudstream.stream.group_order import GroupOrder, key_of
 from fraudstream.stream.identity import Identity, claim
 from fraudstream.stream.kafka.clients import consumer_config, producer_config
 from fraudstream.stream.kafka.connection import ensure_reachable
@@ -70,6 +71,8 @@ class Service:
         finally:
             if self.server.lookahead is not None:
                 self.server.lookahead.close()
+            if self.server.order is not None:
+                self.server.order.close()
             self.server.consumer.close()
             self.store.close()
             if self.health is not None:
@@ -206,9 +209,11 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
         ),
         lookahead=Lookahead() if settings.store_lookahead else None,
         aligner=_aligner(settings),
+        order=_group_order(settings, store, config),
     )
     metrics.watch_lookahead(server.lookahead)
     metrics.watch_aligner(server.aligner)
+    metrics.watch_group_order(server.order)
     health = None
     if settings.metrics_port:
         health = HealthServer(
@@ -221,6 +226,22 @@ def build(settings: ServeSettings, install_signals: bool = True) -> Service:
 
 def _aligner(settings: ServeSettings) -> PartitionAligner | None:
     return PartitionAligner() if settings.align_partitions else None
+
+
+def _group_order(
+    settings: ServeSettings, store: OnlineStore, config: FeatureConfig
+) -> GroupOrder | None:
+    if not (settings.align_partitions and settings.group_order):
+        return None
+    if settings.group_order_slack_s >= config.delay_s:
+        logger.warning(
+            "--group-order-slack-s %s is not below the label delay (%d s): a process that "
+            "far ahead computes terminal windows without records of the processes behind",
+            settings.group_order_slack_s,
+            config.delay_s,
+        )
+    key = key_of(settings.redis_prefix, settings.group_id, settings.input_topic)
+    return GroupOrder(store.eval_on_key, key, int(settings.group_order_slack_s * 1000)).start()
 
 
 def _dead_letters(settings: ServeSettings, metrics: ServeMetrics) -> DeadLetters:

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr
 
 from fraudstream.features.config import KafkaSettings
 from fraudstream.features.local_store import CustomerStateKind
+from fraudstream.stream.group_order import DEFAULT_SLACK_S
 
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
 """What ``--device`` accepts."""
@@ -92,6 +93,15 @@ class ServeSettings(KafkaSettings):
     """Partitions with a backlog are taken in Kafka timestamp order, so that a terminal
     sees its records in order however the consumer's fetches interleave them
     (``fraudstream.stream.alignment``); caught-up partitions go as they come."""
+    group_order: bool = True
+    """With ``align_partitions``, the group's processes publish the event time each of their
+    partitions has come to (in Redis, under the store's prefix) and none takes a record
+    dated more than ``group_order_slack_s`` past the least of the others', so that one
+    process running ahead of another (a backlog drained by several) cannot give terminals
+    windows that miss the other's records (``fraudstream.stream.group_order``)."""
+    group_order_slack_s: float = Field(default=DEFAULT_SLACK_S, ge=0, le=365 * 86_400)
+    """How far past the group's slowest partition a process may go (event time): below the
+    label delay (7 days) terminal windows stay exact; the default keeps a day of margin."""
     fetch_min_bytes: int = Field(default=8_192, ge=1, le=16_777_216)
     """Bytes a fetch waits for (up to ``fetch_wait_ms``); 8 KiB is about 40 transactions."""
     guarantee: Literal["at-least-once", "exactly-once"] = "at-least-once"

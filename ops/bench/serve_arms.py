@@ -493,16 +493,23 @@ def _tail(lat: np.ndarray, decisions: list[dict[str, Any]], stages: list[str]) -
 
 
 def scale(
-    env: Env, feed: Feed, n_chunk: int, paced_rate: float, seconds: float, budget_ms: float
+    env: Env,
+    feed: Feed,
+    n_chunk: int,
+    paced_rate: float,
+    seconds: float,
+    budget_ms: float,
+    name: str = "scale",
+    extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """One process drains a chunk; a second joins under paced load (the rebalance pause);
     both drain a second chunk; the second leaves and the first drains a third alone. The
     ratio is the two processes' rate over the mean of the one-process phases on either side
     of it: this VM's speed drifts within minutes, and a drift between the phases would
-    otherwise read as scaling (or its lack)."""
-    input_topic = env.topics.create("scale-in", PARTITIONS)
-    spec = _spec(env, "scale", input_topic, budget_ms)
-    logs = [env.workdir / "scale-a.log", env.workdir / "scale-b.log"]
+    otherwise read as scaling (or its lack). ``offline_exact``: as the drains'."""
+    input_topic = env.topics.create(f"{name}-in", PARTITIONS)
+    spec = _spec(env, name, input_topic, budget_ms, extra=extra)
+    logs = [env.workdir / f"{name}-a.log", env.workdir / f"{name}-b.log"]
     procs = [start(spec, logs[0])]
     expected = 0
 
@@ -541,7 +548,12 @@ def scale(
         return {"failed": f"{why}; logs: {tail(logs[0], 300)!r} {tail(logs[1], 300)!r}"}
     inputs = read_all(env.bootstrap, input_topic)
     out = read_all(env.bootstrap, spec.decisions)
-    return _scale_figures(inputs, out, (chunk1, paced, chunk2, chunk3), join.started_ms)
+    chunks = (chunk1, paced, chunk2, chunk3)
+    figures = _scale_figures(inputs, out, chunks, join.started_ms)
+    if not figures.get("failed"):
+        backlog = [item for chunk in chunks for item in chunk]
+        figures["offline_exact"] = exact_share(backlog, _decoded(out), env.model.booster)
+    return figures
 
 
 class _Join:

@@ -183,3 +183,33 @@ def test_any_interleaving_of_chunks_leaves_merged_in_each_partitions_order(
     for p in parts:
         mine = [name for name, _, _ in out if str(name).startswith(f"p{p}o")]
         assert mine == [f"p{p}o{o}" for o in range(ends[p])]
+
+
+def test_caught_up_names_the_partitions_without_a_backlog() -> None:
+    aligner = PartitionAligner(min_lag=256)
+    aligner.assign([0, 1, 2, 3], NOW)
+    aligner.start(2, 0)
+    _feed(aligner, [(0, 0, 10), (1, 0, 15)])
+    # 0: a backlog; 1: at its end; 2: nothing brought, its end 0; 3: where it starts unknown
+    assert aligner.caught_up({0: FAR, 1: 1, 2: 0, 3: 0}) == {1, 2}
+    assert aligner.caught_up({0: 256, 1: 1 + 256}) == {0}
+
+
+def test_a_further_bound_stops_each_partition_at_its_first_record_refused() -> None:
+    aligner = PartitionAligner()
+    aligner.assign([0, 1], NOW)
+    _feed(aligner, [(0, 0, 10), (0, 1, 20), (0, 2, 30), (1, 0, 12), (1, 1, 14)])
+    # the group allows only some names (say, records dated up to its ceiling)
+    allowed = {"p0o0", "p0o1", "p1o0", "p1o1"}
+
+    def allow(item: tuple[object, int, int]) -> bool:
+        return item[0] in allowed
+
+    out = aligner.release({0: 3, 1: 2}, NOW, allow=allow)
+    # partition 1 is not held back by partition 0's refused record: no head-of-line wait
+    assert _names(out) == ["p0o0", "p1o0", "p1o1", "p0o1"]
+    assert aligner.held == 1
+    assert aligner.release({0: 3, 1: 2}, NOW, allow=allow) == []
+    allowed.add("p0o2")
+    assert _names(aligner.release({0: 3, 1: 2}, NOW, allow=allow)) == ["p0o2"]
+    assert aligner.held == 0

@@ -1,0 +1,199 @@
+"""Several serve processes of one group kept within a bound of event time of one another.
+
+``fraudstream.stream.alignment`` takes one process's partitions in order. A group drains a
+backlog with each process on its own partitions, and one process can run ahead of another
+(a slower machine, a process stalled or stopped until the group takes its partitions away).
+A terminal's features at ``t`` read its records up to ``t - d`` (the label delay, 7 days)
+from every partition: a process more than ``d`` ahead of another computes them without
+records the offline computation has. So each process publishes, per partition it owns, the
+event time it has come to (its watermark, ``fraudstream.stream.watermark``: the partition's
+records before it are applied), in one Redis hash per group and input topic, and the
+aligner releases no record dated more than ``slack`` past the least mark of the group
+(``PartitionAligner.release``'s ``allow``): with ``slack`` below ``d``, a record's delayed
+windows only read what the group has applied.
+
+A mark says whether the partition is caught up and when it was written (Redis's clock). A
+partition bounds the group unless:
+
+* it is caught up and its mark is fresh (``LIVE_FRESH_MS``): what it brings next is newer
+  than anything behind, so a live stream bounds nothing; a caught-up partition whose owner
+  went silent bounds the group from its mark on, which costs a live stream nothing until
+  the silence is ``slack`` long;
+* its mark is older than ``STALE_MS``: its owner left the group long ago (the session
+  timeout is 6 s) and its next owner has not applied a record of it yet.
+
+A partition a process has just been given keeps its previous owner's mark until the new
+owner has applied some of it, so the new owner's other partitions wait for it. The bound is
+per partition, in the aligner's release: the partition at the floor always goes on (its
+next records are within the slack of its own mark), so the group never waits on itself.
+Should Kafka timestamps disagree with event time so far that processes wait on one another
+anyway, one with nothing to do passes a floor that has not moved for ``MAX_HOLD_S``. With
+Redis unreachable the bound is lifted: features are partial then, and order would only stop
+the ladder.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from fraudstream.features.validation import parse_rfc3339_ms
+
+logger = logging.getLogger(__name__)
+
+INTERVAL_S = 0.1
+"""How often a process publishes its marks and reads the group's floor."""
+LIVE_FRESH_MS = 1_000
+"""A caught-up partition's mark bounds nothing while it is younger than this (ten
+publications)."""
+STALE_MS = 60_000
+"""A mark older than this bounds nothing (its partition has another owner by then)."""
+KEY_TTL_MS = 7 * 86_400_000
+"""The hash goes away this long after the group last wrote it."""
+DEFAULT_SLACK_S = 6 * 86_400
+"""How far past the group's floor a process may go: a day inside the 7-day label delay, for
+the watermark's lag behind the newest record applied and records in flight."""
+MAX_HOLD_S = 30.0
+"""Longest a process waits on a floor that does not move (well past a rebalance after a
+session timeout)."""
+
+# ARGV: partition, mark, partition, mark... Each mark is stamped with the server's clock;
+# returns that clock (ms) and the whole hash.
+SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1] .. ':' .. now)
+end
+if #ARGV > 0 then
+  redis.call('PEXPIRE', KEYS[1], KEY_TTL_MS)
+end
+return {now, redis.call('HGETALL', KEYS[1])}
+""".replace("KEY_TTL_MS", str(KEY_TTL_MS))
+
+Marks = Mapping[int, tuple[int, bool]]
+"""Partition -> (event time ms its owner has come to, caught up)."""
+
+
+def key_of(prefix: str, group: str, topic: str) -> str:
+    """The hash of one group's marks for one input topic (one cluster slot)."""
+    return f"{prefix}:{{order:{group}:{topic}}}"
+
+
+def encode(marks: Marks) -> list[str]:
+    """The script's arguments: partition, ``ts:caught_up``, ..."""
+    args: list[str] = []
+    for partition, (ts, caught_up) in sorted(marks.items()):
+        args += [str(partition), f"{int(ts)}:{int(caught_up)}"]
+    return args
+
+
+def floor_of(
+    fields: Mapping[Any, Any],
+    now_ms: int,
+    live_fresh_ms: int = LIVE_FRESH_MS,
+    stale_ms: int = STALE_MS,
+) -> float:
+    """The least mark that bounds the group (infinite when none does), from the hash's
+    fields (partition -> ``ms:caught_up:written``) and the server's clock."""
+    least = math.inf
+    for raw in fields.values():
+        value = raw.decode() if isinstance(raw, bytes) else str(raw)
+        parts = value.split(":")
+        try:
+            ts, caught_up, written = int(parts[0]), parts[1] == "1", int(parts[2])
+        except (IndexError, ValueError):
+            logger.warning("group order: unreadable mark %r ignored", value)
+            continue
+        age = now_ms - written
+        if age > stale_ms or (caught_up and age <= live_fresh_ms):
+            continue
+        least = min(least, ts)
+    return least
+
+
+def event_time_of(value: bytes | None) -> int | None:
+    """A transaction's event time (epoch ms) from its raw value; None when it has none that
+    reads (such a record is not held: decoding sends it to the dead letters)."""
+    try:
+        doc = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    at = doc.get("event_time") if isinstance(doc, dict) else None
+    if isinstance(at, int) and not isinstance(at, bool):
+        return at
+    return parse_rfc3339_ms(at) if isinstance(at, str) else None
+
+
+def _pairs(flat: Sequence[Any]) -> dict[Any, Any]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+Eval = Callable[[str, str, Sequence[str]], Any]
+"""``(script, key, args)`` run on the feature store's Redis (``RedisStore.eval_on_key``)."""
+
+
+class GroupOrder:
+    """Publishes this process's marks and keeps the group's floor, on its own thread."""
+
+    def __init__(
+        self,
+        run: Eval,
+        key: str,
+        slack_ms: int,
+        interval_s: float = INTERVAL_S,
+    ) -> None:
+        self._run = run
+        self.key = key
+        self.slack_ms = slack_ms
+        self.interval_s = interval_s
+        self._marks: Marks = {}
+        self.floor = math.inf
+        """The least mark bounding this process (event time ms; infinite: none)."""
+        self.errors = 0
+        """Syncs that failed (the floor is lifted until one succeeds)."""
+        self._failing = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="group-order")
+
+    def report(self, marks: Marks) -> None:
+        """This process's marks now (the loop's thread): published at the next sync."""
+        self._marks = dict(marks)
+
+    def ceiling(self) -> float:
+        """The latest event time this process may take (ms)."""
+        return self.floor + self.slack_ms
+
+    def start(self) -> GroupOrder:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2 * self.interval_s + 1.0)
+
+    def sync(self) -> None:
+        """Publish the marks and read the floor once."""
+        try:
+            now, flat = self._run(SCRIPT, self.key, encode(self._marks))
+            self.floor = floor_of(_pairs(flat), int(now))
+        except Exception as exc:  # noqa: BLE001 - order is best kept, never a stop
+            self.errors += 1
+            self.floor = math.inf
+            if not self._failing:
+                logger.warning("group order off until Redis answers: %s", exc)
+            self._failing = True
+            return
+        if self._failing:
+            logger.info("group order on again")
+        self._failing = False
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sync()

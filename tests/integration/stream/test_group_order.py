@@ -1,0 +1,144 @@
+"""The group's processes kept within a bound of event time of one another
+(``fraudstream.stream.group_order``), on a real Redis and with real serve processes: the
+marks' script, and a process that stops while the group drains a backlog."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+from confluent_kafka import Consumer
+
+from fraudstream.features.redis_store import RedisStore
+from fraudstream.models.registry import Registry
+from fraudstream.stream.group_order import KEY_TTL_MS, GroupOrder, key_of
+from tests.integration.stream.test_serve import _items, expected_scores
+from tests.serving import ServeFactory, produce
+
+pytestmark = pytest.mark.integration
+
+DAY_MS = 86_400_000
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[RedisStore]:
+    s = RedisStore.from_url(redis_url, prefix=f"t{uuid.uuid4().hex[:12]}")
+    yield s
+    s.drop()
+
+
+def test_the_group_is_bounded_by_its_slowest_partition(store: RedisStore) -> None:
+    key = key_of(store.prefix, "g", "tx")
+    a = GroupOrder(store.eval_on_key, key, slack_ms=DAY_MS)
+    b = GroupOrder(store.eval_on_key, key, slack_ms=DAY_MS)
+    a.report({0: (10 * DAY_MS, False), 1: (12 * DAY_MS, False)})
+    b.report({2: (3 * DAY_MS, False), 3: (50 * DAY_MS, True)})
+    a.sync()
+    b.sync()
+    a.sync()
+    # partition 2 (b's) bounds both; 3 is caught up and its owner answers
+    assert a.floor == b.floor == 3 * DAY_MS
+    assert a.ceiling() == 4 * DAY_MS
+    ttl = store.client.pttl(key)
+    assert 0 < ttl <= KEY_TTL_MS
+    # partition 2 moves to a, which has not applied any of it yet: its last mark stays
+    b.report({3: (50 * DAY_MS, True)})
+    b.sync()
+    a.sync()
+    assert a.floor == 3 * DAY_MS
+    a.report({0: (10 * DAY_MS, False), 1: (12 * DAY_MS, False), 2: (5 * DAY_MS, False)})
+    a.sync()
+    assert a.floor == 5 * DAY_MS
+    # b's caught-up partition bounds the group once b goes silent
+    a.report({0: (60 * DAY_MS, True), 1: (60 * DAY_MS, True), 2: (60 * DAY_MS, True)})
+    a.sync()
+    assert a.floor == math.inf
+    time.sleep(1.2)
+    a.sync()
+    assert a.floor == 50 * DAY_MS
+
+
+def test_a_store_that_does_not_answer_lifts_the_bound() -> None:
+    dead = RedisStore.from_url("redis://127.0.0.1:1/0", prefix="gone")
+    order = GroupOrder(dead.eval_on_key, key_of("gone", "g", "tx"), slack_ms=DAY_MS)
+    order.floor = 0.0
+    order.sync()
+    assert order.floor == math.inf
+    assert order.errors == 1
+
+
+def _read_until(bootstrap: str, topic: str, ids: set[str], timeout_s: float) -> list[dict]:  # type: ignore[type-arg]
+    """Every decision on ``topic`` (duplicates of a redelivery included) once each of
+    ``ids`` has one, or at the timeout."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    out: list[dict] = []  # type: ignore[type-arg]
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not ids <= seen and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, timeout=0.2):
+                if msg.error() is None:
+                    out.append(orjson.loads(msg.value()))
+                    seen.add(out[-1]["transaction_id"])
+    finally:
+        consumer.close()
+    return out
+
+
+def test_a_process_stopped_mid_backlog_holds_the_group_back_until_it_leaves(
+    serve_factory: ServeFactory,
+    registry: Registry,
+    history: pd.DataFrame,
+    kafka_bootstrap: str,
+) -> None:
+    """Two processes share six partitions; the first two days are decided, then one
+    process stops (SIGSTOP: no heartbeat, no marks) and the remaining 18 days arrive. The
+    other must not run more than the slack (6 days, within the 7-day label delay) past the
+    stopped one's partitions: it waits until the group gives it those partitions (after
+    the 6 s session timeout) and then takes them in order. Every decision equals the
+    offline score; with ``--no-group-order`` the running process decides its own
+    customers' later days with terminal windows that miss the stopped one's records."""
+    flags = ["--max-batch", "256", "--budget-ms", "60000"]
+    first = serve_factory(registry.root, partitions=6, extra=flags)
+    second = serve_factory(registry.root, partitions=6, extra=flags)  # ready: it owns some
+    items = _items(history)
+    times = history["event_time_ms"].to_numpy()
+    early = int(np.searchsorted(times, times.min() + 2 * DAY_MS))
+    ids = history["transaction_id"].astype(str).tolist()
+    produce(kafka_bootstrap, first.input, items[:early])
+    assert set(ids[:early]) <= {
+        d["transaction_id"]
+        for d in _read_until(kafka_bootstrap, first.decisions, set(ids[:early]), 60)
+    }
+    time.sleep(1.0)  # both have published their marks since their last batch
+    os.kill(second.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(1.5)  # its marks are no longer fresh: they bound the group
+        produce(kafka_bootstrap, first.input, items[early:])
+        out = _read_until(kafka_bootstrap, first.decisions, set(ids), 120)
+    finally:
+        os.kill(second.proc.pid, signal.SIGKILL)
+    assert {d["transaction_id"] for d in out} == set(ids)
+    want = expected_scores(history, registry)
+    diffs = np.array([abs(d["score"] - want[d["transaction_id"]]) for d in out])
+    assert diffs.max() < 1e-6, f"{int((diffs >= 1e-6).sum())} decisions differ from offline"
+    metrics = first.metrics()
+    assert re.search(r"^fraudstream_group_order_overruns_total 0\.0$", metrics, re.M)
+    assert re.search(r"^fraudstream_group_order_sync_errors 0\.0$", metrics, re.M)
