@@ -147,25 +147,27 @@ class PartitionAligner:
         now_ms: int,
         drained: bool = True,
         allow: Callable[[Item], bool] | None = None,
+        leading: frozenset[int] = frozenset(),
     ) -> list[Item]:
         """The staged records that can go, merged by timestamp. ``ends``: per partition the
         high watermark the consumer last saw (missing: not known). ``drained``: the
         consumer had nothing more queued; while it still had, a partition waited for may
         be queued behind the others' records, and its wait does not count. ``allow``: a
         further bound (the group's, ``fraudstream.stream.group_order``), monotone along
-        each partition: a partition goes up to its first record not allowed."""
+        each partition: a partition goes up to its first record not allowed, but one in
+        ``leading`` (those the bound waits for) takes at least one record."""
         if not drained:
             for p in self._waiting:
                 if p not in self._given_up:
                     self._waiting[p] = now_ms
         frontier = self._frontier(ends, now_ms)
         runs = []
-        for staged in self._staged.values():
+        for p, staged in self._staged.items():
             run = []
             while staged and staged[0][0] <= frontier:
                 run.append(staged.popleft())
             if run and allow is not None and not allow(run[-1][1]):
-                cut = _first_refused(run, allow)
+                cut = max(_first_refused(run, allow), int(p in leading))
                 staged.extendleft(reversed(run[cut:]))
                 del run[cut:]
             if run:

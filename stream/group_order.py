@@ -24,8 +24,8 @@ partition bounds the group unless:
 
 A partition a process has just been given keeps its previous owner's mark until the new
 owner has applied some of it, so the new owner's other partitions wait for it. The bound is
-per partition, in the aligner's release: the partition at the floor always goes on (its
-next records are within the slack of its own mark), so the group never waits on itself.
+per partition, in the aligner's release, and a partition at the floor takes its next
+record even past it (however sparse its records, the group never waits on itself).
 Should Kafka timestamps disagree with event time so far that processes wait on one another
 anyway, one with nothing to do passes a floor that has not moved for ``MAX_HOLD_S``. With
 Redis unreachable the bound is lifted: features are partial then, and order would only stop
@@ -93,28 +93,39 @@ def encode(marks: Marks) -> list[str]:
     return args
 
 
+Bound = tuple[float, frozenset[int]]
+"""The least mark that bounds the group (event time ms; infinite when none does) and the
+partitions at it."""
+UNBOUNDED: Bound = (math.inf, frozenset())
+
+
 def floor_of(
     fields: Mapping[Any, Any],
     now_ms: int,
     live_fresh_ms: int = LIVE_FRESH_MS,
     stale_ms: int = STALE_MS,
-) -> float:
-    """The least mark that bounds the group (infinite when none does), from the hash's
-    fields (partition -> ``ms:caught_up:written``) and the server's clock."""
-    least = math.inf
-    for raw in fields.values():
+) -> Bound:
+    """The group's ``Bound`` from the hash's fields (partition -> ``ms:caught_up:written``)
+    and the server's clock."""
+    least: float = math.inf
+    at: set[int] = set()
+    for name, raw in fields.items():
         value = raw.decode() if isinstance(raw, bytes) else str(raw)
         parts = value.split(":")
         try:
-            ts, caught_up, written = int(parts[0]), parts[1] == "1", int(parts[2])
+            partition, ts, written = int(name), int(parts[0]), int(parts[2])
+            caught_up = parts[1] == "1"
         except (IndexError, ValueError):
             logger.warning("group order: unreadable mark %r ignored", value)
             continue
         age = now_ms - written
         if age > stale_ms or (caught_up and age <= live_fresh_ms):
             continue
-        least = min(least, ts)
-    return least
+        if ts < least:
+            least, at = ts, set()
+        if ts == least:
+            at.add(partition)
+    return (least, frozenset(at))
 
 
 def event_time_of(value: bytes | None) -> int | None:
@@ -153,8 +164,8 @@ class GroupOrder:
         self.slack_ms = slack_ms
         self.interval_s = interval_s
         self._marks: Marks = {}
-        self.floor = math.inf
-        """The least mark bounding this process (event time ms; infinite: none)."""
+        self.bound: Bound = UNBOUNDED
+        """The group's bound as of the last sync (one attribute: read whole, never torn)."""
         self.errors = 0
         """Syncs that failed (the floor is lifted until one succeeds)."""
         self._failing = False
@@ -165,9 +176,16 @@ class GroupOrder:
         """This process's marks now (the loop's thread): published at the next sync."""
         self._marks = dict(marks)
 
-    def ceiling(self) -> float:
-        """The latest event time this process may take (ms)."""
-        return self.floor + self.slack_ms
+    @property
+    def floor(self) -> float:
+        """The least mark bounding the group (event time ms; infinite: none)."""
+        return self.bound[0]
+
+    def limits(self) -> tuple[float, frozenset[int]]:
+        """The latest event time a record may have (ms), and the partitions at the floor:
+        each may take its next record past it (it is what the group waits for)."""
+        floor, at = self.bound
+        return floor + self.slack_ms, at
 
     def start(self) -> GroupOrder:
         self._thread.start()
@@ -182,10 +200,10 @@ class GroupOrder:
         """Publish the marks and read the floor once."""
         try:
             now, flat = self._run(SCRIPT, self.key, encode(self._marks))
-            self.floor = floor_of(_pairs(flat), int(now))
+            self.bound = floor_of(_pairs(flat), int(now))
         except Exception as exc:  # noqa: BLE001 - order is best kept, never a stop
             self.errors += 1
-            self.floor = math.inf
+            self.bound = UNBOUNDED
             if not self._failing:
                 logger.warning("group order off until Redis answers: %s", exc)
             self._failing = True

@@ -228,14 +228,14 @@ class ServeMetrics:
         paused.set_function(lambda: aligner.paused_count)
 
     def watch_group_order(self, order: Any) -> None:
-        """The group's floor (``GroupOrder``): the least event time another process's
-        partition has come to that bounds this process (0: none bounds it)."""
+        """The group's floor (``GroupOrder``): the least event time a partition of the
+        group has come to that bounds it (0: none does)."""
         if order is None:
             return
         floor = Gauge(
             "fraudstream_group_order_floor_timestamp_seconds",
-            "Event time the group's slowest partition (of another process) has come to: "
-            "this process takes nothing dated past it plus the slack (0: none bounds it)",
+            "Event time the group's slowest partition has come to: this process takes "
+            "nothing dated past it plus the slack (0: none bounds it)",
             registry=self.registry,
         )
         floor.set_function(lambda: order.floor / 1e3 if order.floor != float("inf") else 0.0)

@@ -243,7 +243,8 @@ class Server:
         staging too much paused, and resumed once drained."""
         aligner = self.aligner
         assert aligner is not None  # noqa: S101 - the caller checked
-        self._buffer.extend(aligner.release(ends, now, drained, self._group_allows()))
+        allow, leading = self._group_allows()
+        self._buffer.extend(aligner.release(ends, now, drained, allow, leading))
         pause, resume = aligner.flow()
         if pause:
             self.consumer.pause([TopicPartition(self.topics.input, p) for p in pause])
@@ -270,15 +271,18 @@ class Server:
                 marks[p] = (second * 1000, p in caught_up)
         order.report(marks)
 
-    def _group_allows(self) -> Callable[[Any], bool] | None:
+    def _group_allows(self) -> tuple[Callable[[Any], bool] | None, frozenset[int]]:
         """Which staged records the group lets this process take: those dated up to its
-        ceiling (``fraudstream.stream.group_order``); None: any. A floor that has not
-        moved for ``MAX_HOLD_S`` while this process had nothing to do is passed."""
+        ceiling (``fraudstream.stream.group_order``; None: any), and the partitions at the
+        floor, which take at least their next record. A floor that has not moved for
+        ``MAX_HOLD_S`` while this process had nothing to do is passed."""
         order = self.order
-        ceiling = order.ceiling() if order is not None else math.inf
-        if order is None or ceiling == math.inf:
+        if order is None:
+            return None, frozenset()
+        ceiling, at_floor = order.limits()
+        if ceiling == math.inf:
             self._held_since = None
-            return None
+            return None, frozenset()
         now = time.monotonic()
         if self._buffer or order.floor != self._held_floor:
             self._held_since, self._held_floor = None, order.floor
@@ -290,8 +294,8 @@ class Server:
             )
             self.metrics.group_order_overruns.inc()
             self._held_since = None
-            return None
-        return lambda item: not _past(item[0], ceiling)
+            return None, frozenset()
+        return (lambda item: not _past(item[0], ceiling)), at_floor
 
     def _end_offsets(self, topic: str, partitions: np.ndarray) -> dict[int, int]:
         ends = {}

@@ -96,10 +96,10 @@ class ServeSettings(KafkaSettings):
     group_order: bool = True
     """With ``align_partitions``, the group's processes publish the event time each of their
     partitions has come to (in Redis, under the store's prefix) and none takes a record
-    dated more than ``group_order_slack_s`` past the least of the others', so that one
+    dated more than ``group_order_slack_s`` past the least of them, so that one
     process running ahead of another (a backlog drained by several) cannot give terminals
     windows that miss the other's records (``fraudstream.stream.group_order``)."""
-    group_order_slack_s: float = Field(default=DEFAULT_SLACK_S, ge=0, le=365 * 86_400)
+    group_order_slack_s: float = Field(default=DEFAULT_SLACK_S, gt=0, le=365 * 86_400)
     """How far past the group's slowest partition a process may go (event time): below the
     label delay (7 days) terminal windows stay exact; the default keeps a day of margin."""
     fetch_min_bytes: int = Field(default=8_192, ge=1, le=16_777_216)

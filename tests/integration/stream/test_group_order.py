@@ -47,7 +47,7 @@ def test_the_group_is_bounded_by_its_slowest_partition(store: RedisStore) -> Non
     a.sync()
     # partition 2 (b's) bounds both; 3 is caught up and its owner answers
     assert a.floor == b.floor == 3 * DAY_MS
-    assert a.ceiling() == 4 * DAY_MS
+    assert a.limits() == (4 * DAY_MS, frozenset({2}))
     ttl = store.client.pttl(key)
     assert 0 < ttl <= KEY_TTL_MS
     # partition 2 moves to a, which has not applied any of it yet: its last mark stays
@@ -70,7 +70,7 @@ def test_the_group_is_bounded_by_its_slowest_partition(store: RedisStore) -> Non
 def test_a_store_that_does_not_answer_lifts_the_bound() -> None:
     dead = RedisStore.from_url("redis://127.0.0.1:1/0", prefix="gone")
     order = GroupOrder(dead.eval_on_key, key_of("gone", "g", "tx"), slack_ms=DAY_MS)
-    order.floor = 0.0
+    order.bound = (0.0, frozenset())
     order.sync()
     assert order.floor == math.inf
     assert order.errors == 1

@@ -213,3 +213,19 @@ def test_a_further_bound_stops_each_partition_at_its_first_record_refused() -> N
     allowed.add("p0o2")
     assert _names(aligner.release({0: 3, 1: 2}, NOW, allow=allow)) == ["p0o2"]
     assert aligner.held == 0
+
+
+def test_a_partition_the_bound_waits_for_takes_its_next_record_past_it() -> None:
+    aligner = PartitionAligner()
+    aligner.assign([0, 1], NOW)
+    _feed(aligner, [(0, 0, 10), (0, 1, 20), (1, 0, 12)])
+
+    def refuse(_item: tuple[object, int, int]) -> bool:
+        return False
+
+    out = aligner.release({0: 2, 1: 1}, NOW, allow=refuse, leading=frozenset({0}))
+    assert _names(out) == ["p0o0"]  # one at a time, and only the leading partition's
+    assert _names(aligner.release({0: 2, 1: 1}, NOW, allow=refuse, leading=frozenset({0}))) == [
+        "p0o1"
+    ]
+    assert aligner.held == 1

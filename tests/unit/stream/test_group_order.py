@@ -21,25 +21,31 @@ NOW = 1_800_000_000_000
 
 def test_a_partition_with_a_backlog_bounds_the_group() -> None:
     fields = {b"0": f"500:0:{NOW}".encode(), b"1": f"700:0:{NOW - 10}".encode()}
-    assert floor_of(fields, NOW) == 500
+    assert floor_of(fields, NOW)[0] == 500
 
 
 def test_a_caught_up_partition_bounds_nothing_while_its_owner_answers() -> None:
     fields = {"0": f"500:1:{NOW - LIVE_FRESH_MS}", "1": f"900:0:{NOW}"}
-    assert floor_of(fields, NOW) == 900
+    assert floor_of(fields, NOW)[0] == 900
     # its owner silent (stopped, stalled): the group waits once it is the slack behind
     fields["0"] = f"500:1:{NOW - LIVE_FRESH_MS - 1}"
-    assert floor_of(fields, NOW) == 500
+    assert floor_of(fields, NOW)[0] == 500
 
 
 def test_a_mark_past_the_session_timeout_many_times_over_bounds_nothing() -> None:
     fields = {"0": f"500:0:{NOW - STALE_MS - 1}", "1": f"900:0:{NOW - STALE_MS}"}
-    assert floor_of(fields, NOW) == 900
-    assert floor_of({}, NOW) == math.inf
+    assert floor_of(fields, NOW)[0] == 900
+    assert floor_of({}, NOW) == (math.inf, frozenset())
 
 
 def test_an_unreadable_mark_is_ignored() -> None:
-    assert floor_of({"0": "garbage", "1": "1:0", "2": f"42:0:{NOW}"}, NOW) == 42
+    fields = {"0": "garbage", "1": "1:0", "x": f"1:0:{NOW}", "2": f"42:0:{NOW}"}
+    assert floor_of(fields, NOW) == (42, frozenset({2}))
+
+
+def test_the_partitions_at_the_floor_are_named() -> None:
+    fields = {b"0": f"500:0:{NOW}".encode(), b"1": f"500:1:{NOW - 5_000}".encode(), b"2": b"9"}
+    assert floor_of(fields, NOW) == (500, frozenset({0, 1}))
 
 
 def test_encode_lists_each_partition_with_its_mark() -> None:
@@ -61,7 +67,7 @@ def test_sync_publishes_the_marks_and_a_failure_lifts_the_bound() -> None:
     order.sync()
     assert calls == [["1", "300:0"]]
     assert order.floor == 100  # partition 0's, another process's
-    assert order.ceiling() == 150
+    assert order.limits() == (150, frozenset({0}))
 
     def fail(_script: str, _key: str, _args: Sequence[str]) -> Any:
         raise ConnectionError("refused")
