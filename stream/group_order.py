@@ -27,7 +27,8 @@ owner has applied some of it, so the new owner's other partitions wait for it. T
 per partition, in the aligner's release, and a partition at the floor takes its next
 record even past it (however sparse its records, the group never waits on itself).
 Should Kafka timestamps disagree with event time so far that processes wait on one another
-anyway, one with nothing to do passes a floor that has not moved for ``MAX_HOLD_S``. With
+anyway, one with nothing to do passes a floor that has not moved for ``MAX_HOLD_S`` (what it
+has staged then goes; it waits again after). With
 Redis unreachable the bound is lifted: features are partial then, and order would only stop
 the ladder.
 """
@@ -42,6 +43,7 @@ from typing import Any
 
 import orjson
 
+from fraudstream.features.redis_lua_files import read_lua
 from fraudstream.features.validation import parse_rfc3339_ms
 
 logger = logging.getLogger(__name__)
@@ -62,19 +64,8 @@ MAX_HOLD_S = 30.0
 """Longest a process waits on a floor that does not move (well past a rebalance after a
 session timeout)."""
 
-# ARGV: partition, mark, partition, mark... Each mark is stamped with the server's clock;
-# returns that clock (ms) and the whole hash.
-SCRIPT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 1, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1] .. ':' .. now)
-end
-if #ARGV > 0 then
-  redis.call('PEXPIRE', KEYS[1], KEY_TTL_MS)
-end
-return {now, redis.call('HGETALL', KEYS[1])}
-""".replace("KEY_TTL_MS", str(KEY_TTL_MS))
+SCRIPT = read_lua("group_order.lua")
+"""Publishes marks and returns the server's clock and the whole hash."""
 
 Marks = Mapping[int, tuple[int, bool]]
 """Partition -> (event time ms its owner has come to, caught up)."""
@@ -86,8 +77,8 @@ def key_of(prefix: str, group: str, topic: str) -> str:
 
 
 def encode(marks: Marks) -> list[str]:
-    """The script's arguments: partition, ``ts:caught_up``, ..."""
-    args: list[str] = []
+    """The script's arguments: the hash's TTL, then partition, ``ts:caught_up``, ..."""
+    args: list[str] = [str(KEY_TTL_MS)]
     for partition, (ts, caught_up) in sorted(marks.items()):
         args += [str(partition), f"{int(ts)}:{int(caught_up)}"]
     return args

@@ -130,3 +130,16 @@ def test_labels_and_offsets_on_the_cluster(cluster_store: RedisStore) -> None:
     assert cluster_store.applied_offsets() == {0: 10, 1: 9}
     cluster_store.apply(later.take([]), offsets={3: 4}, topic="other")
     assert cluster_store.applied_offsets("other") == {3: 4}
+
+
+def test_one_key_scripts_run_on_the_node_that_holds_the_key(cluster_store: RedisStore) -> None:
+    """``eval_on_key`` (serve's group order publishes its marks with it) on a cluster: the
+    key's slot decides the node, whichever node the URL named."""
+    from fraudstream.stream.group_order import GroupOrder, key_of
+
+    key = key_of(cluster_store.prefix, "g", "tx")
+    order = GroupOrder(cluster_store.eval_on_key, key, slack_ms=1000)
+    order.report({0: (T0, False), 1: (T0 + 5, False)})
+    order.sync()
+    assert order.errors == 0
+    assert order.bound == (T0, frozenset({0}))

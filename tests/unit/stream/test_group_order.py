@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fraudstream.stream.group_order import (
+    KEY_TTL_MS,
     LIVE_FRESH_MS,
     STALE_MS,
     GroupOrder,
@@ -49,8 +50,9 @@ def test_the_partitions_at_the_floor_are_named() -> None:
 
 
 def test_encode_lists_each_partition_with_its_mark() -> None:
-    assert encode({3: (30, True), 1: (10, False)}) == ["1", "10:0", "3", "30:1"]
-    assert encode({}) == []
+    ttl = str(KEY_TTL_MS)
+    assert encode({3: (30, True), 1: (10, False)}) == [ttl, "1", "10:0", "3", "30:1"]
+    assert encode({}) == [ttl]
 
 
 def test_sync_publishes_the_marks_and_a_failure_lifts_the_bound() -> None:
@@ -65,7 +67,7 @@ def test_sync_publishes_the_marks_and_a_failure_lifts_the_bound() -> None:
     order = GroupOrder(run, "k", slack_ms=50)
     order.report({1: (300, False)})
     order.sync()
-    assert calls == [["1", "300:0"]]
+    assert calls == [[str(KEY_TTL_MS), "1", "300:0"]]
     assert order.floor == 100  # partition 0's, another process's
     assert order.limits() == (150, frozenset({0}))
 
