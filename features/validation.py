@@ -145,6 +145,15 @@ def check_times(
     return out, problems
 
 
+def time_ms(value: object) -> int | None:
+    """Epoch milliseconds from a JSON value as ``check_times`` reads one (a whole number or
+    an RFC 3339 string); None when it is neither."""
+    number = _whole_number(value)
+    if number is not None:
+        return number
+    return parse_rfc3339_ms(value) if isinstance(value, str) else None
+
+
 def _one_time(pos: int, value: object, field: str) -> tuple[int, Problem | None]:
     if value is MISSING:
         return 0, _missing(pos, field)

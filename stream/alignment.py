@@ -203,19 +203,26 @@ class PartitionAligner:
             if now_ms - since > self.max_idle_ms:
                 self._given_up.add(p)
                 return False
-        taken = self._next.get(p)
-        if end is None or end < 0 or taken is None:  # not known yet: it may be far behind
+        lag = self._lag(p, end)
+        if lag is None:  # not known yet: it may be far behind
             return not self._staged[p]
-        return end - taken >= self.min_lag
+        return lag >= self.min_lag
+
+    def _lag(self, p: int, end: int | None) -> int | None:
+        """Records of ``p`` waiting in the broker past the last one taken, by ``end`` (its
+        high watermark); None while either is not known."""
+        taken = self._next.get(p)
+        if end is None or end < 0 or taken is None:
+            return None
+        return end - taken
 
     def caught_up(self, ends: dict[int, int]) -> set[int]:
         """The partitions known to have no backlog by ``ends`` (as in ``release``)."""
-        out = set()
-        for p in self._staged:
-            taken, end = self._next.get(p), ends.get(p)
-            if taken is not None and end is not None and 0 <= end < taken + self.min_lag:
-                out.add(p)
-        return out
+        return {
+            p
+            for p in self._staged
+            if (lag := self._lag(p, ends.get(p))) is not None and lag < self.min_lag
+        }
 
     def flow(self) -> tuple[list[int], list[int]]:
         """Partitions to pause and to resume since the last call."""

@@ -44,7 +44,7 @@ from typing import Any
 import orjson
 
 from fraudstream.features.redis_lua_files import read_lua
-from fraudstream.features.validation import parse_rfc3339_ms
+from fraudstream.features.validation import time_ms
 
 logger = logging.getLogger(__name__)
 
@@ -120,16 +120,13 @@ def floor_of(
 
 
 def event_time_of(value: bytes | None) -> int | None:
-    """A transaction's event time (epoch ms) from its raw value; None when it has none that
-    reads (such a record is not held: decoding sends it to the dead letters)."""
+    """A transaction's event time (epoch ms) from its raw value, read as decoding reads it;
+    None when it has none (such a record is not held: decoding dead-letters it)."""
     try:
         doc = orjson.loads(value or b"")
     except orjson.JSONDecodeError:
         return None
-    at = doc.get("event_time") if isinstance(doc, dict) else None
-    if isinstance(at, int) and not isinstance(at, bool):
-        return at
-    return parse_rfc3339_ms(at) if isinstance(at, str) else None
+    return time_ms(doc.get("event_time")) if isinstance(doc, dict) else None
 
 
 def _pairs(flat: Sequence[Any]) -> dict[Any, Any]:

@@ -13,8 +13,10 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAUDSTREAM = (sys.executable, "-m", "fraudstream.stream.cli", "--plain-logs")
@@ -26,6 +28,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def reader(bootstrap: str, topic: str, committed: bool = False) -> Any:
+    """A consumer of ``topic`` from its start in a group of its own, committing nothing
+    (``committed``: read_committed). The caller closes it."""
+    from confluent_kafka import Consumer
+
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "group.id": f"reader-{uuid.uuid4()}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    }
+    if committed:
+        conf["isolation.level"] = "read_committed"
+    consumer = Consumer(conf)
+    consumer.subscribe([topic])
+    return consumer
 
 
 def port_open(port: int) -> bool:

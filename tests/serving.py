@@ -27,7 +27,7 @@ from fraudstream.features.offline import compute_features
 from fraudstream.features.simulator import SimulatorConfig, simulate
 from fraudstream.models.manifest import Thresholds, TrainWindow
 from fraudstream.models.registry import Registry
-from tests.infra import ROOT, free_port
+from tests.infra import ROOT, free_port, reader
 
 
 @pytest.fixture(scope="session")
@@ -124,16 +124,7 @@ def consume_all(
 ) -> list[Any]:
     """Read a topic from the start with read_committed until ``expected`` messages arrived
     (then ``settle_s`` more, so that duplicates would show) or the timeout passed."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{uuid.uuid4()}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
-    consumer.subscribe([topic])
+    consumer = reader(bootstrap, topic, committed=True)
     out: list[Any] = []
     deadline = time.monotonic() + timeout_s
     settle_until: float | None = None

@@ -18,9 +18,9 @@ from typing import Any
 
 import orjson
 import redis
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
-from tests.infra import FRAUDSTREAM
+from tests.infra import FRAUDSTREAM, reader
 
 ROOT = Path(__file__).resolve().parents[3]
 Message = tuple[bytes | None, bytes | None, list[tuple[str, bytes]] | None]
@@ -190,15 +190,7 @@ def produce(bootstrap: str, topic: str, messages: Iterable[Message]) -> int:
 def consume(bootstrap: str, topic: str, n: int, timeout_s: float = 30) -> list[Any]:
     """Read ``n`` messages from the start of ``topic`` (fails if fewer come), then check for
     one more for a moment (fails if any)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{time.monotonic_ns()}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
+    consumer = reader(bootstrap, topic)
     out: list[Any] = []
     try:
         deadline = time.monotonic() + timeout_s

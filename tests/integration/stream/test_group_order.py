@@ -16,11 +16,11 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer
 
 from fraudstream.features.redis_store import RedisStore
 from fraudstream.models.registry import Registry
 from fraudstream.stream.group_order import KEY_TTL_MS, GroupOrder, key_of
+from tests.infra import reader
 from tests.integration.stream.test_serve import _items, expected_scores
 from tests.serving import ServeFactory, produce
 
@@ -79,15 +79,7 @@ def test_a_store_that_does_not_answer_lifts_the_bound() -> None:
 def _read_until(bootstrap: str, topic: str, ids: set[str], timeout_s: float) -> list[dict]:  # type: ignore[type-arg]
     """Every decision on ``topic`` (duplicates of a redelivery included) once each of
     ``ids`` has one, or at the timeout."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{uuid.uuid4()}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
+    consumer = reader(bootstrap, topic)
     out: list[dict] = []  # type: ignore[type-arg]
     seen: set[str] = set()
     deadline = time.monotonic() + timeout_s

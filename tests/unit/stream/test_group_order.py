@@ -83,5 +83,7 @@ def test_sync_publishes_the_marks_and_a_failure_lifts_the_bound() -> None:
 def test_event_time_of_reads_epoch_ms_and_rfc_3339_and_nothing_else() -> None:
     assert event_time_of(b'{"event_time": 1522540800000}') == 1_522_540_800_000
     assert event_time_of(b'{"event_time": "2018-04-01T00:00:00Z"}') == 1_522_540_800_000
+    # as decoding reads it: a whole float is a time too
+    assert event_time_of(b'{"event_time": 1522540800000.0}') == 1_522_540_800_000
     for bad in (b'{"event_time": true}', b'{"event_time": "soon"}', b"[1]", b"{", b"", None):
         assert event_time_of(bad) is None
