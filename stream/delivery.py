@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -54,6 +54,10 @@ class Delivery(Protocol):
     def commit(self, offsets: list[TopicPartition]) -> None: ...
     def drain(self, timeout_s: float | None = None) -> None: ...
     def settle(self) -> None: ...
+    def poll(self) -> None:
+        """Serve the producer's delivery reports without waiting."""
+        ...
+
     def close(self, timeout_s: float) -> None: ...
 
 
@@ -120,9 +124,21 @@ class AtLeastOnce:
     ) -> None:
         batch = self._current
         batch.outstanding += 1
-        _produce(
-            self.producer, topic, key, value, headers, timestamp, batch.on_delivery, self.stopping
-        )
+        try:
+            _produce(
+                self.producer,
+                topic,
+                key,
+                value,
+                headers,
+                timestamp,
+                batch.on_delivery,
+                self.stopping,
+            )
+        except KafkaException as exc:
+            batch.outstanding -= 1
+            _raise_if_fatal(exc.args[0], "produce")
+            raise
 
     def dead_letter(self, letter: DeadLetter) -> None:
         self._write_letter(self._current, letter)
@@ -138,6 +154,7 @@ class AtLeastOnce:
             except KafkaException as exc:
                 batch.outstanding -= 1
                 if not refused(exc.args[0]):
+                    _raise_if_fatal(exc.args[0], "produce")
                     raise
                 self.dead_letters.failed(letter, exc.args[0].str())  # e.g. too large locally
 
@@ -145,30 +162,44 @@ class AtLeastOnce:
         self._current.offsets = offsets
         self._in_flight.append(self._current)
         self._current = _InFlight(self)
-        self.producer.poll(0)
+        self.poll()
         if len(self._in_flight) > self.max_in_flight:
-            self.producer.flush(self.flush_timeout_s)
+            self._flush(self.flush_timeout_s)
         self._settle(asynchronous=True)
 
     def settle(self) -> None:
         """Serve delivery reports and commit what they completed, without waiting (called
         when the loop is idle, so the last batch before a pause is committed too)."""
         if self._in_flight or self._acked or self._error is not None:
-            self.producer.poll(0)
+            self.poll()
             self._settle(asynchronous=True)
 
     def drain(self, timeout_s: float | None = None) -> None:
         """Wait for every output in flight and commit the offsets they cover (synchronously)."""
         timeout = self.flush_timeout_s if timeout_s is None else timeout_s
-        remaining = self.producer.flush(timeout)
+        remaining = self._flush(timeout)
         while self._retry and not remaining and self._error is None:
             self._rewrite_letters()  # bounded: each letter has MAX_ATTEMPTS writes at most
-            remaining = self.producer.flush(timeout)
+            remaining = self._flush(timeout)
         if remaining and self._error is None:
             logger.warning(
                 "%d outputs unacknowledged at drain; their offsets stay uncommitted", remaining
             )
         self._settle(asynchronous=False)
+
+    def poll(self) -> None:
+        try:
+            self.producer.poll(0)
+        except KafkaException as exc:  # confluent-kafka raises fatal errors from poll
+            _raise_if_fatal(exc.args[0], "poll")
+            raise
+
+    def _flush(self, timeout_s: float) -> int:
+        try:
+            return self.producer.flush(timeout_s)
+        except KafkaException as exc:
+            _raise_if_fatal(exc.args[0], "flush")
+            raise
 
     def close(self, timeout_s: float) -> None:
         try:
@@ -332,7 +363,16 @@ class ExactlyOnce:
         timestamp: int = 0,
     ) -> None:
         self._outputs += 1
-        _produce(self.producer, topic, key, value, headers, timestamp, None, self.stopping)
+        try:
+            _produce(self.producer, topic, key, value, headers, timestamp, None, self.stopping)
+        except KafkaException as exc:
+            self._produce_refused(exc)
+
+    def poll(self) -> None:
+        try:
+            self.producer.poll(0)
+        except KafkaException as exc:  # confluent-kafka raises fatal errors from poll
+            self._produce_refused(exc)
 
     def dead_letter(self, letter: DeadLetter) -> None:
         letters = self.dead_letters
@@ -349,7 +389,7 @@ class ExactlyOnce:
                 return
             except KafkaException as exc:
                 if not refused(exc.args[0]):
-                    raise
+                    self._produce_refused(exc)
                 letters.failed(letter, exc.args[0].str())
 
     def commit(self, offsets: list[TopicPartition]) -> None:
@@ -482,7 +522,19 @@ class ExactlyOnce:
                     continue
                 raise
 
-    def _abort(self, exc: KafkaException) -> None:
+    def _produce_refused(self, exc: KafkaException) -> NoReturn:
+        """A produce the producer itself refused. Once the transaction has failed (a message
+        timed out, the producer was fenced) librdkafka answers every produce with _STATE,
+        which says neither which: aborting tells them apart. An abortable transaction is
+        aborted and the batch redone (``BatchAborted``); a fatally failed producer answers the
+        abort with its real error (fenced, ...), and serve exits with it."""
+        err: KafkaError = exc.args[0]
+        if err.fatal() or err.txn_requires_abort() or err.code() in _REFUSED_IN_FAILED_TXN:
+            self._in_txn = False
+            self._abort(exc)
+        raise exc
+
+    def _abort(self, exc: KafkaException) -> NoReturn:
         err: KafkaError = exc.args[0]
         if err.fatal():
             raise FatalKafkaError(_fatal_text("transaction", err)) from None
@@ -536,6 +588,18 @@ def _retried(call: Callable[[], object], what: str, deadline: float) -> None:
 def _resumable(err: KafkaError) -> bool:
     """A retriable error that needs no abort: the same call may be made again."""
     return bool(err.retriable() and not err.txn_requires_abort() and not err.fatal())
+
+
+_REFUSED_IN_FAILED_TXN = (KafkaError._STATE, KafkaError._FATAL)
+"""What librdkafka answers a produce with once the transaction failed (abortable) or the
+producer did (fatal, e.g. fenced)."""
+
+
+def _raise_if_fatal(err: KafkaError, what: str) -> None:
+    """An idempotent producer's fatal error (librdkafka then answers every produce with
+    _FATAL) ends serve with its one-line error: only a new producer can go on."""
+    if err.fatal() or err.code() == KafkaError._FATAL:
+        raise FatalKafkaError(_fatal_text(what, err))
 
 
 def _fatal_text(what: str, err: KafkaError) -> str:

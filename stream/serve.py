@@ -536,7 +536,7 @@ class Server:
         if missed:
             m.deadline_missed.inc(missed)
         self._count(scored)
-        self.delivery.producer.poll(0)
+        self.delivery.poll()
         self.planner.observe("produce", len(rows), time.perf_counter() - t0)
 
     def _count(self, scored: ScoredBatch) -> None:

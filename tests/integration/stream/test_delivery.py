@@ -5,6 +5,7 @@ transactional call is replaced and fenced, and the batch is redone once."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from fraudstream.stream.deadletter import (
     error_headers,
 )
 from fraudstream.stream.delivery import AtLeastOnce, BatchAborted, Delivery, ExactlyOnce
+from fraudstream.stream.exceptions import FatalKafkaError
 from fraudstream.stream.kafka.limits import BROKER_DEFAULT
 
 pytestmark = pytest.mark.integration
@@ -308,6 +310,65 @@ def test_an_idle_settle_never_waits_for_the_commit_in_flight(
     assert _settled_at(delivery, consumer, source, 10, 30) == 10
     assert not delivery.busy()
     delivery.close(10)
+    consumer.close()
+
+
+def _refused_produce(delivery: Delivery, sink: str) -> None:
+    """Produce to ``sink`` and flush until the producer refuses a produce outright (at most
+    20 tries): what serve's next batch meets once the transaction has failed underneath."""
+    for i in range(20):
+        delivery.produce(sink, None, str(i).encode())
+        with contextlib.suppress(KafkaException):  # a flush raises the failure it sees
+            delivery.producer.flush(2)  # type: ignore[attr-defined]
+    pytest.fail("the producer never refused a produce")
+
+
+def test_a_produce_on_a_fenced_producer_exits_with_the_fencing_error(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], group_id: str
+) -> None:
+    """Once fenced, librdkafka answers every produce with _STATE ("Erroneous state"), which
+    names no cause; serve must exit with its one-line fatal error naming the fencing (a
+    traceback here once failed CI), not a KafkaException."""
+    source, sink = topic_factory("eos-in"), topic_factory("eos-out")
+    _fill(kafka_bootstrap, source, 10)
+    consumer = _consumer(kafka_bootstrap, group_id, source)
+    conf = {"bootstrap.servers": kafka_bootstrap, "transactional.id": f"{group_id}-txn"}
+    delivery = ExactlyOnce(Producer(conf), consumer, _nowhere(), timeout_s=10)
+    delivery.begin()
+    delivery.produce(sink, None, b"before")
+    assert delivery.producer.flush(10) == 0
+    Producer(conf).init_transactions(10)  # a newer instance with the same id
+    with pytest.raises(FatalKafkaError, match="fenced"):
+        _refused_produce(delivery, sink)
+    delivery.close(5)
+    consumer.close()
+
+
+def test_a_produce_refused_in_a_failed_transaction_aborts_it_and_the_batch_is_redone(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], group_id: str
+) -> None:
+    """A message the broker refused fails the transaction (abortable): the next produce is
+    refused with _STATE, the transaction is aborted, the consumer rewound, and the redone
+    batch commits once."""
+    source, sink = topic_factory("eos-in"), topic_factory("eos-out")
+    small = topic_factory("eos-small", config={"max.message.bytes": "200"})
+    _fill(kafka_bootstrap, source, 10)
+    consumer = _consumer(kafka_bootstrap, group_id, source)
+    conf = {"bootstrap.servers": kafka_bootstrap, "transactional.id": f"{group_id}-txn"}
+    delivery = ExactlyOnce(Producer(conf), consumer, _nowhere(), timeout_s=10)
+    _take(consumer, 10)
+    delivery.begin()
+    delivery.produce(small, None, b"v" * 1000)  # refused by the broker, not locally
+    with pytest.raises(BatchAborted):
+        _refused_produce(delivery, sink)
+    _copy_batch(delivery, consumer, sink, 10)  # rewound: the same ten again
+    delivery.drain()
+    delivery.close(10)
+    assert _committed(consumer, source) == 10
+    out = _reader(kafka_bootstrap, group_id + "-r", sink)
+    assert sorted(int(m.value()) for m in _take(out, 10)) == list(range(10))
+    assert out.consume(10, timeout=2) == []
+    out.close()
     consumer.close()
 
 
