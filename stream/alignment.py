@@ -216,12 +216,16 @@ class PartitionAligner:
             return None
         return end - taken
 
-    def caught_up(self, ends: dict[int, int]) -> set[int]:
-        """The partitions known to have no backlog by ``ends`` (as in ``release``)."""
+    def caught_up(self, ends: dict[int, int], max_lag: int | None = None) -> set[int]:
+        """The partitions with nothing staged and at most ``max_lag`` records (default: fewer
+        than ``min_lag``, as in ``release``) left in the broker by ``ends``. Records staged
+        count, although ``release`` merges them: one partition of a replay written at once
+        can stage 16,384 records, days of event time, with nothing left to fetch."""
+        most = self.min_lag - 1 if max_lag is None else max_lag
         return {
             p
-            for p in self._staged
-            if (lag := self._lag(p, ends.get(p))) is not None and lag < self.min_lag
+            for p, staged in self._staged.items()
+            if not staged and (lag := self._lag(p, ends.get(p))) is not None and lag <= most
         }
 
     def flow(self) -> tuple[list[int], list[int]]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, TopicPartition
 
 from fraudstream.features.schema import DecodeLimits, DecodeResult, decode_transactions
 from fraudstream.stream.alignment import PartitionAligner
@@ -32,7 +32,17 @@ from fraudstream.stream.deadletter import dead_letter
 from fraudstream.stream.decision import REVIEW
 from fraudstream.stream.delivery import BatchAborted, Delivery
 from fraudstream.stream.exceptions import FatalKafkaError
-from fraudstream.stream.group_order import MAX_HOLD_S, GroupOrder, event_time_of
+from fraudstream.stream.group_order import (
+    BACKLOG,
+    CAUGHT_UP,
+    DRAINED,
+    DRAINED_LAG,
+    MAX_HOLD_S,
+    GroupOrder,
+    Limits,
+    allowed,
+    event_time_of,
+)
 from fraudstream.stream.kafka.consume import take_queued
 from fraudstream.stream.liveness import Liveness
 from fraudstream.stream.lookahead import Ahead, Lookahead
@@ -263,13 +273,24 @@ class Server:
         self._order_at = now + order.interval_s
         own = sorted(p for _, p in self.assigned)
         ends = self._end_offsets(self.topics.input, np.asarray(own, dtype=np.int64))
-        caught_up = aligner.caught_up(ends)
+        unapplied = self._unapplied()
+        caught_up = aligner.caught_up(ends) - unapplied
+        drained = aligner.caught_up(ends, DRAINED_LAG) - unapplied
         marks = {}
         for p in own:
             second = self.watermarks.mark(p)  # every record of p before it is applied
             if second is not None:
-                marks[p] = (second * 1000, p in caught_up)
+                state = DRAINED if p in drained else CAUGHT_UP if p in caught_up else BACKLOG
+                marks[p] = (second * 1000, state)
         order.report(marks)
+
+    def _unapplied(self) -> set[int]:
+        """Partitions with records released by the aligner and not yet applied."""
+        msgs = [m for m, _, _ in self._buffer]
+        ahead = self.lookahead.batch if self.lookahead is not None else None
+        if ahead is not None:
+            msgs += ahead.msgs
+        return {m.partition() for m in msgs}
 
     def _group_allows(self) -> tuple[Callable[[Any], bool] | None, frozenset[int]]:
         """Which staged records the group lets this process take: those dated up to its
@@ -279,8 +300,8 @@ class Server:
         order = self.order
         if order is None:
             return None, frozenset()
-        ceiling, at_floor = order.limits()
-        if ceiling == math.inf:
+        limits = order.limits()
+        if min(limits.ceiling, limits.live_ceiling) == math.inf:
             self._held_since = None
             return None, frozenset()
         now = time.monotonic()
@@ -295,7 +316,7 @@ class Server:
             self.metrics.group_order_overruns.inc()
             self._held_since = None
             return None, frozenset()
-        return (lambda item: not _past(item[0], ceiling)), at_floor
+        return (lambda item: _allowed(item[0], item[1], limits)), limits.at_floor
 
     def _end_offsets(self, topic: str, partitions: np.ndarray) -> dict[int, int]:
         ends = {}
@@ -625,9 +646,10 @@ def _timestamp_ms(msg: Any, now: int) -> int:
     return int(ts) if kind != 0 and ts > 0 else now
 
 
-def _past(msg: Any, ceiling: float) -> bool:
-    at = event_time_of(msg.value())
-    return at is not None and at > ceiling
+def _allowed(msg: Any, fetched: int, limits: Limits) -> bool:
+    kind, written = msg.timestamp()
+    written = None if kind == TIMESTAMP_NOT_AVAILABLE else written
+    return allowed(event_time_of(msg.value()), written, fetched, limits)
 
 
 def _next_offsets(msgs: list[Any]) -> list[TopicPartition]:

@@ -19,7 +19,7 @@ import pytest
 
 from fraudstream.features.redis_store import RedisStore
 from fraudstream.models.registry import Registry
-from fraudstream.stream.group_order import KEY_TTL_MS, GroupOrder, key_of
+from fraudstream.stream.group_order import BACKLOG, CAUGHT_UP, KEY_TTL_MS, GroupOrder, key_of
 from tests.infra import reader
 from tests.integration.stream.test_serve import _items, expected_scores
 from tests.serving import ServeFactory, produce
@@ -40,26 +40,28 @@ def test_the_group_is_bounded_by_its_slowest_partition(store: RedisStore) -> Non
     key = key_of(store.prefix, "g", "tx")
     a = GroupOrder(store.eval_on_key, key, slack_ms=DAY_MS)
     b = GroupOrder(store.eval_on_key, key, slack_ms=DAY_MS)
-    a.report({0: (10 * DAY_MS, False), 1: (12 * DAY_MS, False)})
-    b.report({2: (3 * DAY_MS, False), 3: (50 * DAY_MS, True)})
+    a.report({0: (10 * DAY_MS, BACKLOG), 1: (12 * DAY_MS, BACKLOG)})
+    b.report({2: (3 * DAY_MS, BACKLOG), 3: (50 * DAY_MS, CAUGHT_UP)})
     a.sync()
     b.sync()
     a.sync()
     # partition 2 (b's) bounds both; 3 is caught up and its owner answers
     assert a.floor == b.floor == 3 * DAY_MS
-    assert a.limits() == (4 * DAY_MS, frozenset({2}))
+    assert a.limits()[:2] == (4 * DAY_MS, frozenset({2}))
     ttl = store.client.pttl(key)
     assert 0 < ttl <= KEY_TTL_MS
     # partition 2 moves to a, which has not applied any of it yet: its last mark stays
-    b.report({3: (50 * DAY_MS, True)})
+    b.report({3: (50 * DAY_MS, CAUGHT_UP)})
     b.sync()
     a.sync()
     assert a.floor == 3 * DAY_MS
-    a.report({0: (10 * DAY_MS, False), 1: (12 * DAY_MS, False), 2: (5 * DAY_MS, False)})
+    a.report({0: (10 * DAY_MS, BACKLOG), 1: (12 * DAY_MS, BACKLOG), 2: (5 * DAY_MS, BACKLOG)})
     a.sync()
     assert a.floor == 5 * DAY_MS
     # b's caught-up partition bounds the group once b goes silent
-    a.report({0: (60 * DAY_MS, True), 1: (60 * DAY_MS, True), 2: (60 * DAY_MS, True)})
+    a.report(
+        {0: (60 * DAY_MS, CAUGHT_UP), 1: (60 * DAY_MS, CAUGHT_UP), 2: (60 * DAY_MS, CAUGHT_UP)}
+    )
     a.sync()
     assert a.floor == math.inf
     time.sleep(1.2)
@@ -134,3 +136,31 @@ def test_a_process_stopped_mid_backlog_holds_the_group_back_until_it_leaves(
     metrics = first.metrics()
     assert re.search(r"^fraudstream_group_order_overruns_total 0\.0$", metrics, re.M)
     assert re.search(r"^fraudstream_group_order_sync_errors 0\.0$", metrics, re.M)
+
+
+def test_a_backlog_written_at_once_into_caught_up_processes_is_decided_as_offline(
+    serve_factory: ServeFactory,
+    registry: Registry,
+    history: pd.DataFrame,
+    kafka_bootstrap: str,
+) -> None:
+    """Two caught-up processes share six partitions; the remaining 18 days arrive at once
+    (a replay written at full speed). No process may run a label delay ahead of the other
+    in event time while their partitions still count as caught up."""
+    flags = ["--max-batch", "256", "--budget-ms", "60000"]
+    first = serve_factory(registry.root, partitions=6, extra=flags)
+    second = serve_factory(registry.root, partitions=6, extra=flags)
+    items = _items(history)
+    times = history["event_time_ms"].to_numpy()
+    early = int(np.searchsorted(times, times.min() + 2 * DAY_MS))
+    ids = history["transaction_id"].astype(str).tolist()
+    produce(kafka_bootstrap, first.input, items[:early])
+    _read_until(kafka_bootstrap, first.decisions, set(ids[:early]), 60)
+    time.sleep(1.0)  # both caught up, their marks fresh
+    produce(kafka_bootstrap, first.input, items[early:])
+    out = _read_until(kafka_bootstrap, first.decisions, set(ids), 120)
+    second.proc.kill()
+    assert {d["transaction_id"] for d in out} == set(ids)
+    want = expected_scores(history, registry)
+    diffs = np.array([abs(d["score"] - want[d["transaction_id"]]) for d in out])
+    assert diffs.max() < 1e-6, f"{int((diffs >= 1e-6).sum())} decisions differ from offline"

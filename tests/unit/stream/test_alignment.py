@@ -185,14 +185,18 @@ def test_any_interleaving_of_chunks_leaves_merged_in_each_partitions_order(
         assert mine == [f"p{p}o{o}" for o in range(ends[p])]
 
 
-def test_caught_up_names_the_partitions_without_a_backlog() -> None:
+def test_caught_up_names_the_partitions_with_nothing_staged_and_no_backlog() -> None:
     aligner = PartitionAligner(min_lag=256)
     aligner.assign([0, 1, 2, 3], NOW)
     aligner.start(2, 0)
     _feed(aligner, [(0, 0, 10), (1, 0, 15)])
-    # 0: a backlog; 1: at its end; 2: nothing brought, its end 0; 3: where it starts unknown
-    assert aligner.caught_up({0: FAR, 1: 1, 2: 0, 3: 0}) == {1, 2}
+    # 0: a backlog; 1: at its end but its record staged; 2: nothing brought, its end 0;
+    # 3: where it starts unknown
+    assert aligner.caught_up({0: FAR, 1: 1, 2: 0, 3: 0}) == {2}
+    assert _names(aligner.release({0: 1, 1: 1, 2: 0, 3: 0}, NOW + 10_000)) == ["p0o0", "p1o0"]
+    assert aligner.caught_up({0: 1, 1: 1, 2: 0}) == {0, 1, 2}
     assert aligner.caught_up({0: 256, 1: 1 + 256}) == {0}
+    assert aligner.caught_up({0: 3, 1: 2}, max_lag=1) == {1}  # a transaction marker left
 
 
 def test_a_further_bound_stops_each_partition_at_its_first_record_refused() -> None:
