@@ -75,7 +75,8 @@ at most when nothing arrives, much later on a starved machine: 500 ms was seen t
 little on two busy cores), and a record's Kafka timestamp is the producer's clock (or the
 broker's), not Redis's."""
 REPORT_FRESH_S = 0.5
-"""Marks the loop reported longer ago than this are published as a backlog."""
+"""Marks the loop reported longer ago than this are published as caught up at most, never
+drained."""
 LIVE_WINDOW_MS = 86_400_000
 """A record dated within a day of the wall clock is live: the records still to come on a
 live stream are dated at most this long before it (a label delay is 7 days), so what a
@@ -243,11 +244,12 @@ class GroupOrder:
 
     def _publishable(self) -> Marks:
         """The marks as reported; a report older than ``REPORT_FRESH_S`` (the loop stalled)
-        claims no partition caught up: its view of the partitions' ends is that old."""
+        claims no partition drained: its view of the partitions' ends is that old, so it
+        vouches for no record of a history (live records need no voucher)."""
         marks = self._marks
         if time.monotonic() - self._reported_at <= REPORT_FRESH_S:
             return marks
-        return {p: (ts, BACKLOG) for p, (ts, _) in marks.items()}
+        return {p: (ts, min(state, CAUGHT_UP)) for p, (ts, state) in marks.items()}
 
     @property
     def floor(self) -> float:

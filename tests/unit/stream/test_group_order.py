@@ -96,18 +96,18 @@ def test_sync_publishes_the_marks_and_a_failure_lifts_the_bound() -> None:
     assert order.errors == 1
 
 
-def test_marks_the_loop_has_not_renewed_claim_no_partition_caught_up() -> None:
+def test_marks_the_loop_has_not_renewed_claim_no_partition_drained() -> None:
     """A stalled loop's view of its partitions' ends is as old as its last report: the
-    publisher, on its own thread, stops vouching for them."""
+    publisher, on its own thread, stops vouching for the records written since."""
     sent: list[Sequence[str]] = []
     order = GroupOrder(lambda _s, _k, args: sent.append(args) or [NOW, []], "k", slack_ms=50)
-    order.report({1: (300, DRAINED), 2: (200, CAUGHT_UP)})
+    order.report({1: (300, DRAINED), 2: (200, CAUGHT_UP), 3: (100, BACKLOG)})
     order.sync()
     order._reported_at -= REPORT_FRESH_S + 0.01  # noqa: SLF001 - the loop stalled that long
     order.sync()
     assert sent == [
-        [str(KEY_TTL_MS), "1", "300:2", "2", "200:1"],
-        [str(KEY_TTL_MS), "1", "300:0", "2", "200:0"],
+        [str(KEY_TTL_MS), "1", "300:2", "2", "200:1", "3", "100:0"],
+        [str(KEY_TTL_MS), "1", "300:1", "2", "200:1", "3", "100:0"],
     ]
 
 
