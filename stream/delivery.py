@@ -15,8 +15,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Any, NoReturn, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -125,19 +126,19 @@ class AtLeastOnce:
         batch = self._current
         batch.outstanding += 1
         try:
-            _produce(
-                self.producer,
-                topic,
-                key,
-                value,
-                headers,
-                timestamp,
-                batch.on_delivery,
-                self.stopping,
-            )
-        except KafkaException as exc:
+            with _fatal_ends_serve("produce"):
+                _produce(
+                    self.producer,
+                    topic,
+                    key,
+                    value,
+                    headers,
+                    timestamp,
+                    batch.on_delivery,
+                    self.stopping,
+                )
+        except KafkaException:
             batch.outstanding -= 1
-            _raise_if_fatal(exc.args[0], "produce")
             raise
 
     def dead_letter(self, letter: DeadLetter) -> None:
@@ -188,18 +189,12 @@ class AtLeastOnce:
         self._settle(asynchronous=False)
 
     def poll(self) -> None:
-        try:
+        with _fatal_ends_serve("poll"):  # confluent-kafka raises fatal errors from poll
             self.producer.poll(0)
-        except KafkaException as exc:  # confluent-kafka raises fatal errors from poll
-            _raise_if_fatal(exc.args[0], "poll")
-            raise
 
     def _flush(self, timeout_s: float) -> int:
-        try:
+        with _fatal_ends_serve("flush"):
             return self.producer.flush(timeout_s)
-        except KafkaException as exc:
-            _raise_if_fatal(exc.args[0], "flush")
-            raise
 
     def close(self, timeout_s: float) -> None:
         try:
@@ -523,11 +518,12 @@ class ExactlyOnce:
                 raise
 
     def _produce_refused(self, exc: KafkaException) -> NoReturn:
-        """A produce the producer itself refused. Once the transaction has failed (a message
-        timed out, the producer was fenced) librdkafka answers every produce with _STATE,
-        which says neither which: aborting tells them apart. An abortable transaction is
-        aborted and the batch redone (``BatchAborted``); a fatally failed producer answers the
-        abort with its real error (fenced, ...), and serve exits with it."""
+        """A produce (or poll) the producer itself refused. Once the transaction has failed
+        (a message timed out or was refused, the producer was fenced) librdkafka answers
+        every produce with _STATE or _FATAL, neither naming the cause: aborting tells them
+        apart. An abortable transaction is aborted and the batch redone (``BatchAborted``);
+        a fatally failed producer answers the abort with its real error (fenced, ...), and
+        serve exits with it."""
         err: KafkaError = exc.args[0]
         if err.fatal() or err.txn_requires_abort() or err.code() in _REFUSED_IN_FAILED_TXN:
             self._in_txn = False
@@ -600,6 +596,16 @@ def _raise_if_fatal(err: KafkaError, what: str) -> None:
     _FATAL) ends serve with its one-line error: only a new producer can go on."""
     if err.fatal() or err.code() == KafkaError._FATAL:
         raise FatalKafkaError(_fatal_text(what, err))
+
+
+@contextmanager
+def _fatal_ends_serve(what: str) -> Iterator[None]:
+    """``_raise_if_fatal`` on a KafkaException from the block; others go on up."""
+    try:
+        yield
+    except KafkaException as exc:
+        _raise_if_fatal(exc.args[0], what)
+        raise
 
 
 def _fatal_text(what: str, err: KafkaError) -> str:

@@ -273,15 +273,14 @@ class Server:
         self._order_at = now + order.interval_s
         own = sorted(p for _, p in self.assigned)
         ends = self._end_offsets(self.topics.input, np.asarray(own, dtype=np.int64))
-        unapplied = self._unapplied()
-        caught_up = aligner.caught_up(ends) - unapplied
-        drained = aligner.caught_up(ends, DRAINED_LAG) - unapplied
+        lags = aligner.lags(ends)
+        for p in self._unapplied():
+            lags.pop(p, None)
         marks = {}
         for p in own:
             second = self.watermarks.mark(p)  # every record of p before it is applied
             if second is not None:
-                state = DRAINED if p in drained else CAUGHT_UP if p in caught_up else BACKLOG
-                marks[p] = (second * 1000, state)
+                marks[p] = (second * 1000, _state(lags.get(p), aligner.min_lag))
         order.report(marks)
 
     def _unapplied(self) -> set[int]:
@@ -644,6 +643,14 @@ class Server:
 def _timestamp_ms(msg: Any, now: int) -> int:
     kind, ts = msg.timestamp()
     return int(ts) if kind != 0 and ts > 0 else now
+
+
+def _state(lag: int | None, min_lag: int) -> int:
+    """A partition's state for the group (``fraudstream.stream.group_order``) from its lag
+    when everything it brought is applied (None: it has records waiting)."""
+    if lag is None or lag >= min_lag:
+        return BACKLOG
+    return DRAINED if lag <= DRAINED_LAG else CAUGHT_UP
 
 
 def _allowed(msg: Any, fetched: int, limits: Limits) -> bool:
