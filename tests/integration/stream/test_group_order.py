@@ -99,8 +99,9 @@ def _read_until(bootstrap: str, topic: str, ids: set[str], timeout_s: float) -> 
 
 def _assert_offline(out: list[dict], want: dict[str, float]) -> None:  # type: ignore[type-arg]
     """Every decision's score equals the offline one; a failure names the rungs and
-    event days of those that differ (a degraded rung is a stalled store, not an order)."""
-    bad = [d for d in out if abs(d["score"] - want[d["transaction_id"]]) >= 1e-6]
+    event days of those that differ (a degraded rung is a stalled store, not an order).
+    A score that is not a number differs too."""
+    bad = [d for d in out if not abs(d["score"] - want[d["transaction_id"]]) < 1e-6]
     rungs = Counter(str(d.get("degraded")) for d in bad)
     days = Counter(d["event_time"] // DAY_MS for d in bad)
     assert not bad, f"{len(bad)} decisions differ from offline; rungs {rungs}, days {days}"
