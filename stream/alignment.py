@@ -216,22 +216,20 @@ class PartitionAligner:
             return None
         return end - taken
 
-    def lags(self, ends: dict[int, int]) -> dict[int, int]:
-        """Per partition with nothing staged and a known lag, the records left in the
-        broker by ``ends``. Records staged are a backlog too, although ``release`` merges
-        them: one partition of a replay written at once can stage 16,384 records, days of
-        event time, with nothing left to fetch."""
+    def caught_up(self, ends: dict[int, int]) -> dict[int, int]:
+        """The partitions with nothing staged and fewer than ``min_lag`` records (as in
+        ``release``) left in the broker by ``ends``, each with that count. Records staged
+        are a backlog too, although ``release`` merges them: one partition of a replay
+        written at once can stage 16,384 records, days of event time, with nothing left to
+        fetch."""
         out = {}
         for p, staged in self._staged.items():
-            if not staged and (lag := self._lag(p, ends.get(p))) is not None:
+            if staged:
+                continue
+            lag = self._lag(p, ends.get(p))
+            if lag is not None and lag < self.min_lag:
                 out[p] = lag
         return out
-
-    def caught_up(self, ends: dict[int, int], max_lag: int | None = None) -> set[int]:
-        """The partitions of ``lags`` with at most ``max_lag`` records left (default: fewer
-        than ``min_lag``, as in ``release``)."""
-        most = self.min_lag - 1 if max_lag is None else max_lag
-        return {p for p, lag in self.lags(ends).items() if lag <= most}
 
     def flow(self) -> tuple[list[int], list[int]]:
         """Partitions to pause and to resume since the last call."""

@@ -137,7 +137,7 @@ class AtLeastOnce:
                     batch.on_delivery,
                     self.stopping,
                 )
-        except KafkaException:
+        except Exception:  # nothing was queued (a fatal error included): no report comes
             batch.outstanding -= 1
             raise
 

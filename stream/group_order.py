@@ -96,6 +96,15 @@ brought applied, fewer than the aligner's ``min_lag`` records left in the broker
 record written before it."""
 DRAINED_LAG = 1
 
+
+def state_of(caught_up_lag: int | None) -> int:
+    """A partition's state from the records left in the broker once everything it brought
+    is applied and it is caught up (None: it is not)."""
+    if caught_up_lag is None:
+        return BACKLOG
+    return DRAINED if caught_up_lag <= DRAINED_LAG else CAUGHT_UP
+
+
 Marks = Mapping[int, tuple[int, int]]
 """Partition -> (event time ms its owner has come to, its state)."""
 

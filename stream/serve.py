@@ -33,15 +33,12 @@ from fraudstream.stream.decision import REVIEW
 from fraudstream.stream.delivery import BatchAborted, Delivery
 from fraudstream.stream.exceptions import FatalKafkaError
 from fraudstream.stream.group_order import (
-    BACKLOG,
-    CAUGHT_UP,
-    DRAINED,
-    DRAINED_LAG,
     MAX_HOLD_S,
     GroupOrder,
     Limits,
     allowed,
     event_time_of,
+    state_of,
 )
 from fraudstream.stream.kafka.consume import take_queued
 from fraudstream.stream.liveness import Liveness
@@ -273,23 +270,23 @@ class Server:
         self._order_at = now + order.interval_s
         own = sorted(p for _, p in self.assigned)
         ends = self._end_offsets(self.topics.input, np.asarray(own, dtype=np.int64))
-        lags = aligner.lags(ends)
+        caught_up = aligner.caught_up(ends)
         for p in self._unapplied():
-            lags.pop(p, None)
+            caught_up.pop(p, None)
         marks = {}
         for p in own:
             second = self.watermarks.mark(p)  # every record of p before it is applied
             if second is not None:
-                marks[p] = (second * 1000, _state(lags.get(p), aligner.min_lag))
+                marks[p] = (second * 1000, state_of(caught_up.get(p)))
         order.report(marks)
 
     def _unapplied(self) -> set[int]:
         """Partitions with records released by the aligner and not yet applied."""
-        msgs = [m for m, _, _ in self._buffer]
+        out = {m.partition() for m, _, _ in self._buffer}
         ahead = self.lookahead.batch if self.lookahead is not None else None
         if ahead is not None:
-            msgs += ahead.msgs
-        return {m.partition() for m in msgs}
+            out.update(m.partition() for m in ahead.msgs)
+        return out
 
     def _group_allows(self) -> tuple[Callable[[Any], bool] | None, frozenset[int]]:
         """Which staged records the group lets this process take: those dated up to its
@@ -643,14 +640,6 @@ class Server:
 def _timestamp_ms(msg: Any, now: int) -> int:
     kind, ts = msg.timestamp()
     return int(ts) if kind != 0 and ts > 0 else now
-
-
-def _state(lag: int | None, min_lag: int) -> int:
-    """A partition's state for the group (``fraudstream.stream.group_order``) from its lag
-    when everything it brought is applied (None: it has records waiting)."""
-    if lag is None or lag >= min_lag:
-        return BACKLOG
-    return DRAINED if lag <= DRAINED_LAG else CAUGHT_UP
 
 
 def _allowed(msg: Any, fetched: int, limits: Limits) -> bool:

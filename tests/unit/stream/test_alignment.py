@@ -192,11 +192,11 @@ def test_caught_up_names_the_partitions_with_nothing_staged_and_no_backlog() -> 
     _feed(aligner, [(0, 0, 10), (1, 0, 15)])
     # 0: a backlog; 1: at its end but its record staged; 2: nothing brought, its end 0;
     # 3: where it starts unknown
-    assert aligner.caught_up({0: FAR, 1: 1, 2: 0, 3: 0}) == {2}
+    assert aligner.caught_up({0: FAR, 1: 1, 2: 0, 3: 0}) == {2: 0}
     assert _names(aligner.release({0: 1, 1: 1, 2: 0, 3: 0}, NOW + 10_000)) == ["p0o0", "p1o0"]
-    assert aligner.caught_up({0: 1, 1: 1, 2: 0}) == {0, 1, 2}
-    assert aligner.caught_up({0: 256, 1: 1 + 256}) == {0}
-    assert aligner.caught_up({0: 3, 1: 2}, max_lag=1) == {1}  # a transaction marker left
+    assert aligner.caught_up({0: 1, 1: 1, 2: 0}) == {0: 0, 1: 0, 2: 0}
+    assert aligner.caught_up({0: 256, 1: 1 + 256}) == {0: 255}
+    assert aligner.caught_up({0: 3, 1: 2}) == {0: 2, 1: 1}  # 1: a transaction marker left
 
 
 def test_a_further_bound_stops_each_partition_at_its_first_record_refused() -> None:

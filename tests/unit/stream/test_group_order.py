@@ -25,6 +25,7 @@ from fraudstream.stream.group_order import (
     encode,
     event_time_of,
     floor_of,
+    state_of,
 )
 
 NOW = 1_800_000_000_000
@@ -143,3 +144,9 @@ def test_event_time_of_reads_epoch_ms_and_rfc_3339_and_nothing_else() -> None:
     assert event_time_of(b'{"event_time": 1522540800000.0}') == 1_522_540_800_000
     for bad in (b'{"event_time": true}', b'{"event_time": "soon"}', b"[1]", b"{", b"", None):
         assert event_time_of(bad) is None
+
+
+def test_a_caught_up_partition_with_at_most_a_transaction_marker_left_is_drained() -> None:
+    assert state_of(None) == BACKLOG  # records staged, buffered, or a backlog in the broker
+    assert state_of(0) == state_of(1) == DRAINED
+    assert state_of(2) == state_of(255) == CAUGHT_UP
