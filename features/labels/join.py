@@ -57,6 +57,16 @@ def transition(state: TxState | None, record: JoinRecord) -> tuple[TxState, Delt
     return [record.decision, record.amount, f], delta
 
 
+def merge(known: TxState | None, other: TxState) -> TxState:
+    """One transaction's state from two records of it, whatever their order: each side is
+    the first one known (``known``'s, when both have it)."""
+    if known is None:
+        return list(other)
+    decision, amount = (known[0], known[1]) if known[0] >= 0 else (other[0], other[1])
+    fraud = known[2] if known[2] >= 0 else other[2]
+    return [decision, amount, fraud]
+
+
 def _fraud_delta(decision: int, amount: float) -> Delta:
     if decision < 0:
         return {UNDECIDED: 1}

@@ -1,12 +1,17 @@
 """The KPI join's state in one faust table, windowed by hour of event time (tumbling, 1 h).
 
-Keys, within the window of the transaction's hour: ``t:<partition>:<transaction id>`` holds a
-transaction's join state, ``p:<partition>`` the hour's statistics for that join partition.
-Both live in one changelog partition (the join message's), statistics written first, so a
-crash between the writes is repaired by the hours' offset marks (see
-``fraudstream.features.labels.join``). faust's own window expiry runs on the wall clock, which would
-erase replayed history at once (and without expiry its tumbling windows still track every
-write); the table uses ``EventHourWindow`` and this module expires windows by event time.
+Keys, within the window of the transaction's hour: ``p:<partition>`` holds the hour's
+statistics for that join partition, and ``b:<partition>:<offset>`` the states of the
+transactions that join message ``offset`` changed in that hour (``{transaction id: state}``).
+One state record per message and hour, not per transaction: each table write is a changelog
+record, and faust's per-record cost was most of the worker's CPU per decision. The
+transactions' current states are indexed in memory (rebuilt from the table after each
+recovery). All of a message's keys live in one changelog partition (the join message's),
+statistics written first, so a crash between the writes is repaired by the hours' offset
+marks (see ``fraudstream.features.labels.join``). faust's own window expiry runs on the wall
+clock, which would erase replayed history at once (and without expiry its tumbling windows
+still track every write); the table uses ``EventHourWindow`` and this module expires windows
+by event time.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 from faust.types.windows import WindowRange, WindowT
 from mode.utils.times import Seconds, want_seconds
 
-from fraudstream.features.labels.join import Delta, HourStats, TxState, add, transition
+from fraudstream.features.labels.join import Delta, HourStats, TxState, add, merge, transition
 from fraudstream.features.labels.kpis import HourKpis, summarize
 from fraudstream.features.labels.records import JoinRecord
 
@@ -71,25 +76,33 @@ class KpiTable:
         self._latest: dict[int, float] = {}
         self._purged_at: dict[int, float] = {}
         self._stats_keys: set[Key] = set()
+        self._states: dict[int, dict[WindowRange, dict[str, TxState]]] = {}
+        """partition -> hour -> transaction id -> state: what the table's state records say,
+        the latest per transaction."""
         self.ignored = 0
         """Records older than the retention, or more than a day ahead of the clock."""
 
     def process(self, partition: int, offset: int, records: Sequence[JoinRecord]) -> int:
         """Apply one join message (all for ``partition``); returns how many of its records
         were within the retention. Each touched hour's statistics are written once, with
-        ``offset`` as mark, then each changed transaction state."""
-        states: dict[Key, TxState] = {}
+        ``offset`` as mark, then each hour's changed transaction states, in one record."""
+        held = self._states.setdefault(partition, {})
+        changed: dict[WindowRange, dict[str, TxState]] = {}
         deltas: dict[WindowRange, Delta] = {}
         used = 0
         for record in records:
             window = self._window_of(partition, record)
             if window is None:
                 continue
-            key = (f"t:{partition}:{record.transaction_id}", window)
-            state = states[key] if key in states else self._table.get(key)
+            tx = record.transaction_id
+            pending = changed.get(window)
+            if pending is not None and tx in pending:
+                state: TxState | None = pending[tx]
+            else:
+                state = held.get(window, {}).get(tx)
             new_state, delta = transition(state, record)
             if new_state != state:
-                states[key] = new_state
+                changed.setdefault(window, {})[tx] = new_state
             if delta:
                 merged = deltas.setdefault(window, {})
                 for index, step in delta.items():
@@ -101,8 +114,9 @@ class KpiTable:
             if stats is not None:
                 self._table[stats_key] = stats
                 self._stats_keys.add(stats_key)
-        for key, new_state in states.items():
-            self._table[key] = new_state
+        for window, states in changed.items():
+            self._table[(f"b:{partition}:{offset}", window)] = states
+            held.setdefault(window, {}).update(states)
         self._maybe_purge(partition, self._latest.get(partition, 0.0))
         return used
 
@@ -133,9 +147,30 @@ class KpiTable:
         return summarize(rows, last)
 
     async def reindex(self) -> None:
-        """Find the hours' statistics among the table's keys (after a recovery; a full scan,
-        so ``hours`` need not scan every transaction)."""
-        self._stats_keys = {k for k in list(self._table.keys()) if k[0].startswith("p:")}
+        """Rebuild the hours' statistics keys and the transactions' states from the table
+        (after a recovery: the table now holds exactly this worker's partitions)."""
+        stats_keys: set[Key] = set()
+        found: list[tuple[int, int, Key]] = []
+        for key in list(self._table.keys()):
+            name = key[0]
+            if name.startswith("p:"):
+                stats_keys.add(key)
+            elif name.startswith(("b:", "t:")):
+                partition, _, rest = name[2:].partition(":")
+                # t: keys (one transaction each) come from workers before batched records
+                order = int(rest) if name[0] == "b" else -1
+                found.append((int(partition), order, key))
+        states: dict[int, dict[WindowRange, dict[str, TxState]]] = {}
+        for partition, order, key in sorted(found, key=lambda f: (f[0], f[1])):
+            value = self._table.get(key)
+            if value is None:
+                continue
+            if order < 0:
+                value = {key[0].split(":", 2)[2]: value}
+            hour = states.setdefault(partition, {}).setdefault(key[1], {})
+            for tx, state in value.items():
+                hour[tx] = merge(hour.get(tx), state)
+        self._stats_keys, self._states = stats_keys, states
 
     def _maybe_purge(self, partition: int, latest: float) -> None:
         last = self._purged_at.get(partition)
@@ -143,7 +178,7 @@ class KpiTable:
             return
         self._purged_at[partition] = latest
         cutoff = latest - self._retention_s
-        prefixes = (f"t:{partition}:", f"p:{partition}")
+        prefixes = (f"b:{partition}:", f"t:{partition}:", f"p:{partition}")
         expired = [
             k
             for k in list(self._table.keys())
@@ -152,6 +187,9 @@ class KpiTable:
         for k in expired:
             del self._table[k]
             self._stats_keys.discard(k)
+        held = self._states.get(partition, {})
+        for window in [w for w in held if w[1] < cutoff]:
+            del held[window]
         if expired:
             logger.info(
                 "partition %d: %d KPI entries older than the retention", partition, len(expired)
@@ -159,5 +197,5 @@ class KpiTable:
 
 
 def _same_partition(key: str, partition: int) -> bool:
-    """``p:1`` must not match ``p:12``; ``t:1:x`` already cannot match ``t:12:x``."""
+    """``p:1`` must not match ``p:12``; ``b:1:x`` already cannot match ``b:12:x``."""
     return not key.startswith("p:") or key == f"p:{partition}"
