@@ -7,8 +7,10 @@ Agents (one consumer group, ``group_id``):
 
 - ``labels``: ``fraud.labels`` in batches → malformed to the dead-letter topic, the rest to
   the store (retrying while it is down) and to the join topic; acked only after all of it.
-- ``decisions``: ``fraud.decisions`` (keyed by customer) → the join topic, partitioned by
-  transaction id, so a transaction's decision and label meet in one partition.
+- ``fraud.decisions`` (keyed by customer) → the join topic, partitioned by transaction id,
+  so a transaction's decision and label meet in one partition: not an agent, but
+  ``DecisionForwarder`` on a thread (group ``<group_id>-decisions``), started with the app
+  once its tables are recovered.
 - ``kpi-join``: the join topic → the KPI table (changelog ``<group_id>-kpi-changelog``).
 
 A timer checks whether labels stopped while decisions flow
@@ -17,19 +19,21 @@ A timer checks whether labels stopped while decisions flow
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import faust
-from mode import CrashingSupervisor
+from mode import CrashingSupervisor, Service
 
 from fraudstream.features.labels import records, web
 from fraudstream.features.labels.applier import LabelStore, LabelWriter
 from fraudstream.features.labels.credentials import broker_credentials, broker_urls
 from fraudstream.features.labels.deadletter import Header, Source, own_headers
 from fraudstream.features.labels.faust_fixes import LabelFaustApp
+from fraudstream.features.labels.forwarder import DecisionForwarder, join_topic_of
 from fraudstream.features.labels.freshness import LabelFreshness
 from fraudstream.features.labels.kpi_table import EventHourWindow, KpiTable
 from fraudstream.features.labels.metrics import LabelMetrics
@@ -53,16 +57,17 @@ class LabelApp:
     """Prometheus metrics."""
     freshness: LabelFreshness
     """When labels last arrived, and whether they stopped."""
+    forwarder: DecisionForwarder
+    """Decisions to the join topic."""
 
 
 def build_app(settings: LabelSettings, store: LabelStore) -> LabelApp:
     """The faust app for ``settings``, writing labels to ``store``."""
     app = LabelFaustApp(settings.group_id, **_app_options(settings))
     labels = _raw_topic(app, settings.labels_topic)
-    decisions = _raw_topic(app, settings.decisions_topic)
     dlq = _raw_topic(app, settings.labels_dlq_topic)
     join = app.topic(
-        f"{settings.group_id}-kpi-join",
+        join_topic_of(settings),
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
@@ -84,12 +89,33 @@ def build_app(settings: LabelSettings, store: LabelStore) -> LabelApp:
     pipeline = LabelPipeline(
         writer, metrics, _sender(dlq), _sender(join), settings.kpi_partitions, freshness
     )
-    _add_agents(app, settings, pipeline, kpis, labels, decisions, join)
+    _add_agents(app, settings, pipeline, kpis, labels, join)
+    forwarder = DecisionForwarder(settings, metrics, freshness)
+    app.service(_forwarding(app, forwarder))
     app.timer(_check_every_s(settings.labels_stale_after_s), name="label-freshness")(
         _checker(freshness)
     )
     web.add_views(app, kpis, metrics)
-    return LabelApp(app, pipeline, kpis, metrics, freshness)
+    return LabelApp(app, pipeline, kpis, metrics, freshness, forwarder)
+
+
+def _forwarding(app: Any, forwarder: DecisionForwarder) -> type[Service]:
+    """A service that runs ``forwarder`` while the app runs; its failure crashes the app (the
+    worker then stops, naming it)."""
+
+    class DecisionForwarding(Service):
+        async def on_start(self) -> None:
+            loop = asyncio.get_running_loop()
+
+            def crash(exc: BaseException) -> None:
+                asyncio.run_coroutine_threadsafe(app.crash(exc), loop)
+
+            forwarder.start(crash)
+
+        async def on_stop(self) -> None:
+            await asyncio.to_thread(forwarder.stop)
+
+    return DecisionForwarding
 
 
 def _held(app: Any, topic: str) -> set[int] | None:
@@ -147,7 +173,6 @@ def _add_agents(
     pipeline: LabelPipeline,
     kpis: KpiTable,
     labels: Any,
-    decisions: Any,
     join: Any,
 ) -> None:
     batch, within = settings.max_batch, settings.batch_within_s
@@ -155,12 +180,6 @@ def _add_agents(
     async def apply_labels(stream: Any) -> None:
         async for events in stream.noack_take(batch, within=within):
             await pipeline.handle_labels([_raw(e) for e in events])
-            for event in events:
-                await stream.ack(event)
-
-    async def forward_decisions(stream: Any) -> None:
-        async for events in stream.noack_take(batch, within=within):
-            await pipeline.forward_decisions([_raw(e) for e in events])
             for event in events:
                 await stream.ack(event)
 
@@ -180,7 +199,6 @@ def _add_agents(
     # whole worker instead, so a restart redelivers from the last commit.
     options = {"supervisor_strategy": CrashingSupervisor}
     app.agent(labels, **options)(apply_labels)
-    app.agent(decisions, **options)(forward_decisions)
     app.agent(join, **options)(join_kpis)
 
 

@@ -1,8 +1,9 @@
-"""What the worker does with each batch, free of faust: labels to the store (and their
-failures to the dead-letter topic), labels and decisions to the KPI join topic.
+"""What the worker does with each batch of labels, free of faust: labels to the store (and
+their failures to the dead-letter topic) and to the KPI join topic (decisions get there
+through ``fraudstream.features.labels.forwarder``).
 
-A batch is acknowledged by the caller only after ``handle_labels`` / ``forward_decisions``
-returned, i.e. after the store write and every produce they started were acknowledged.
+A batch is acknowledged by the caller only after ``handle_labels`` returned, i.e. after the
+store write and every produce it started were acknowledged.
 """
 
 from __future__ import annotations
@@ -97,25 +98,22 @@ class LabelPipeline:
         for partition, label_times in times.items():
             self._freshness.labels_applied(partition, label_times)
 
-    async def forward_decisions(self, batch: Sequence[RawMessage]) -> None:
-        """Re-key the decisions by transaction id onto the join topic."""
-        found = [records.from_decision(msg.value) for msg in batch]
-        usable = [record for record in found if record is not None]
-        skipped = len(found) - len(usable)
-        await asyncio.gather(*await self._forward(usable))
-        if self._freshness is not None and batch:
-            self._freshness.decisions_seen()
-        if skipped:
-            logger.warning("%d decision(s) without a usable id, time, amount or outcome", skipped)
-            self._metrics.decisions_skipped.inc(skipped)
-
     async def _forward(self, join_records: Sequence[records.JoinRecord]) -> list[Awaitable[object]]:
         """Send ``join_records`` to the join topic, one message per partition."""
-        parts: dict[int, list[records.JoinRecord]] = {}
-        for record in join_records:
-            p = records.partition_for(record.transaction_id, self._join_partitions)
-            parts.setdefault(p, []).append(record)
         return [
-            await self._send_join(b"%d" % p, records.encode(part), [], p)
-            for p, part in sorted(parts.items())
+            await self._send_join(b"%d" % p, value, [], p)
+            for p, value in join_messages(join_records, self._join_partitions)
         ]
+
+
+def join_messages(
+    join_records: Sequence[records.JoinRecord], partitions: int
+) -> list[tuple[int, bytes]]:
+    """``join_records`` as join topic messages: (partition, value), one per partition, each
+    partition's records in their order."""
+    parts: dict[int, list[records.JoinRecord]] = {}
+    for record in join_records:
+        parts.setdefault(records.partition_for(record.transaction_id, partitions), []).append(
+            record
+        )
+    return [(p, records.encode(part)) for p, part in sorted(parts.items())]

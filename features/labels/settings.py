@@ -25,7 +25,8 @@ class LabelSettings(KafkaSettings):
     redis_prefix: str = Field(default="fs", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     """Key prefix of the feature store (the one ``serve`` uses)."""
     group_id: str = Field(default="fraudstream-labels", pattern=r"^[A-Za-z0-9._-]{1,200}$")
-    """Consumer group and faust app id (prefix of its internal topics); never serve's group."""
+    """Consumer group and faust app id (prefix of its internal topics); never serve's group.
+    Decisions are read in group ``<group_id>-decisions``."""
     labels_topic: str = Field(default="fraud.labels", pattern=_TOPIC)
     """Topic of fraud labels."""
     labels_dlq_topic: str = Field(default="fraud.labels.dlq", pattern=_TOPIC)

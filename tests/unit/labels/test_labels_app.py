@@ -29,7 +29,8 @@ def test_app_wiring() -> None:
     assert app.conf.id == "g1" and app.conf.web_port == 7123
     assert app.conf.store.scheme == "memory"
     topics = {t for agent in app.agents.values() for t in agent.channel.topics}
-    assert topics == {"fraud.labels", "fraud.decisions", "g1-kpi-join"}
+    assert topics == {"fraud.labels", "g1-kpi-join"}  # decisions: the forwarder's thread
+    assert built.forwarder.forwarded == 0
     table = app.tables["kpi"]
     assert table.partitions == 3 and table.changelog_topic.get_topic_name() == "g1-kpi-changelog"
     assert table.window.current(7200.5) == (7200.0, 10799.9)

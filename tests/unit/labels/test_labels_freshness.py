@@ -13,9 +13,11 @@ from prometheus_client import generate_latest
 
 from fraudstream.features.labels.applier import LabelWriter
 from fraudstream.features.labels.deadletter import Source
+from fraudstream.features.labels.forwarder import DecisionForwarder, decode_decisions
 from fraudstream.features.labels.freshness import LabelFreshness
 from fraudstream.features.labels.metrics import LabelMetrics
 from fraudstream.features.labels.pipeline import LabelPipeline, RawMessage
+from fraudstream.features.labels.settings import LabelSettings
 from fraudstream.features.schema import Label, encode_label
 from tests.integration.labels.harness import metric_value
 from tests.unit.deploy.contract import LABEL_METRICS
@@ -30,6 +32,10 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def _label_settings() -> LabelSettings:
+    return LabelSettings(bootstrap_servers="k:1", redis_url="redis://r")  # type: ignore[arg-type]
 
 
 def _fresh(stale_after_s: float = 60.0, held: Collection[int] | None = None):
@@ -175,9 +181,11 @@ def test_the_pipeline_reports_applied_labels_per_source_partition_and_decisions(
     t = 1_522_540_800_000
     assert {p: s.label_time_ms for p, s in parts.items()} == {0: t + 6_000, 1: t + 7_000}
     clock.now += 61
-    asyncio.run(pipeline.forward_decisions([]))
-    assert not f.is_stale(), "an empty batch of decisions is no decision"
-    asyncio.run(pipeline.forward_decisions([RawMessage(None, b"{}", [], Source("d", 0, 0))]))
+    assert not f.is_stale(), "no decision yet"
+    forwarder = DecisionForwarder(_label_settings(), LabelMetrics(), f)
+    usable, skipped = decode_decisions([b"{}"])
+    assert (usable, skipped) == ([], 1)
+    forwarder.note_batch(skipped)
     assert f.is_stale(), "a decision the KPIs cannot use still shows transactions flow"
 
 

@@ -12,8 +12,9 @@ import pytest
 from fraudstream.features.exceptions import FeatureStoreUnavailable
 from fraudstream.features.labels.applier import Backoff, LabelWriter, decode_batch
 from fraudstream.features.labels.deadletter import Header, Source
+from fraudstream.features.labels.forwarder import decode_decisions
 from fraudstream.features.labels.metrics import LabelMetrics
-from fraudstream.features.labels.pipeline import LabelPipeline, RawMessage
+from fraudstream.features.labels.pipeline import LabelPipeline, RawMessage, join_messages
 from fraudstream.features.labels.records import JoinRecord, decode, partition_for
 from fraudstream.features.schema import Label, encode_label
 
@@ -176,10 +177,15 @@ def test_backoff_doubles_to_its_cap() -> None:
 
 
 def test_decisions_are_rekeyed_by_transaction() -> None:
-    pipeline, metrics, _dlq, join = _pipeline(FlakyStore())
-    doc = {"transaction_id": "tx7", "event_time": T, "amount": 3.0, "decision": "decline"}
-    batch = [_msg(orjson.dumps(doc), 0), _msg(b"garbage", 1)]
-    asyncio.run(pipeline.forward_decisions(batch))
-    assert _joined(join) == [JoinRecord("tx7", T, 2, 3.0)]
-    assert join.partitions == [partition_for("tx7", 4)]
-    assert _value(metrics, "fraudstream_kpi_decisions_skipped_total") == 1
+    docs = [
+        {"transaction_id": f"tx{i}", "event_time": T + i, "amount": 3.0, "decision": "decline"}
+        for i in range(8)
+    ]
+    usable, skipped = decode_decisions([*map(orjson.dumps, docs), b"garbage", None])
+    assert skipped == 2
+    assert usable == [JoinRecord(f"tx{i}", T + i, 2, 3.0) for i in range(8)]
+    messages = join_messages(usable, 4)
+    assert [p for p, _ in messages] == sorted({partition_for(r.transaction_id, 4) for r in usable})
+    for partition, value in messages:
+        part = decode(value)
+        assert part == [r for r in usable if partition_for(r.transaction_id, 4) == partition]

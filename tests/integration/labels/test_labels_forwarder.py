@@ -1,0 +1,104 @@
+"""The decisions' way into the KPI join (``DecisionForwarder``, its own thread and consumer
+group): an upgraded worker starts where its faust group read decisions to, its offsets are
+committed once forwarded, and a forwarder that cannot go on says so."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+
+from fraudstream.features.labels.forwarder import DecisionForwarder, group_of
+from fraudstream.features.labels.metrics import LabelMetrics
+from fraudstream.features.labels.settings import LabelSettings
+from tests.integration.labels.harness import LabelTopics, Message, Worker, produce, wait_for
+
+T = 1_522_540_800_000  # 2018-04-01T00:00Z
+
+
+def _decisions(first: int, n: int) -> list[Message]:
+    return [
+        (
+            b"c%d" % (i % 7),
+            orjson.dumps(
+                {
+                    "transaction_id": f"tx{i}",
+                    "event_time": T + i,
+                    "amount": 1.0,
+                    "decision": "review",
+                }
+            ),
+            None,
+        )
+        for i in range(first, first + n)
+    ]
+
+
+def _counted(worker: Worker) -> int:
+    return sum(sum(h["decisions"].values()) for h in worker.kpis())
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> list[int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        parts = [TopicPartition(topic, p) for p in range(2)]
+        return [tp.offset for tp in consumer.committed(parts, timeout=10)]
+    finally:
+        consumer.close()
+
+
+def test_an_upgraded_worker_reads_decisions_from_where_its_faust_group_was(
+    start_worker: Callable[..., Worker],
+    label_topics: LabelTopics,
+    kafka_bootstrap: str,
+    group_id: str,
+) -> None:
+    produce(kafka_bootstrap, label_topics.decisions, _decisions(0, 40))
+    # what a worker reading decisions through faust left: its group's offsets at the end
+    old = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group_id})
+    ends = [
+        TopicPartition(label_topics.decisions, p, old.get_watermark_offsets(tp, timeout=10)[1])
+        for p, tp in enumerate(TopicPartition(label_topics.decisions, p) for p in range(2))
+    ]
+    assert sum(tp.offset for tp in ends) == 40
+    old.commit(offsets=ends, asynchronous=False)
+    old.close()
+    produce(kafka_bootstrap, label_topics.decisions, _decisions(40, 10))
+
+    worker = start_worker()
+    wait_for(lambda: _counted(worker) == 10, 60, "the 10 decisions after the faust group's")
+    time.sleep(2)
+    assert _counted(worker) == 10, "decisions the faust group had read were read again"
+    group = group_of(LabelSettings(bootstrap_servers="k:1", redis_url="r", group_id=group_id))  # type: ignore[arg-type]
+    wait_for(
+        lambda: sum(_committed(kafka_bootstrap, group, label_topics.decisions)) == 50,
+        30,
+        "the forwarder's offsets committed at the end of the topic",
+    )
+
+
+def test_a_forwarder_that_cannot_reach_its_join_topic_reports_it(
+    kafka_bootstrap: str, label_topics: LabelTopics, group_id: str
+) -> None:
+    settings = LabelSettings(
+        bootstrap_servers=kafka_bootstrap,
+        redis_url="redis://unused",  # type: ignore[arg-type]
+        group_id=group_id,  # no worker ever created its join topic
+        decisions_topic=label_topics.decisions,
+        connect_timeout_s=1,
+    )
+    forwarder = DecisionForwarder(settings, LabelMetrics(), None)
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def on_fatal(exc: BaseException) -> None:
+        errors.append(exc)
+        done.set()
+
+    forwarder.start(on_fatal)
+    assert done.wait(30), "the forwarder neither failed nor gave up"
+    forwarder.stop()
+    assert f"join topic {group_id}-kpi-join not found" in str(errors[0])
