@@ -77,7 +77,11 @@ def build_app(settings: LabelSettings, store: LabelStore) -> LabelApp:
         replicas=settings.replication_factor,
     )
     table = app.Table("kpi", default=None, partitions=settings.kpi_partitions)
-    kpis = KpiTable(table.using_window(EventHourWindow()), settings.kpi_retention_days * 86_400)
+    kpis = KpiTable(
+        table.using_window(EventHourWindow()),
+        settings.kpi_retention_days * 86_400,
+        held=lambda: _held(app, join_topic_of(settings)),
+    )
     table.on_recover(kpis.reindex)
     freshness = LabelFreshness(
         settings.labels_stale_after_s, held=lambda: _held(app, settings.labels_topic)
@@ -119,7 +123,8 @@ def _forwarding(app: Any, forwarder: DecisionForwarder) -> type[Service]:
 
 
 def _held(app: Any, topic: str) -> set[int] | None:
-    """Partitions of ``topic`` assigned to this worker; None before the consumer exists."""
+    """Partitions of ``topic`` assigned to this worker (for the join topic: whose KPI state
+    it keeps); None before the consumer exists."""
     try:
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
     except Exception:  # noqa: BLE001 - a scrape must not fail on a starting consumer

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from faust.types.windows import WindowRange, WindowT
@@ -69,8 +69,17 @@ class KpiTable:
     the changelog partition of the event being processed.
     """
 
-    def __init__(self, windowed: Any, retention_s: float) -> None:
+    def __init__(
+        self,
+        windowed: Any,
+        retention_s: float,
+        held: Callable[[], set[int] | None] = lambda: None,
+    ) -> None:
+        """``held``: the join partitions this worker processes now (None: unknown, all). faust's
+        memory store keeps what this worker wrote to a partition after the partition moved to
+        another worker; only the held ones count."""
         self._table: Any = windowed.table
+        self._held = held
         self._window: Any = self._table.window
         self._retention_s = retention_s
         self._latest: dict[int, float] = {}
@@ -138,7 +147,10 @@ class KpiTable:
     def hours(self, last: int | None = None) -> list[HourKpis]:
         """The KPIs of the hours held by this worker (all its partitions), oldest first."""
         rows: list[tuple[int, HourStats]] = []
+        held = self._held()
         for key in list(self._stats_keys):
+            if held is not None and int(key[0][2:]) not in held:
+                continue
             stats = self._table.get(key)
             if stats is None:  # its partition went to another worker, or it expired
                 self._stats_keys.discard(key)
@@ -151,12 +163,15 @@ class KpiTable:
         (after a recovery: the table now holds exactly this worker's partitions)."""
         stats_keys: set[Key] = set()
         found: list[tuple[int, int, Key]] = []
+        held = self._held()
         for key in list(self._table.keys()):
             name = key[0]
             if name.startswith("p:"):
                 stats_keys.add(key)
             elif name.startswith(("b:", "t:")):
                 partition, _, rest = name[2:].partition(":")
+                if held is not None and int(partition) not in held:
+                    continue
                 # t: keys (one transaction each) come from workers before batched records
                 order = int(rest) if name[0] == "b" else -1
                 found.append((int(partition), order, key))

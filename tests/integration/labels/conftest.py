@@ -33,7 +33,8 @@ def start_worker(
 ) -> Iterator[Callable[..., Worker]]:
     """``start_worker(**settings)``: a running worker on this test's topics, group and prefix;
     ``settings`` become FRAUDSTREAM_* variables (e.g. kpi_partitions=2), ``env`` is added
-    as is, ``module`` runs ``python -m module`` instead of the CLI."""
+    as is, ``module`` runs ``python -m module`` instead of the CLI, ``workdir`` (with a
+    ``data_dir``) keeps a second worker's logs and state apart."""
     workers: list[Worker] = []
 
     def start(
@@ -41,6 +42,7 @@ def start_worker(
         via_cli: bool = True,
         module: str | None = None,
         env: dict[str, str] | None = None,
+        workdir: Path | None = None,
         **settings: object,
     ) -> Worker:
         args = [
@@ -55,7 +57,9 @@ def start_worker(
             "data_dir": tmp_path / "faust",
         }
         variables = worker_env(**(defaults | settings)) | (env or {})
-        worker = Worker(args, variables, tmp_path, via_cli, module)
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
+        worker = Worker(args, variables, workdir or tmp_path, via_cli, module)
         workers.append(worker)
         return worker.start()
 

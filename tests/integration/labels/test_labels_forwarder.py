@@ -1,12 +1,14 @@
 """The decisions' way into the KPI join (``DecisionForwarder``, its own thread and consumer
 group): an upgraded worker starts where its faust group read decisions to, its offsets are
-committed once forwarded, and a forwarder that cannot go on says so."""
+committed once forwarded, a forwarder that cannot go on says so, and two workers share the
+decisions and the join between them, each hour counted once."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 from confluent_kafka import Consumer, TopicPartition
@@ -102,3 +104,27 @@ def test_a_forwarder_that_cannot_reach_its_join_topic_reports_it(
     assert done.wait(30), "the forwarder neither failed nor gave up"
     forwarder.stop()
     assert f"join topic {group_id}-kpi-join not found" in str(errors[0])
+
+
+def test_two_workers_report_each_hour_once_between_them(
+    start_worker: Callable[..., Worker],
+    label_topics: LabelTopics,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    """A worker that hands a join partition to a second one stops counting it."""
+    produce(kafka_bootstrap, label_topics.decisions, _decisions(0, 200))
+    first = start_worker()
+    wait_for(lambda: _counted(first) == 200, 60, "the first worker counting all 200")
+    second = start_worker(workdir=tmp_path / "second", data_dir=tmp_path / "second" / "faust")
+
+    def split() -> bool:
+        counts = (_counted(first), _counted(second))
+        return all(counts) and sum(counts) == 200
+
+    wait_for(
+        split,
+        90,
+        "the two workers' KPIs to add up to the 200 decisions, each counting some",
+        detail=lambda: f"first {_counted(first)}, second {_counted(second)}",
+    )

@@ -237,3 +237,21 @@ def test_a_restart_anywhere_gives_the_same_kpis(raw: list[Any], cut: int) -> Non
         restarted_table.update(table)
         asyncio.run(restarted.reindex())
     assert [h.totals[1:] for h in restarted.hours()] == [h.totals[1:] for h in kpis.hours()]
+
+
+def test_only_the_partitions_held_count() -> None:
+    """faust's memory store keeps what a worker wrote to a partition that moved on."""
+    table = FakeTable()
+    held = {0, 1}
+    kpis = Kpis(FakeWindowed(table), 14 * 86_400, held=lambda: held)
+    kpis.one(0, 0, JoinRecord("a", T, decision=2, amount=1.0))
+    kpis.one(1, 0, JoinRecord("b", T, decision=2, amount=1.0))
+    assert kpis.hours()[0].decisions(2) == 2
+    held = {0}
+    assert kpis.hours()[0].decisions(2) == 1
+    asyncio.run(kpis.reindex())
+    assert kpis.hours()[0].decisions(2) == 1
+    held = {0, 1}  # partition 1 back, recovered: its state is read again
+    asyncio.run(kpis.reindex())
+    kpis.one(1, 1, JoinRecord("b", T, is_fraud=1))
+    assert kpis.hours()[0].frauds(2) == 1
