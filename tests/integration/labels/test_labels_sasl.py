@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -68,6 +69,9 @@ def test_right_credentials_apply_labels_and_the_secret_stays_out_of_the_logs(
     for i in range(40):
         label = Label(f"s{i}", "c", f"T{i % 4}", t0 + i, t0 + 1, i % 2 == 0)
         producer.produce(topics[0], value=encode_label(label))
+    for i in range(10):  # decisions reach the KPIs through their own librdkafka consumer
+        decision = {"transaction_id": f"s{i}", "event_time": t0 + i, "amount": 2.0}
+        producer.produce(topics[2], value=orjson.dumps({**decision, "decision": "approve"}))
     assert producer.flush(30) == 0
 
     args = _args(sasl_kafka.bootstrap, redis_url, redis_prefix, topics)
@@ -75,6 +79,11 @@ def test_right_credentials_apply_labels_and_the_secret_stays_out_of_the_logs(
     worker = Worker(args, env, tmp_path).start()
     try:
         wait_for(lambda: count_labels(redis_url, redis_prefix) == 40, 60, "40 labels over SASL")
+        wait_for(
+            lambda: sum(sum(h["decisions"].values()) for h in worker.kpis()) == 10,
+            60,
+            "10 decisions over SASL",
+        )
         metrics = worker.get("/metrics").decode() + worker.get("/kpis").decode()
     finally:
         assert worker.stop() == 0
