@@ -124,7 +124,9 @@ def _forwarding(app: Any, forwarder: DecisionForwarder) -> type[Service]:
 
 def _held(app: Any, topic: str) -> set[int] | None:
     """Partitions of ``topic`` assigned to this worker (for the join topic: whose KPI state
-    it keeps); None before the consumer exists."""
+    it keeps); None before the app starts (asking would create its consumer)."""
+    if not app.started:
+        return None
     try:
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
     except Exception:  # noqa: BLE001 - a scrape must not fail on a starting consumer
