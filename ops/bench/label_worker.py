@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             order = arms if r % 2 == 0 else arms[::-1]
             for name, tree in order:
-                run = _run(args, tree)
+                run = measure(args.bootstrap, args.redis_url, args.n, tree, args.timeout_s)
                 runs[name].append(run)
                 print(
                     f"round {r + 1} {name}: {run['us_per_decision']:.0f} µs of CPU per decision "
@@ -114,17 +114,21 @@ def _tree(spec: str) -> Iterator[Path]:
             subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT)
 
 
-def _run(args: argparse.Namespace, tree: Path) -> dict[str, float]:
+def measure(
+    bootstrap: str, redis_url: str, n: int, tree: Path = ROOT, timeout_s: float = 300.0
+) -> dict[str, float]:
+    """One run: the worker of ``tree`` on ``n`` fresh decisions; its CPU seconds, the wall
+    seconds and the CPU µs per decision."""
     rid = uuid.uuid4().hex[:8]
     topics = {k: f"labelbench-{rid}-{k}" for k in ("decisions", "labels", "labels-dlq")}
-    admin = AdminClient({"bootstrap.servers": args.bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics(
         [NewTopic(t, PARTITIONS, 1) for t in topics.values()]
     ).values():
         future.result()
     try:
-        _produce(args.bootstrap, topics["decisions"], rid, args.n)
-        return _measure(args, tree, rid, topics)
+        _produce(bootstrap, topics["decisions"], rid, n)
+        return _measure(bootstrap, redis_url, n, timeout_s, tree, rid, topics)
     finally:
         internal = [f"labelbench-{rid}-kpi-join", f"labelbench-{rid}-kpi-changelog"]
         for future in admin.delete_topics([*topics.values(), *internal]).values():
@@ -163,14 +167,20 @@ def _produce(bootstrap: str, topic: str, rid: str, n: int) -> None:
         raise RuntimeError(msg)
 
 
-def _measure(
-    args: argparse.Namespace, tree: Path, rid: str, topics: dict[str, str]
+def _measure(  # noqa: PLR0913 - one run's parameters, passed on once
+    bootstrap: str,
+    redis_url: str,
+    n: int,
+    timeout_s: float,
+    tree: Path,
+    rid: str,
+    topics: dict[str, str],
 ) -> dict[str, float]:
     port = 50_000 + random.randint(0, 9_000)
     cmd = [
         sys.executable, "-m", "fraudstream.stream.cli", "--log-level", "WARNING",
-        "features", "run", "--bootstrap-servers", args.bootstrap,
-        "--redis-url", args.redis_url, "--redis-prefix", f"labelbench-{rid}",
+        "features", "run", "--bootstrap-servers", bootstrap,
+        "--redis-url", redis_url, "--redis-prefix", f"labelbench-{rid}",
         "--group-id", f"labelbench-{rid}", "--labels-topic", topics["labels"],
         "--labels-dlq-topic", topics["labels-dlq"], "--decisions-topic", topics["decisions"],
         "--web-port", str(port),
@@ -181,7 +191,7 @@ def _measure(
         with log.open("wb") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp)
         try:
-            return _wait(args, proc, port, log)
+            return _wait(n, timeout_s, proc, port, log)
         finally:
             proc.send_signal(signal.SIGINT)
             try:
@@ -192,9 +202,9 @@ def _measure(
 
 
 def _wait(
-    args: argparse.Namespace, proc: subprocess.Popen[bytes], port: int, log: Path
+    n: int, timeout_s: float, proc: subprocess.Popen[bytes], port: int, log: Path
 ) -> dict[str, float]:
-    deadline = time.monotonic() + args.timeout_s
+    deadline = time.monotonic() + timeout_s
     started: tuple[float, float] | None = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -206,10 +216,10 @@ def _wait(
             continue
         if started is None:
             started = (_cpu_s(proc.pid), time.monotonic())
-        if counted >= args.n:
+        if counted >= n:
             cpu, wall = _cpu_s(proc.pid) - started[0], time.monotonic() - started[1]
-            return {"cpu_s": cpu, "wall_s": wall, "us_per_decision": cpu / args.n * 1e6}
-    msg = f"the worker did not count {args.n} decisions in {args.timeout_s} s"
+            return {"cpu_s": cpu, "wall_s": wall, "us_per_decision": cpu / n * 1e6}
+    msg = f"the worker did not count {n} decisions in {timeout_s} s"
     raise RuntimeError(msg)
 
 

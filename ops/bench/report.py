@@ -271,6 +271,7 @@ def markdown(r: dict[str, Any]) -> str:
         + _exactly_once(r)
         + _scale(r)
         + _scoring(r)
+        + _labels(r)
         + _targets(r)
         + _notes(r)
     )
@@ -502,6 +503,21 @@ def _scoring(r: dict[str, Any]) -> list[str]:
             f"| {_num(x.get('rows_per_s_1_thread'))} | {_num(x.get('rows_per_s_all_cores'))} |"
         )
     return out
+
+
+def _labels(r: dict[str, Any]) -> list[str]:
+    x = r.get("labels")
+    if not x:
+        return []
+    return [
+        "",
+        "## Label worker (CPU per decision)",
+        "",
+        f"`fraudstream features run` on {x['decisions']:,} decisions written beforehand: "
+        f"**{x['us_per_decision']:.0f} µs** of its CPU per decision ({x['cpu_s']:.2f} s of CPU"
+        f" over {x['wall_s']:.1f} s, from its first /metrics answer to the KPIs counting them"
+        " all; `ops/bench/label_worker.py`). Every decision serve writes costs this too.",
+    ]
 
 
 def _targets(r: dict[str, Any]) -> list[str]:

@@ -28,6 +28,7 @@ from typing import Any
 
 import arms
 import eos_arm
+import label_worker
 import machine
 import plots
 import report
@@ -52,6 +53,7 @@ ALL_ARMS = (
     "exactly_once",
     "scale",
     "scoring",
+    "labels",
 )
 FULL_PATH_BUDGET_MS = 60_000.0
 """The headline serve arm's budget (serve's largest): no record of the backlog gets late, so
@@ -187,6 +189,7 @@ def _run_arms(args: argparse.Namespace, env: arms.Env, feed: Feed, results: dict
         "exactly_once": lambda: _exactly_once(args, env, feed, results),
         "scale": lambda: _scale(args, env, feed, results),
         "scoring": lambda: _scoring(args, env, results),
+        "labels": lambda: _labels(args, results),
     }
     for name in ALL_ARMS:
         if name in args.arms:
@@ -327,6 +330,19 @@ def _scoring(args: argparse.Namespace, env: arms.Env, results: dict[str, Any]) -
     budget_s = 0.3 if args.quick else 1.0
     out = env.workdir / "scoring.json"
     results["scoring"] = scoring_arm.scoring(env.model, out, budget_s)
+
+
+LABEL_DECISIONS = 20_000
+"""Decisions of the label worker arm (5,000 with --quick)."""
+
+
+def _labels(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """The label worker's CPU per decision it folds into the KPIs (ops/bench/label_worker.py):
+    every decision serve writes costs this too, on whichever machine runs the worker."""
+    n = LABEL_DECISIONS // 4 if args.quick else LABEL_DECISIONS
+    run = label_worker.measure(args.bootstrap, args.redis_url, n)
+    results["labels"] = {"decisions": n, **run}
+    _say(f"labels: {run['us_per_decision']:.0f} µs of the worker's CPU per decision")
 
 
 def _profile(args: argparse.Namespace, env: arms.Env, feed: Feed, results: dict[str, Any]) -> None:
