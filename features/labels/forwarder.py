@@ -48,9 +48,8 @@ COMMIT_INTERVAL_MS = 1000
 DELIVERY_TIMEOUT_S = 120.0
 """A join message not acknowledged in this long stops the worker (its batch is read again
 after the restart)."""
-
-
 WARN_EVERY_S = 60.0
+"""Least time between two warnings of one kind of consumer error."""
 
 
 def group_of(settings: LabelSettings) -> str:

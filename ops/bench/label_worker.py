@@ -215,12 +215,20 @@ def _wait(
         if counted is None:
             continue
         if started is None:
-            started = (_cpu_s(proc.pid), time.monotonic())
+            started = (_cpu_s(proc), time.monotonic())
         if counted >= n:
-            cpu, wall = _cpu_s(proc.pid) - started[0], time.monotonic() - started[1]
+            cpu, wall = _cpu_s(proc) - started[0], time.monotonic() - started[1]
             return {"cpu_s": cpu, "wall_s": wall, "us_per_decision": cpu / n * 1e6}
     msg = f"the worker did not count {n} decisions in {timeout_s} s"
     raise RuntimeError(msg)
+
+
+def _cpu_s(proc: subprocess.Popen[bytes]) -> float:
+    cpu = machine.process_cpu_s(proc.pid)
+    if cpu is None:
+        msg = f"the worker (pid {proc.pid}) is gone"
+        raise RuntimeError(msg)
+    return cpu
 
 
 def _decisions_counted(port: int) -> float | None:
@@ -232,11 +240,6 @@ def _decisions_counted(port: int) -> float | None:
         return None
     found = re.findall(r"^fraudstream_kpi_decisions(?:\{[^}]*\})? (\S+)$", text, re.M)
     return sum(float(v) for v in found)
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

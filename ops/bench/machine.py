@@ -32,6 +32,15 @@ def describe(redis_url: str) -> dict[str, Any]:
     }
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """A live process's CPU seconds so far (user + system), None when gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(

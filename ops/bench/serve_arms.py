@@ -30,6 +30,7 @@ from broker import (
     wait_committed,
     wait_count,
 )
+from machine import process_cpu_s
 from serve_process import ServeSpec, start, tail
 from workload import Feed
 
@@ -101,7 +102,7 @@ def fraudstream(
     serve_cpu = None
     try:
         _count, why = wait(env.bootstrap, spec.decisions, env.n, timeout_s, alive=_alive(proc))
-        serve_cpu = _process_cpu_s(proc.pid)
+        serve_cpu = process_cpu_s(proc.pid)
         busy, idle = (b - a for a, b in zip(machine, _machine_cpu_s(), strict=True))
     finally:
         stop(proc)
@@ -190,15 +191,6 @@ def _redis_cpu_s(url: str) -> float:
     finally:
         client.close()
     return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
-
-
-def _process_cpu_s(pid: int) -> float | None:
-    """A live process's CPU seconds so far (user + system), None when gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _ladder(decisions: list[dict[str, Any]]) -> dict[str, Any]:
