@@ -99,7 +99,7 @@ def build_app(settings: LabelSettings, store: LabelStore) -> LabelApp:
     app.timer(_check_every_s(settings.labels_stale_after_s), name="label-freshness")(
         _checker(freshness)
     )
-    web.add_views(app, kpis, metrics)
+    web.add_views(app, kpis, metrics, forwarder)
     return LabelApp(app, pipeline, kpis, metrics, freshness, forwarder)
 
 

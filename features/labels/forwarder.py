@@ -50,6 +50,8 @@ DELIVERY_TIMEOUT_S = 120.0
 after the restart)."""
 WARN_EVERY_S = 60.0
 """Least time between two warnings of one kind of consumer error."""
+PROGRESS_EVERY_S = 1.0
+"""How often the partitions' positions and the lag gauge are brought up to date."""
 
 
 def group_of(settings: LabelSettings) -> str:
@@ -88,6 +90,8 @@ class DecisionForwarder:
         self._failed: list[KafkaError] = []
         self._on_fatal: Callable[[BaseException], None] = _unset
         self._warned: dict[int, float] = {}
+        self._noted_at = -PROGRESS_EVERY_S
+        self._progress: dict[int, tuple[int | None, int | None]] = {}
         self.forwarded = 0
         """Decisions sent to the join so far."""
 
@@ -154,7 +158,47 @@ class DecisionForwarder:
                 raise RuntimeError(msg)
             time.sleep(0.2)
 
+    def progress(self) -> list[dict[str, int | None]]:
+        """Per partition held (as of the last second): the next offset to read, the end of
+        the partition as last fetched, and the decisions between them (None: not known yet)."""
+        return [
+            {
+                "partition": p,
+                "position": position,
+                "highwater": high,
+                "lag": None if position is None or high is None else max(0, high - position),
+            }
+            for p, (position, high) in sorted(self._progress.items())
+        ]
+
+    def _note_progress(self, consumer: Consumer) -> None:
+        """At most once a second: where each held partition stands, and the lag gauge."""
+        now = time.monotonic()
+        if now - self._noted_at < PROGRESS_EVERY_S:
+            return
+        self._noted_at = now
+        assigned = consumer.assignment()
+        positions = consumer.position(assigned) if assigned else []
+        # a partition nothing was read from since it was assigned stands at its commit
+        unread = [tp for tp in positions if tp.offset is None or tp.offset < 0]
+        committed: dict[int, int | None] = {}
+        if unread:
+            try:
+                committed = {tp.partition: tp.offset for tp in consumer.committed(unread, 2)}
+            except KafkaException as exc:  # a gauge is no reason to stop: left unknown
+                logger.debug("decisions: committed offsets unavailable: %s", exc)
+        progress: dict[int, tuple[int | None, int | None]] = {}
+        for tp in positions:
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            offset = committed.get(tp.partition, tp.offset)
+            position = offset if offset is not None and offset >= 0 else None
+            progress[tp.partition] = (position, high if high >= 0 else None)
+        self._progress = progress
+        lags = [row["lag"] for row in self.progress()]
+        self._metrics.decisions_lag.set(sum(lag for lag in lags if lag is not None))
+
     def _step(self, consumer: Consumer, producer: Producer) -> None:
+        self._note_progress(consumer)
         batch = consumer.consume(self._settings.max_batch, self._settings.batch_within_s)
         messages = []
         for message in batch:

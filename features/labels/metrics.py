@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -45,6 +45,12 @@ class LabelMetrics:
         self.decisions_skipped = Counter(
             "fraudstream_kpi_decisions_skipped",
             "Decisions the KPIs could not use (no id, time, amount or outcome)",
+            registry=r,
+        )
+        self.decisions_lag = Gauge(
+            "fraudstream_kpi_decisions_lag",
+            "Decisions not yet read into the KPI join, over this worker's partitions of the"
+            " decisions topic (as of the last second)",
             registry=r,
         )
         if kpis is not None:

@@ -1,6 +1,6 @@
 """The worker's web views (faust web, on ``--web-port``): ``/kpis`` (JSON), ``/healthz`` and
 ``/metrics`` (Prometheus text format), and ``/consumer``: the consumer's state per partition
-(JSON), for chasing a stall."""
+(JSON), for chasing a stall, with the decision forwarder's positions under ``decisions``."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from fraudstream.features.labels.consumer_state import consumer_state
+from fraudstream.features.labels.forwarder import DecisionForwarder
 from fraudstream.features.labels.kpi_table import KpiTable
 from fraudstream.features.labels.metrics import LabelMetrics
 
 
-def add_views(app: Any, kpis: KpiTable, metrics: LabelMetrics) -> None:
+def add_views(
+    app: Any, kpis: KpiTable, metrics: LabelMetrics, forwarder: DecisionForwarder | None = None
+) -> None:
     """Register the views on ``app``."""
 
     async def kpis_view(view: Any, request: Any) -> Any:
@@ -31,7 +34,10 @@ def add_views(app: Any, kpis: KpiTable, metrics: LabelMetrics) -> None:
         return view.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def consumer_view(view: Any, request: Any) -> Any:
-        return view.json(consumer_state(app))
+        state = consumer_state(app)
+        if forwarder is not None:  # the decisions: read by a consumer of its own
+            state["decisions"] = forwarder.progress()
+        return view.json(state)
 
     app.page("/kpis", name="kpis")(kpis_view)
     app.page("/healthz", name="healthz")(health_view)

@@ -81,6 +81,19 @@ def test_an_upgraded_worker_reads_decisions_from_where_its_faust_group_was(
         "the forwarder's offsets committed at the end of the topic",
     )
 
+    def progress() -> list[dict[str, int]]:
+        rows: list[dict[str, int]] = orjson.loads(worker.get("/consumer"))["decisions"]
+        return rows
+
+    def at_the_end() -> bool:
+        rows = progress()
+        ends = (sum(r["position"] or 0 for r in rows), sum(r["highwater"] or 0 for r in rows))
+        return [r["partition"] for r in rows] == [0, 1] and ends == (50, 50)
+
+    wait_for(at_the_end, 30, "/consumer showing the decisions read to the end", detail=progress)
+    assert [r["lag"] for r in progress()] == [0, 0]
+    assert worker.metric("fraudstream_kpi_decisions_lag") == 0
+
 
 def test_a_forwarder_that_cannot_reach_its_join_topic_reports_it(
     kafka_bootstrap: str, label_topics: LabelTopics, group_id: str
@@ -128,3 +141,34 @@ def test_two_workers_report_each_hour_once_between_them(
         "the two workers' KPIs to add up to the 200 decisions, each counting some",
         detail=lambda: f"first {_counted(first)}, second {_counted(second)}",
     )
+
+
+def test_the_lag_is_what_the_forwarder_has_not_read(
+    kafka_bootstrap: str, label_topics: LabelTopics, group_id: str
+) -> None:
+    produce(kafka_bootstrap, label_topics.decisions, _decisions(0, 40))
+    settings = LabelSettings(
+        bootstrap_servers=kafka_bootstrap,
+        redis_url="redis://unused",  # type: ignore[arg-type]
+        group_id=group_id,
+        decisions_topic=label_topics.decisions,
+    )
+    metrics = LabelMetrics()
+    forwarder = DecisionForwarder(settings, metrics, None)
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"{group_id}-lag"})
+    try:
+        start = [TopicPartition(label_topics.decisions, p, 0) for p in range(2)]
+        consumer.commit(offsets=start, asynchronous=False)
+        consumer.assign(start)
+        read: list[object] = []
+        deadline = time.monotonic() + 30
+        while len(read) < 10 and time.monotonic() < deadline:
+            read += consumer.consume(10 - len(read), 1.0)
+        forwarder._note_progress(consumer)  # what its thread does before each batch
+    finally:
+        consumer.close()
+    rows = forwarder.progress()
+    assert [r["partition"] for r in rows] == [0, 1]
+    assert sum(r["highwater"] or 0 for r in rows) == 40
+    assert sum(r["lag"] or 0 for r in rows) == 40 - len(read) == 30
+    assert metrics.registry.get_sample_value("fraudstream_kpi_decisions_lag") == 30

@@ -35,6 +35,7 @@ LABEL_METRICS = {
     "fraudstream_kpi_confirmed_frauds": "gauge",
     "fraudstream_kpi_precision": "gauge",
     "fraudstream_kpi_fraud_amount": "gauge",
+    "fraudstream_kpi_decisions_lag": "gauge",
     "fraudstream_labels_last_applied_timestamp_seconds": "gauge",
     "fraudstream_labels_last_applied_age_seconds": "gauge",
     "fraudstream_labels_newest_label_time_seconds": "gauge",
