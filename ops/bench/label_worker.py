@@ -8,9 +8,8 @@ of event time) to a fresh 6-partition topic, starts the worker on it, and reads 
 CPU time (/proc, user + system) from its first /metrics answer to the moment its KPI table
 has counted every decision (``fraudstream_kpi_decisions``). Start-up is outside the window,
 the join included. With several ``--arm`` the arms run alternately, round by round (A B,
-B A, ...), so each pair sees the same spell of this shared machine. An arm is NAME=TREE: a
-directory holding a checkout, or a git revision of this repository (checked out into a
-temporary worktree, removed after); the default is the working tree.
+B A, ...), so each pair sees the same spell of this shared machine. An arm is NAME=TREE
+(``trees.py``); the default is the working tree.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -40,6 +38,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import machine  # noqa: E402
+from trees import arm_tree, parse_arm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 6
@@ -58,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.n < 1 or args.rounds < 1:
         p.error("--n and --rounds must be at least 1")
-    specs = [_arm_spec(p, text) for text in args.arm] or [("tree", str(ROOT))]
+    specs = [parse_arm(p, text) for text in args.arm] or [("tree", str(ROOT))]
     with contextlib.ExitStack() as stack:
-        arms = [(name, stack.enter_context(_tree(spec))) for name, spec in specs]
+        arms = [(name, stack.enter_context(arm_tree(spec))) for name, spec in specs]
         runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in arms}
         for r in range(args.rounds):
             order = arms if r % 2 == 0 else arms[::-1]
@@ -87,31 +86,6 @@ def main(argv: list[str] | None = None) -> int:
         }
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
-
-
-def _arm_spec(p: argparse.ArgumentParser, text: str) -> tuple[str, str]:
-    name, sep, tree = text.partition("=")
-    if not sep or not name or not tree:
-        p.error(f"--arm takes NAME=TREE, got {text!r}")
-    return name, tree
-
-
-@contextlib.contextmanager
-def _tree(spec: str) -> Iterator[Path]:
-    """The directory of a checkout, or a worktree of revision ``spec`` for the duration."""
-    path = Path(spec)
-    if path.is_dir():
-        yield path.resolve()
-        return
-    with tempfile.TemporaryDirectory(prefix="label-bench-") as tmp:
-        worktree = Path(tmp) / "tree"
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", "-q", str(worktree), spec], cwd=ROOT, check=True
-        )
-        try:
-            yield worktree
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT)
 
 
 def measure(

@@ -27,10 +27,8 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -48,6 +46,7 @@ sys.path.insert(0, str(HERE))
 
 # a script beside this one; in an arm's process it imports that arm's fraudstream
 from features_bench import WARM_DAYS, _batches, _machine, _redis, _server_cpu_s  # noqa: E402
+from trees import arm_tree, parse_arm  # noqa: E402
 
 BOOTSTRAP = 2_000
 
@@ -70,13 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give at least two --arm")
     if args.batches < 10 or args.batch_size < 1:
         p.error("--batches must be at least 10 and --batch-size at least 1")
-    arms = [_parse_arm(p, spec) for spec in args.arm]
+    arms = [parse_arm(p, spec) for spec in args.arm]
     unknown = set(args.local) - {name for name, _ in arms}
     if unknown:
         p.error(f"--local names no --arm: {', '.join(sorted(unknown))}")
     kinds = ["local" if name in args.local else "redis" for name, _ in arms]
     with contextlib.ExitStack() as stack:
-        trees = [stack.enter_context(_tree(where)) for _, where in arms]
+        trees = [stack.enter_context(arm_tree(where)) for _, where in arms]
         servers = 1 if args.shared_redis else len(arms)
         urls = [stack.enter_context(_redis(None)) for _ in range(servers)]
         if args.shared_redis:
@@ -93,39 +92,6 @@ def main(argv: list[str] | None = None) -> int:
         }
         args.json.write_text(json.dumps(results, indent=2))
     return 0
-
-
-def _parse_arm(p: argparse.ArgumentParser, spec: str) -> tuple[str, str]:
-    name, sep, where = spec.partition("=")
-    if not sep or not name or not where:
-        p.error(f"--arm {spec!r}: expected NAME=TREE or NAME=REVISION")
-    return name, where
-
-
-@contextlib.contextmanager
-def _tree(where: str) -> Iterator[Path]:
-    """A directory whose ``fraudstream`` package is the arm's code."""
-    path = Path(where)
-    if path.is_dir():
-        if not (path / "fraudstream").is_dir():
-            sys.exit(f"error: {path} holds no fraudstream package (not a checkout?)")
-        yield path.resolve()
-        return
-    rev = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--verify", f"{where}^{{commit}}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if rev.returncode != 0:
-        sys.exit(f"error: {where!r} is neither a directory nor a git revision of {ROOT}")
-    folder = Path(tempfile.mkdtemp(prefix="store-ab-")) / "tree"
-    git = ["git", "-C", str(ROOT), "worktree"]
-    subprocess.run([*git, "add", "--detach", str(folder), rev.stdout.strip()], check=True)
-    try:
-        yield folder
-    finally:
-        subprocess.run([*git, "remove", "--force", str(folder)], check=False)
 
 
 def _lockstep(

@@ -39,7 +39,7 @@ def test_one_arm_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_a_tree_that_is_neither_folder_nor_revision_names_it() -> None:
     with pytest.raises(SystemExit, match="'no-such-rev-xyz' is neither a directory nor"):
-        with _tool()._tree("no-such-rev-xyz"):
+        with _tool().arm_tree("no-such-rev-xyz"):
             pass
 
 
