@@ -1,7 +1,8 @@
 """The Kafka connection, written once: where the brokers are and how to authenticate, the
 rules those values follow, the flags that set them on every command that talks to Kafka,
 and the one place they become a librdkafka configuration (the aiokafka one, for the label
-worker, is ``fraudstream.features.labels.credentials``)."""
+worker, is ``fraudstream.features.labels.credentials``); and the offsets to commit after a
+batch of consumed messages."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Literal, Self, get_args
 
+from confluent_kafka import TopicPartition
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -181,3 +183,12 @@ def add_kafka_flags(parser: argparse.ArgumentParser) -> None:
         help="client key for mutual TLS (with --ssl-certificate-location; its password in "
         "FRAUDSTREAM_SSL_KEY_PASSWORD)",
     )
+
+
+def next_offsets(msgs: list[Any]) -> list[TopicPartition]:
+    """Per partition of ``msgs`` (consumed messages, in order), the offset to commit once they
+    are done: the last one's plus one."""
+    last: dict[tuple[str, int], int] = {}
+    for m in msgs:
+        last[(m.topic(), m.partition())] = m.offset()
+    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]

@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, TopicPartition
 
+from fraudstream.features.kafka import next_offsets
 from fraudstream.features.schema import DecodeLimits, DecodeResult, decode_transactions
 from fraudstream.stream.alignment import PartitionAligner
 from fraudstream.stream.clock import SkewTracker
@@ -443,8 +444,8 @@ class Server:
         decoded = decode_transactions([m.value() for m in msgs], self.limits, now_ms=started)
         decode_ms = (time.perf_counter() - t0) * 1e3
         self.planner.observe("decode", len(msgs), decode_ms / 1e3)
-        next_offsets = _next_offsets(msgs)
-        return decoded, decode_ms, next_offsets, {tp.partition: tp.offset for tp in next_offsets}
+        offsets = next_offsets(msgs)
+        return decoded, decode_ms, offsets, {tp.partition: tp.offset for tp in offsets}
 
     def _watermark(self, msgs: list[Any], decoded: DecodeResult) -> np.ndarray:
         ok_rows = np.asarray(decoded.ok_index, dtype=np.int64)
@@ -646,13 +647,6 @@ def _allowed(msg: Any, fetched: int, limits: Limits) -> bool:
     kind, written = msg.timestamp()
     written = None if kind == TIMESTAMP_NOT_AVAILABLE else written
     return allowed(event_time_of(msg.value()), written, fetched, limits)
-
-
-def _next_offsets(msgs: list[Any]) -> list[TopicPartition]:
-    last: dict[tuple[str, int], int] = {}
-    for m in msgs:
-        last[(m.topic(), m.partition())] = m.offset()
-    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
 
 def install_signal_handlers(stopping: threading.Event, shutdown_timeout_s: float) -> None:

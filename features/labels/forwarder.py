@@ -35,6 +35,7 @@ from confluent_kafka import (
 from confluent_kafka import TopicPartition as TP
 from confluent_kafka.admin import AdminClient
 
+from fraudstream.features.kafka import next_offsets
 from fraudstream.features.labels import records
 from fraudstream.features.labels.freshness import LabelFreshness
 from fraudstream.features.labels.metrics import LabelMetrics
@@ -92,8 +93,6 @@ class DecisionForwarder:
         self._warned: dict[int, float] = {}
         self._noted_at = -PROGRESS_EVERY_S
         self._progress: dict[int, tuple[int | None, int | None]] = {}
-        self.forwarded = 0
-        """Decisions sent to the join so far."""
 
     def start(self, on_fatal: Callable[[BaseException], None]) -> None:
         """Start the thread. ``on_fatal`` is called on it with what stopped it, when anything
@@ -194,8 +193,9 @@ class DecisionForwarder:
             position = offset if offset is not None and offset >= 0 else None
             progress[tp.partition] = (position, high if high >= 0 else None)
         self._progress = progress
-        lags = [row["lag"] for row in self.progress()]
-        self._metrics.decisions_lag.set(sum(lag for lag in lags if lag is not None))
+        self._metrics.decisions_lag.set(
+            sum(max(0, h - p) for p, h in progress.values() if p is not None and h is not None)
+        )
 
     def _step(self, consumer: Consumer, producer: Producer) -> None:
         self._note_progress(consumer)
@@ -217,16 +217,8 @@ class DecisionForwarder:
                 self._join_topic, value, b"%d" % partition, partition, on_delivery=self._delivered
             )
         self._flush(producer)
-        last: dict[int | None, int | None] = {}
-        for message in messages:
-            last[message.partition()] = message.offset()
-        topic = self._settings.decisions_topic
-        consumer.store_offsets(
-            offsets=[
-                TP(topic, p, o + 1) for p, o in last.items() if p is not None and o is not None
-            ]
-        )
-        self.forwarded += len(usable)
+        consumer.store_offsets(offsets=next_offsets(messages))
+        self._metrics.decisions_forwarded.inc(len(usable))
         self.note_batch(skipped)
 
     def _warn(self, error: KafkaError) -> None:

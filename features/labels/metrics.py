@@ -47,6 +47,11 @@ class LabelMetrics:
             "Decisions the KPIs could not use (no id, time, amount or outcome)",
             registry=r,
         )
+        self.decisions_forwarded = Counter(
+            "fraudstream_kpi_decisions_forwarded",
+            "Decisions sent into the KPI join (redeliveries included)",
+            registry=r,
+        )
         self.decisions_lag = Gauge(
             "fraudstream_kpi_decisions_lag",
             "Decisions not yet read into the KPI join, over this worker's partitions of the"

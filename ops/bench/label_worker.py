@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import random
-import re
 import signal
 import statistics
 import subprocess
@@ -34,6 +33,7 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -212,8 +212,12 @@ def _decisions_counted(port: int) -> float | None:
             text = reply.read().decode()
     except (OSError, urllib.error.URLError):
         return None
-    found = re.findall(r"^fraudstream_kpi_decisions(?:\{[^}]*\})? (\S+)$", text, re.M)
-    return sum(float(v) for v in found)
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "fraudstream_kpi_decisions"
+    )
 
 
 if __name__ == "__main__":

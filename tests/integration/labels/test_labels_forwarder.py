@@ -39,6 +39,19 @@ def _decisions(first: int, n: int) -> list[Message]:
     ]
 
 
+def _settings(
+    kafka_bootstrap: str, label_topics: LabelTopics, group_id: str, **extra: object
+) -> LabelSettings:
+    """What a worker of this test would run with (the store is not used here)."""
+    return LabelSettings(
+        bootstrap_servers=kafka_bootstrap,
+        redis_url="redis://unused",  # type: ignore[arg-type]
+        group_id=group_id,
+        decisions_topic=label_topics.decisions,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
 def _counted(worker: Worker) -> int:
     return sum(sum(h["decisions"].values()) for h in worker.kpis())
 
@@ -74,7 +87,8 @@ def test_an_upgraded_worker_reads_decisions_from_where_its_faust_group_was(
     wait_for(lambda: _counted(worker) == 10, 60, "the 10 decisions after the faust group's")
     time.sleep(2)
     assert _counted(worker) == 10, "decisions the faust group had read were read again"
-    group = group_of(LabelSettings(bootstrap_servers="k:1", redis_url="r", group_id=group_id))  # type: ignore[arg-type]
+    assert worker.metric("fraudstream_kpi_decisions_forwarded_total") == 10
+    group = group_of(_settings(kafka_bootstrap, label_topics, group_id))
     wait_for(
         lambda: sum(_committed(kafka_bootstrap, group, label_topics.decisions)) == 50,
         30,
@@ -98,13 +112,8 @@ def test_an_upgraded_worker_reads_decisions_from_where_its_faust_group_was(
 def test_a_forwarder_that_cannot_reach_its_join_topic_reports_it(
     kafka_bootstrap: str, label_topics: LabelTopics, group_id: str
 ) -> None:
-    settings = LabelSettings(
-        bootstrap_servers=kafka_bootstrap,
-        redis_url="redis://unused",  # type: ignore[arg-type]
-        group_id=group_id,  # no worker ever created its join topic
-        decisions_topic=label_topics.decisions,
-        connect_timeout_s=1,
-    )
+    # no worker ever created this group's join topic
+    settings = _settings(kafka_bootstrap, label_topics, group_id, connect_timeout_s=1)
     forwarder = DecisionForwarder(settings, LabelMetrics(), None)
     errors: list[BaseException] = []
     done = threading.Event()
@@ -147,12 +156,7 @@ def test_the_lag_is_what_the_forwarder_has_not_read(
     kafka_bootstrap: str, label_topics: LabelTopics, group_id: str
 ) -> None:
     produce(kafka_bootstrap, label_topics.decisions, _decisions(0, 40))
-    settings = LabelSettings(
-        bootstrap_servers=kafka_bootstrap,
-        redis_url="redis://unused",  # type: ignore[arg-type]
-        group_id=group_id,
-        decisions_topic=label_topics.decisions,
-    )
+    settings = _settings(kafka_bootstrap, label_topics, group_id)
     metrics = LabelMetrics()
     forwarder = DecisionForwarder(settings, metrics, None)
     consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"{group_id}-lag"})

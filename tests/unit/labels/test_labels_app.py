@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fraudstream.features.labels.app import build_app
+from fraudstream.features.labels.forwarder import group_of
 from fraudstream.features.labels.join import DECIDED, FRAUDS, WIDTH
 from fraudstream.features.labels.kpis import summarize
 from fraudstream.features.labels.metrics import LabelMetrics
@@ -24,13 +25,14 @@ def _settings(**extra: object) -> LabelSettings:
 
 
 def test_app_wiring() -> None:
-    built = build_app(_settings(group_id="g1", kpi_partitions=3, web_port=7123), NullStore())
+    settings = _settings(group_id="g1", kpi_partitions=3, web_port=7123)
+    built = build_app(settings, NullStore())
     app = built.app
     assert app.conf.id == "g1" and app.conf.web_port == 7123
     assert app.conf.store.scheme == "memory"
     topics = {t for agent in app.agents.values() for t in agent.channel.topics}
     assert topics == {"fraud.labels", "g1-kpi-join"}  # decisions: the forwarder's thread
-    assert built.forwarder.forwarded == 0
+    assert group_of(settings) == "g1-decisions"  # the forwarder's group, as OPERATIONS.md names it
     table = app.tables["kpi"]
     assert table.partitions == 3 and table.changelog_topic.get_topic_name() == "g1-kpi-changelog"
     assert table.window.current(7200.5) == (7200.0, 10799.9)
