@@ -51,6 +51,13 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         "(default 1, for a single broker)",
     )
     a(
+        "--data-dir",
+        metavar="DIR",
+        help="faust's data directory, where a rocksdb:// table store keeps its tables "
+        "(default <group-id>-data; with the default memory store, a temporary directory "
+        "removed at exit)",
+    )
+    a(
         "--labels-stale-after-s",
         type=float,
         help="warn (and set fraudstream_labels_stale) when no label was applied for this "

@@ -66,7 +66,9 @@ class LabelSettings(KafkaSettings):
     table_store: str = "memory://"
     """faust table store; the changelog topic is the durable copy either way."""
     data_dir: Path | None = None
-    """faust's data directory (default ``<group_id>-data`` in the working directory)."""
+    """faust's data directory: where a ``rocksdb://`` table store keeps its tables (default
+    ``<group_id>-data`` in the working directory; with the memory store, which keeps nothing
+    on disk, a temporary directory removed at exit)."""
 
     @model_validator(mode="after")
     def _check_retry(self) -> Self:

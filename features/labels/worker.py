@@ -14,7 +14,9 @@ import argparse
 import importlib
 import logging
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from fraudstream.features.exceptions import FraudstreamError
@@ -36,6 +38,9 @@ def run(settings: LabelSettings) -> int:
     logger.info("label worker settings: %s", settings.redacted())
     check_codecs()
     check_kafka(settings)
+    scratch = _scratch_data_dir(settings)
+    if scratch is not None:
+        settings = settings.model_copy(update={"data_dir": Path(scratch.name)})
     store = RedisStore.from_url(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
     try:
         built = build_app(settings, store)
@@ -56,6 +61,18 @@ def run(settings: LabelSettings) -> int:
         return 0
     finally:
         store.close()
+        if scratch is not None:
+            scratch.cleanup()
+
+
+def _scratch_data_dir(settings: LabelSettings) -> tempfile.TemporaryDirectory[str] | None:
+    """A directory removed at exit for faust's data directory, when nothing in it outlives
+    the worker: the memory table store keeps its tables in memory (their changelog topic is
+    the durable copy), yet faust still creates ``<app id>-data/`` in the working directory,
+    one per group id. None when ``data_dir`` is set or the store writes there (rocksdb)."""
+    if settings.data_dir is not None or not settings.table_store.startswith("memory:"):
+        return None
+    return tempfile.TemporaryDirectory(prefix=f"fraudstream-{settings.group_id}-")
 
 
 def describe_crash(exc: BaseException) -> str:

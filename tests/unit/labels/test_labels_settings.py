@@ -174,3 +174,26 @@ def test_the_command_runs_the_worker_with_its_settings(monkeypatch: pytest.Monke
     args = _parse("--bootstrap-servers", "k:1", "--redis-url", "redis://r", "--web-port", "7")
     assert args.func(args) == 0
     assert seen[0].web_port == 7
+
+
+def test_the_memory_store_gets_a_data_dir_removed_at_exit(tmp_path: Path) -> None:
+    """faust creates its data directory even for the memory store: the worker gives it a
+    temporary one rather than leaving ``<group-id>-data/`` in the working directory."""
+    from fraudstream.features.labels.worker import _scratch_data_dir
+
+    base = ("--bootstrap-servers", "k:9092", "--redis-url", "redis://r:6379/0")
+    scratch = _scratch_data_dir(_settings(*base, "--group-id", "g7"))
+    assert scratch is not None
+    made = Path(scratch.name)
+    assert made.is_dir() and made.name.startswith("fraudstream-g7-")
+    scratch.cleanup()
+    assert not made.exists()
+    given = _settings(*base, "--data-dir", str(tmp_path / "faust"))
+    assert given.data_dir == tmp_path / "faust"
+    assert _scratch_data_dir(given) is None
+    durable = LabelSettings(
+        bootstrap_servers="k:9092",
+        redis_url="redis://r:6379/0",  # type: ignore[arg-type]
+        table_store="rocksdb://",
+    )
+    assert _scratch_data_dir(durable) is None
