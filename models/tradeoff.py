@@ -17,8 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from fraudstream.models import metrics
 from fraudstream.models.evaluation import TestWindow, score_all, write_atomically
@@ -169,6 +167,10 @@ def markdown(result: TradeoffReport) -> str:
 
 def plot(result: TradeoffReport, path: Path) -> None:
     """AP against trees, and time per batch against trees, as a PNG (Agg, no display)."""
+    # imported here: matplotlib costs every command of the CLI about 0.4 s at start-up
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(10, 4))
     FigureCanvasAgg(figure)
     left, right = figure.subplots(1, 2)
