@@ -174,3 +174,14 @@ def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert out.returncode == 0, out.stderr
     decision, score, *_ = out.stdout.split()
     assert decision == "decline" and float(score) > 0.7
+
+
+def test_the_command_line_starts_without_matplotlib() -> None:
+    """Plots are drawn by a few report commands only: the parser every command builds
+    (serve's restart included) must not pay for loading matplotlib."""
+    code = (
+        "import sys; from fraudstream.stream.cli import build_parser; build_parser(); "
+        "print('matplotlib' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
