@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from fraudstream.features.exceptions import ConfigError
 
@@ -190,6 +189,8 @@ def transaction_level_features(
         weekday = (days + _EPOCH_WEEKDAY) % 7
         hour = np.floor_divide(ms - days * MS_PER_DAY, 3_600_000)
     else:
+        import pandas as pd  # here only: the scoring path never loads pandas otherwise
+
         local = pd.DatetimeIndex(pd.to_datetime(ms, unit="ms", utc=True)).tz_convert(config.tz)
         weekday = np.asarray(local.day_of_week, dtype=np.int64)
         hour = np.asarray(local.hour, dtype=np.int64)

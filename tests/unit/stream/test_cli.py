@@ -4,12 +4,13 @@ every command (the Kafka connection, the column map, the Redis URL and prefix)."
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Iterator
 
 import pytest
 
 from fraudstream.features.kafka import add_kafka_flags
-from fraudstream.stream.cli import build_parser
+from fraudstream.stream.cli import COMMAND_MODULES, build_parser, command_of
 
 KAFKA_COMMANDS = {
     ("serve",),
@@ -145,3 +146,43 @@ def test_features_compute_keeps_its_older_flag_names_as_aliases() -> None:
     )
     prefixed = build_parser().parse_args([*argv, "--prefix", "p1"])
     assert prefixed.redis_prefix == "p1"
+
+
+@pytest.mark.parametrize("module", sorted(COMMAND_MODULES))
+def test_each_module_registers_the_commands_the_dispatcher_expects_of_it(module: str) -> None:
+    """``fraudstream serve`` builds only serve's module's parsers: the map from command to
+    module must say what each module really registers."""
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    importlib.import_module(module).register(sub)
+    assert set(sub.choices) == set(COMMAND_MODULES[module])
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["serve", "--registry", "r"], "serve"),
+        (["--log-level", "DEBUG", "--plain-logs", "features", "run"], "features"),
+        (["--help"], None),
+        ([], None),
+        (["--log-level"], None),
+        (["nosuch"], "nosuch"),
+    ],
+)
+def test_the_command_is_found_after_the_global_flags(argv: list[str], command: str) -> None:
+    assert command_of(argv) == command
+
+
+def test_one_command_s_parser_parses_as_the_whole_tree_does() -> None:
+    argv = ["--log-level", "WARNING", "serve", "--registry", "r", "--budget-ms", "40"]
+    whole = vars(build_parser().parse_args(argv))
+    alone = vars(build_parser(command_of(argv)).parse_args(argv))
+    assert alone == whole
+    assert alone["budget_ms"] == 40
+
+
+def test_an_unknown_command_gets_the_whole_list(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser(command_of(["nosuch"])).parse_args(["nosuch"])
+    err = capsys.readouterr().err
+    assert all(name in err for names in COMMAND_MODULES.values() for name in names)
