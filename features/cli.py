@@ -16,22 +16,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-import pandas as pd
 from pydantic import Field, SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from fraudstream.features.config import KafkaSettings, add_config_flag, given_flags, load_settings
-from fraudstream.features.datafile import parse_column_map, read_transactions, write_transactions
-from fraudstream.features.datafile_formats import FORMATS
 from fraudstream.features.definitions import FeatureConfig
 from fraudstream.features.exceptions import DataFileError, FeatureStoreUnavailable, FraudstreamError
 from fraudstream.features.kafka import add_kafka_flags
 from fraudstream.features.labels.commands import add_commands
 from fraudstream.features.local_store import CUSTOMER_STATE_HELP, CustomerStateKind, open_store
-from fraudstream.features.memory_store import MemoryStore
-from fraudstream.features.replay import replay
-from fraudstream.features.simulator import SimulatorConfig, simulate, summarize
 from fraudstream.features.store import FeatureStore
 
 logger = logging.getLogger(__name__)
@@ -41,7 +35,9 @@ _console = Console(stderr=True)
 
 
 def register(subparsers: SubParsers) -> None:
-    """Add ``simulate`` and ``features compute`` to the ``fraudstream`` command."""
+    """Add ``simulate`` and ``features compute`` to the ``fraudstream`` command. The
+    commands import their data-file and simulation code (pandas, pyarrow) when they run:
+    ``features run``, the label worker, needs none of it."""
     _add_simulate(subparsers)
     features = subparsers.add_parser("features", help="feature store tools")
     commands = features.add_subparsers(dest="features_command", metavar="SUBCOMMAND")
@@ -212,6 +208,10 @@ def run_rebuild(args: argparse.Namespace) -> int:
 
 def run_simulate(args: argparse.Namespace) -> int:
     """``fraudstream simulate``."""
+    from fraudstream.features.datafile import write_transactions
+    from fraudstream.features.datafile_formats import FORMATS
+    from fraudstream.features.simulator import SimulatorConfig, simulate, summarize
+
     config = SimulatorConfig(
         n_customers=args.customers,
         n_terminals=args.terminals,
@@ -242,6 +242,11 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 def run_compute(args: argparse.Namespace) -> int:
     """``fraudstream features compute``."""
+    import pandas as pd
+
+    from fraudstream.features.datafile import parse_column_map, read_transactions
+    from fraudstream.features.replay import replay
+
     config = FeatureConfig(delay_days=args.label_delay_days)
     column_map = parse_column_map(args.column_map)
     df = read_transactions(args.data, column_map, skip_bad=args.skip_bad)
@@ -271,6 +276,8 @@ def run_compute(args: argparse.Namespace) -> int:
 @contextmanager
 def _open_store(args: argparse.Namespace, config: FeatureConfig) -> Iterator[FeatureStore]:
     if args.store == "memory":
+        from fraudstream.features.memory_store import MemoryStore
+
         yield MemoryStore(config)
         return
     prefix = args.redis_prefix or f"fscompute-{uuid.uuid4().hex[:8]}"

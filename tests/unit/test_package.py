@@ -191,13 +191,31 @@ def test_the_command_line_starts_without_matplotlib() -> None:
     assert "matplotlib" not in loaded
 
 
-def test_serve_starts_without_pandas_or_matplotlib() -> None:
-    """A restarted serve loads its parser and its loop only: no training, replay or report
-    code, so neither pandas, pyarrow nor matplotlib (a third of its start-up time)."""
+@pytest.mark.parametrize(
+    ("argv", "modules", "needed"),
+    [
+        (
+            ["--log-level", "INFO", "serve", "--registry", "r"],
+            "fraudstream.stream.service, fraudstream.stream.serve",
+            {"xgboost", "confluent_kafka", "redis"},
+        ),
+        (
+            ["features", "run", "--group-id", "g"],
+            "fraudstream.features.labels.worker, fraudstream.features.labels.app",
+            {"faust", "confluent_kafka", "redis"},
+        ),
+    ],
+)
+def test_the_long_running_commands_start_without_pandas(
+    argv: list[str], modules: str, needed: set[str]
+) -> None:
+    """A restarted serve or label worker loads its parser and its loop only: no training,
+    replay or report code, so neither pandas, pyarrow nor matplotlib (a third of serve's
+    start-up time)."""
     loaded = _loaded_after(
         "from fraudstream.stream.cli import build_parser, command_of\n"
-        "build_parser(command_of(['--log-level', 'INFO', 'serve', '--registry', 'r']))\n"
-        "import fraudstream.stream.service, fraudstream.stream.serve"
+        f"build_parser(command_of({argv!r}))\n"
+        f"import {modules}"
     )
-    assert {"fraudstream", "xgboost", "confluent_kafka", "redis"} <= loaded
+    assert needed <= loaded
     assert not {"pandas", "pyarrow", "matplotlib"} & loaded
