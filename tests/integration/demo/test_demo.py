@@ -17,6 +17,7 @@ pytestmark = pytest.mark.integration
 def test_tiny_demo_decides_every_replayed_transaction_and_writes_a_report(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:
+    data_dirs = set(ROOT.glob("*-data"))
     done = subprocess.run(
         [
             sys.executable,
@@ -56,3 +57,5 @@ def test_tiny_demo_decides_every_replayed_transaction_and_writes_a_report(
     assert (report / "report.md").is_file()
     assert (report / "metrics.json").is_file()
     assert list(report.glob("*.png"))
+    # the label worker's faust data directory was a temporary one, not <group-id>-data/ here
+    assert set(ROOT.glob("*-data")) == data_dirs
